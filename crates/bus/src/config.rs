@@ -1,0 +1,91 @@
+//! Kafka settings shared by every service.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a service reaches and uses the broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    /// Prepended to every topic and consumer group name; lets several
+    /// deployments (or tests) share one cluster.
+    pub topic_prefix: String,
+    /// Partitions of each regional event stream.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// How long the broker keeps events.
+    pub retention_hours: u32,
+    /// A consumer group member that is silent this long is replaced.
+    pub session_timeout_ms: u32,
+    /// How long the producer waits to batch events.
+    pub linger_ms: u32,
+    /// How long a publish may take before it fails.
+    pub publish_timeout_ms: u64,
+    /// Attempts of a failing handler before its event goes to the dead-letter
+    /// topic.
+    pub handler_max_attempts: u32,
+    /// Backoff after the first failed attempt; doubles up to 5 s.
+    pub handler_backoff_ms: u64,
+    /// Events buffered per partition ahead of its handler.
+    pub partition_queue_depth: usize,
+    /// Create missing topics at start-up. Turn off where topics are managed
+    /// by the platform.
+    pub ensure_topics: bool,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            brokers: "127.0.0.1:9092".to_owned(),
+            topic_prefix: String::new(),
+            partitions: 6,
+            replication_factor: 1,
+            retention_hours: 7 * 24,
+            session_timeout_ms: 10_000,
+            linger_ms: 2,
+            publish_timeout_ms: 30_000,
+            handler_max_attempts: 5,
+            handler_backoff_ms: 100,
+            partition_queue_depth: 64,
+            ensure_topics: true,
+        }
+    }
+}
+
+impl BusConfig {
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+
+    /// Problems that make the configuration unusable, in words for a person.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("bus.brokers must name at least one broker".to_owned());
+        }
+        if self.partitions < 1 {
+            return Err("bus.partitions must be at least 1".to_owned());
+        }
+        if self.replication_factor < 1 {
+            return Err("bus.replication_factor must be at least 1".to_owned());
+        }
+        if self.handler_max_attempts < 1 {
+            return Err("bus.handler_max_attempts must be at least 1".to_owned());
+        }
+        if self.partition_queue_depth < 1 {
+            return Err("bus.partition_queue_depth must be at least 1".to_owned());
+        }
+        let valid_prefix = self
+            .topic_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !valid_prefix {
+            return Err(
+                "bus.topic_prefix may contain only letters, digits, '.', '_' and '-'".into(),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,444 @@
+//! The at-least-once consumer.
+//!
+//! One consumer per (service, region), in the region's own consumer group. It
+//! hands each partition's events, in order, to a task of that partition, so a
+//! slow order holds up only its own partition. An offset is stored only after
+//! the handler succeeded (or the event went to the dead-letter topic); the
+//! client commits stored offsets in the background and once more at shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harvest_domain::Region;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field};
+
+use crate::topology::Stream;
+use crate::{BusConfig, Envelope, Publisher, event, metrics, trace};
+
+/// An event as a handler sees it, with where it came from.
+#[derive(Clone, Debug)]
+pub struct IncomingEvent {
+    pub envelope: Envelope,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Why a handler did not finish an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth trying again (Redis or the broker unreachable, a timeout…).
+    #[error("transient failure")]
+    Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Will never succeed (a payload that breaks the contract): goes straight
+    /// to the dead-letter topic.
+    #[error("event rejected: {0}")]
+    Rejected(String),
+}
+
+impl HandlerError {
+    pub fn transient(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        HandlerError::Transient(Box::new(error))
+    }
+}
+
+/// Reacts to events. Must be idempotent: an event may arrive more than once.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        event: &IncomingEvent,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// What one consumer reads.
+#[derive(Clone, Debug)]
+pub struct ConsumerSpec {
+    /// The consuming service; names the group and the dead-letter topic.
+    pub service: &'static str,
+    pub region: Region,
+    pub streams: Vec<Stream>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("could not create the Kafka consumer for group {group}")]
+    Create {
+        group: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("could not subscribe group {group} to {topics:?}")]
+    Subscribe {
+        group: String,
+        topics: Vec<String>,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// Consumes until `shutdown` is cancelled, then finishes the events in hand,
+/// commits and returns.
+pub async fn run<H: Handler>(
+    config: &BusConfig,
+    publisher: Publisher,
+    spec: ConsumerSpec,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) -> Result<(), ConsumerError> {
+    let topology = publisher.topology().clone();
+    let group = topology.consumer_group(spec.service, &spec.region);
+    let topics: Vec<String> = spec
+        .streams
+        .iter()
+        .map(|stream| topology.topic(*stream, &spec.region))
+        .collect();
+    let consumer: Arc<StreamConsumer<LagReporter>> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &group)
+            .set(
+                "client.id",
+                format!("harvest-{}-{}", spec.service, spec.region),
+            )
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout_ms / 4).max(100).to_string(),
+            )
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(LagReporter {
+                group: group.clone(),
+            })
+            .map_err(|source| ConsumerError::Create {
+                group: group.clone(),
+                source,
+            })?,
+    );
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .map_err(|source| ConsumerError::Subscribe {
+            group: group.clone(),
+            topics: topics.clone(),
+            source,
+        })?;
+    tracing::info!(%group, ?topics, "consumer started");
+
+    let worker = Arc::new(Worker {
+        consumer: consumer.clone(),
+        handler,
+        publisher,
+        dead_letter_topic: topology.dead_letter_topic(spec.service, &spec.region),
+        service: spec.service,
+        max_attempts: config.handler_max_attempts,
+        first_backoff: Duration::from_millis(config.handler_backoff_ms),
+        shutdown: shutdown.clone(),
+    });
+    let mut partitions: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut tasks = JoinSet::new();
+
+    loop {
+        let message = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            received = consumer.recv() => match received {
+                Ok(message) => message.detach(),
+                Err(error) => {
+                    tracing::warn!(%group, error.cause_chain = ?error, "consumer poll failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    }
+                }
+            },
+        };
+        let key = (message.topic().to_owned(), message.partition());
+        let sender = partitions.entry(key).or_insert_with(|| {
+            let (sender, receiver) = mpsc::channel(config.partition_queue_depth);
+            tasks.spawn(worker.clone().drain(receiver));
+            sender
+        });
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            sent = sender.send(message) => {
+                if sent.is_err() {
+                    tracing::error!(%group, "partition task ended early");
+                }
+            }
+        }
+    }
+
+    drop(partitions);
+    while tasks.join_next().await.is_some() {}
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        // Nothing stored since the last commit.
+        Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(error) => tracing::warn!(%group, error.cause_chain = ?error, "final commit failed"),
+    }
+    consumer.unsubscribe();
+    tracing::info!(%group, "consumer stopped");
+    Ok(())
+}
+
+struct Worker<H> {
+    consumer: Arc<StreamConsumer<LagReporter>>,
+    handler: Arc<H>,
+    publisher: Publisher,
+    dead_letter_topic: String,
+    service: &'static str,
+    max_attempts: u32,
+    first_backoff: Duration,
+    shutdown: CancellationToken,
+}
+
+enum Outcome {
+    Handled,
+    DeadLettered,
+    /// Shutdown came first; the event will be delivered again.
+    Abandoned,
+}
+
+impl<H: Handler> Worker<H> {
+    async fn drain(self: Arc<Self>, mut receiver: mpsc::Receiver<OwnedMessage>) {
+        while let Some(message) = receiver.recv().await {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let started = Instant::now();
+            let outcome = self.process(&message).await;
+            let label = match outcome {
+                Outcome::Handled => "ok",
+                Outcome::DeadLettered => "dead_letter",
+                Outcome::Abandoned => return,
+            };
+            if let Err(error) =
+                self.consumer
+                    .store_offset(message.topic(), message.partition(), message.offset())
+            {
+                // The partition moved to another member; it will see the event
+                // again and the handler's idempotence absorbs it.
+                tracing::debug!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    error.cause_chain = ?error,
+                    "could not store offset",
+                );
+            }
+            ::metrics::counter!(
+                metrics::EVENTS_HANDLED,
+                "service" => self.service,
+                "topic" => message.topic().to_owned(),
+                "outcome" => label,
+            )
+            .increment(1);
+            ::metrics::histogram!(metrics::HANDLER_SECONDS, "service" => self.service)
+                .record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    async fn process(&self, message: &OwnedMessage) -> Outcome {
+        let topic = message.topic();
+        let span = tracing::info_span!(
+            "process",
+            otel.name = format!("{topic} process"),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.operation.type = "process",
+            messaging.destination.name = %topic,
+            messaging.consumer.group.name = self.service,
+            messaging.destination.partition.id = message.partition(),
+            messaging.kafka.offset = message.offset(),
+            messaging.message.id = field::Empty,
+            event_type = field::Empty,
+            order_id = field::Empty,
+        );
+        trace::set_parent_from_headers(&span, message.headers().map(|h| h.as_borrowed()));
+        async {
+            let envelope = match event::decode(message.payload().unwrap_or_default()) {
+                Ok(envelope) => envelope,
+                Err(error) => {
+                    tracing::warn!(
+                        topic,
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        error.cause_chain = ?error,
+                        "undecodable event",
+                    );
+                    return self
+                        .dead_letter(message, &format!("undecodable: {error}"), 0)
+                        .await;
+                }
+            };
+            let span = tracing::Span::current();
+            span.record("messaging.message.id", envelope.event_id.as_str());
+            span.record("event_type", envelope.event_type.as_str());
+            span.record("order_id", envelope.order_id.as_str());
+            let event = IncomingEvent {
+                envelope,
+                topic: topic.to_owned(),
+                partition: message.partition(),
+                offset: message.offset(),
+            };
+            self.handle_with_retries(message, &event).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn handle_with_retries(&self, message: &OwnedMessage, event: &IncomingEvent) -> Outcome {
+        let mut backoff = self.first_backoff;
+        for attempt in 1..=self.max_attempts {
+            let error = match self.handler.handle(event).await {
+                Ok(()) => return Outcome::Handled,
+                Err(HandlerError::Rejected(reason)) => {
+                    tracing::warn!(
+                        topic = %event.topic,
+                        partition = event.partition,
+                        offset = event.offset,
+                        %reason,
+                        "event rejected by handler",
+                    );
+                    return self
+                        .dead_letter(message, &format!("rejected: {reason}"), attempt)
+                        .await;
+                }
+                Err(HandlerError::Transient(error)) => error,
+            };
+            tracing::warn!(
+                topic = %event.topic,
+                partition = event.partition,
+                offset = event.offset,
+                attempt,
+                max_attempts = self.max_attempts,
+                error.cause_chain = ?error,
+                "handler failed",
+            );
+            if attempt == self.max_attempts {
+                let reason = format!("failed {attempt} times, last: {}", cause_chain(&*error));
+                return self.dead_letter(message, &reason, attempt).await;
+            }
+            ::metrics::counter!(metrics::HANDLER_RETRIES, "service" => self.service).increment(1);
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Outcome::Abandoned,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        Outcome::Abandoned
+    }
+
+    /// Writes the original key, bytes and headers to the dead-letter topic with
+    /// the reason. Keeps trying until the broker takes it or shutdown comes:
+    /// an event is never skipped without a trace.
+    async fn dead_letter(&self, message: &OwnedMessage, reason: &str, attempts: u32) -> Outcome {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let mut headers = OwnedHeaders::new();
+            if let Some(original) = message.headers() {
+                for header in original.iter() {
+                    headers = headers.insert(header);
+                }
+            }
+            let partition = message.partition().to_string();
+            let offset = message.offset().to_string();
+            let attempts = attempts.to_string();
+            for (key, value) in [
+                ("dead-letter-reason", reason),
+                ("dead-letter-service", self.service),
+                ("dead-letter-original-topic", message.topic()),
+                ("dead-letter-original-partition", partition.as_str()),
+                ("dead-letter-original-offset", offset.as_str()),
+                ("dead-letter-attempts", attempts.as_str()),
+            ] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let sent = self
+                .publisher
+                .send(
+                    &self.dead_letter_topic,
+                    message.key().unwrap_or_default(),
+                    message.payload().unwrap_or_default(),
+                    headers,
+                )
+                .await;
+            match sent {
+                Ok(_) => {
+                    tracing::warn!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        dead_letter_topic = %self.dead_letter_topic,
+                        %reason,
+                        "event sent to dead-letter topic",
+                    );
+                    return Outcome::DeadLettered;
+                }
+                Err(error) => {
+                    tracing::error!(
+                        dead_letter_topic = %self.dead_letter_topic,
+                        error.cause_chain = ?error,
+                        "could not write dead letter; retrying",
+                    );
+                }
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return Outcome::Abandoned,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Publishes each topic's consumer lag from the client's statistics.
+struct LagReporter {
+    group: String,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        for (name, topic) in statistics.topics {
+            let lag: i64 = topic
+                .partitions
+                .values()
+                .filter(|partition| partition.partition >= 0 && partition.consumer_lag >= 0)
+                .map(|partition| partition.consumer_lag)
+                .sum();
+            ::metrics::gauge!(metrics::CONSUMER_LAG, "group" => self.group.clone(), "topic" => name)
+                .set(lag as f64);
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}

@@ -1,0 +1,171 @@
+//! The idempotent producer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harvest_domain::Region;
+use prost::Message;
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tracing::Instrument;
+
+use crate::topology::{Stream, Topology};
+use crate::{BusConfig, Envelope, metrics, trace};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("could not create the Kafka producer")]
+    Create(#[source] KafkaError),
+    #[error("event for region {0:?}, which is not a region of this deployment")]
+    UnknownRegion(String),
+    #[error("the broker did not acknowledge the event on {topic}")]
+    NotAcknowledged {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
+}
+
+/// Where the broker stored an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Publishes events to the stream of the service that owns it. Cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    producer: FutureProducer,
+    topology: Topology,
+    owner: Stream,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// A publisher that writes `owner`'s stream (and its dead-letter topics).
+    pub fn new(
+        config: &BusConfig,
+        topology: Topology,
+        owner: Stream,
+    ) -> Result<Self, PublishError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("client.id", format!("harvest-{}", owner.name()))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("message.timeout.ms", config.publish_timeout_ms.to_string())
+            .create()
+            .map_err(PublishError::Create)?;
+        Ok(Publisher {
+            inner: Arc::new(Inner {
+                producer,
+                topology,
+                owner,
+                timeout: config.publish_timeout(),
+            }),
+        })
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    pub fn owner(&self) -> Stream {
+        self.inner.owner
+    }
+
+    /// Publishes `envelope` to its region's topic of the owner's stream, keyed
+    /// by order id, with the current trace context. Resolves once the broker
+    /// has acknowledged it.
+    pub async fn publish(&self, mut envelope: Envelope) -> Result<Published, PublishError> {
+        let region = Region::parse(&envelope.region)
+            .ok()
+            .filter(|region| self.inner.topology.regions().contains(region))
+            .ok_or_else(|| PublishError::UnknownRegion(envelope.region.clone()))?;
+        let topic = self.inner.topology.topic(self.inner.owner, &region);
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = format!("{topic} publish"),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = %topic,
+            messaging.message.id = %envelope.event_id,
+            event_type = %envelope.event_type,
+            order_id = %envelope.order_id,
+        );
+        async {
+            let context = trace::current_context_fields();
+            for (key, value) in &context {
+                match key.as_str() {
+                    "traceparent" => envelope.traceparent.clone_from(value),
+                    "tracestate" => envelope.tracestate.clone_from(value),
+                    _ => {}
+                }
+            }
+            let headers = trace::add_headers(OwnedHeaders::new(), &context)
+                .insert(Header {
+                    key: "event-type",
+                    value: Some(envelope.event_type.as_bytes()),
+                })
+                .insert(Header {
+                    key: "event-id",
+                    value: Some(envelope.event_id.as_bytes()),
+                });
+            let payload = envelope.encode_to_vec();
+            self.send(&topic, envelope.order_id.as_bytes(), &payload, headers)
+                .await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Writes bytes as they are to `topic`: for dead letters, which keep the
+    /// original message.
+    pub(crate) async fn send(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<Published, PublishError> {
+        let started = Instant::now();
+        let record = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers);
+        let result = self.inner.producer.send(record, self.inner.timeout).await;
+        ::metrics::histogram!(metrics::PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(delivery) => {
+                ::metrics::counter!(metrics::EVENTS_PUBLISHED, "topic" => topic.to_owned())
+                    .increment(1);
+                Ok(Published {
+                    topic: topic.to_owned(),
+                    partition: delivery.partition,
+                    offset: delivery.offset,
+                })
+            }
+            Err((source, _message)) => Err(PublishError::NotAcknowledged {
+                topic: topic.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Waits up to `timeout` for events still in the producer's queue.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(error) = self.inner.producer.flush(timeout) {
+            tracing::warn!(error.cause_chain = ?error, "producer flush did not finish");
+        }
+    }
+}

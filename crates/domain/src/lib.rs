@@ -1,0 +1,20 @@
+//! Harvest's domain vocabulary: money, quantities, regions, identifiers and
+//! dates, as types that can only be built valid.
+//!
+//! Every service parses what arrives from the outside (gRPC requests, events)
+//! into these types at the edge, so the code behind it never sees an invalid
+//! amount, a negative quantity or an id that would break a Redis key.
+
+#![forbid(unsafe_code)]
+
+mod date;
+mod id;
+mod money;
+mod quantity;
+mod region;
+
+pub use date::{Date, DateError};
+pub use id::{Id, IdError, deterministic_id, new_id};
+pub use money::{Fen, FenError};
+pub use quantity::{Quantity, QuantityError};
+pub use region::{Region, RegionError, Regions};

@@ -1,0 +1,298 @@
+//! Configuration: defaults in code, then an optional TOML file, then
+//! `HARVEST_SECTION__KEY` environment variables (`HARVEST_BUS__BROKERS`,
+//! `HARVEST_REDIS__URL`, …). Each service composes the sections below into its
+//! own config type and validates it once after loading.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use harvest_domain::{Region, RegionError, Regions};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration")]
+    Invalid(#[source] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Rejected(String),
+}
+
+/// Loads `T` from its defaults, then `file` when given, then the environment.
+pub fn load<T>(file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
+    let mut figment = Figment::from(Serialized::defaults(T::default()));
+    if let Some(path) = file {
+        if !path.exists() {
+            return Err(ConfigError::MissingFile(path.display().to_string()));
+        }
+        figment = figment.merge(Toml::file(path));
+    }
+    figment
+        .merge(Env::prefixed("HARVEST_").split("__"))
+        .extract()
+        .map_err(|error| ConfigError::Invalid(Box::new(error)))
+}
+
+/// The whole error, every cause and (for a bad value) where it came from, in
+/// one line for a person.
+pub fn describe(error: &ConfigError) -> String {
+    match error {
+        ConfigError::Invalid(figment_error) => {
+            let problems: Vec<String> = (**figment_error)
+                .clone()
+                .into_iter()
+                .map(|problem| problem.to_string())
+                .collect();
+            format!("invalid configuration: {}", problems.join("; "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A value that `Debug` and `Display` never show: passwords, tokens, URLs with
+/// credentials.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The ports a service listens on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// gRPC API. Port 0 picks a free port.
+    pub grpc_addr: SocketAddr,
+    /// Prometheus metrics and liveness over HTTP. Port 0 picks a free port.
+    pub admin_addr: SocketAddr,
+    /// How long in-flight requests and events may take to finish at shutdown.
+    pub grace_period_secs: u64,
+}
+
+impl ServerConfig {
+    /// Loopback addresses with the given ports.
+    pub fn local(grpc_port: u16, admin_port: u16) -> Self {
+        ServerConfig {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], admin_port)),
+            grace_period_secs: 10,
+        }
+    }
+
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_secs(self.grace_period_secs)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`.
+    pub url: Secret<String>,
+    /// Prepended to every key; lets several deployments (or tests) share a
+    /// server.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: Secret::new("redis://127.0.0.1:6379".to_owned()),
+            key_prefix: String::new(),
+        }
+    }
+}
+
+impl RedisConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.key_prefix.contains(['{', '}']) {
+            return Err("redis.key_prefix must not contain '{' or '}'".to_owned());
+        }
+        if !self.url.expose().starts_with("redis://") && !self.url.expose().starts_with("rediss://")
+        {
+            return Err("redis.url must start with redis:// or rediss://".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// The regions of the deployment, and the ones this instance serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegionsConfig {
+    /// Every region of the deployment (a list, or one comma-separated string).
+    #[serde(deserialize_with = "regions_from_list_or_csv")]
+    pub all: Regions,
+    /// The regions this instance consumes events for; empty means all.
+    #[serde(deserialize_with = "region_list_from_list_or_csv")]
+    pub serve: Vec<Region>,
+}
+
+impl RegionsConfig {
+    /// The regions this instance serves, each checked against `all`.
+    pub fn served(&self) -> Result<Regions, RegionError> {
+        if self.serve.is_empty() {
+            return Ok(self.all.clone());
+        }
+        let served = self
+            .serve
+            .iter()
+            .map(|region| self.all.resolve(region.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Regions::new(served)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ListOrCsv {
+    List(Vec<String>),
+    Csv(String),
+}
+
+impl ListOrCsv {
+    fn names(self) -> Vec<String> {
+        match self {
+            ListOrCsv::List(names) => names,
+            ListOrCsv::Csv(text) => text
+                .split(',')
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }
+    }
+}
+
+fn regions_from_list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Regions, D::Error> {
+    Regions::try_from(ListOrCsv::deserialize(d)?.names()).map_err(serde::de::Error::custom)
+}
+
+fn region_list_from_list_or_csv<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Region>, D::Error> {
+    ListOrCsv::deserialize(d)?
+        .names()
+        .iter()
+        .map(|name| Region::parse(name).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `tracing` filter directives; `RUST_LOG` overrides them.
+    pub log_filter: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Spans are exported
+    /// only when set.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_filter: "info,rdkafka=warn".to_owned(),
+            log_format: "text".to_owned(),
+            otlp_endpoint: None,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!(
+                "telemetry.log_format must be text or json, got {:?}",
+                self.log_format
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's test jail returns its own error type
+mod tests {
+    use super::*;
+
+    #[derive(Default, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Sample {
+        redis: RedisConfig,
+        regions: RegionsConfig,
+    }
+
+    #[test]
+    fn secrets_are_hidden_from_debug() {
+        let config = RedisConfig {
+            url: Secret::new("redis://:hunter2@db:6379".to_owned()),
+            key_prefix: String::new(),
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_accepts_comma_lists() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HARVEST_REDIS__KEY_PREFIX", "t1:");
+            jail.set_env("HARVEST_REGIONS__SERVE", "east, north");
+            let sample: Sample = load(None).expect("loads");
+            assert_eq!(sample.redis.key_prefix, "t1:");
+            let served = sample.regions.served().expect("known regions");
+            assert_eq!(served.to_string(), "east,north");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_file_sits_between_defaults_and_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "harvest.toml",
+                "[redis]\nkey_prefix = \"file:\"\n[regions]\nall = [\"east\", \"west\"]\n",
+            )?;
+            let sample: Sample = load(Some(Path::new("harvest.toml"))).expect("loads");
+            assert_eq!(sample.redis.key_prefix, "file:");
+            assert_eq!(sample.regions.all.to_string(), "east,west");
+            jail.set_env("HARVEST_REDIS__KEY_PREFIX", "env:");
+            let sample: Sample = load(Some(Path::new("harvest.toml"))).expect("loads");
+            assert_eq!(sample.redis.key_prefix, "env:");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_served_region_is_an_error() {
+        let regions = RegionsConfig {
+            all: Regions::default(),
+            serve: vec![Region::parse("atlantis").expect("well-formed")],
+        };
+        assert!(regions.served().is_err());
+        assert!(load::<Sample>(Some(Path::new("/nonexistent/harvest.toml"))).is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! The service kit: what every Harvest service needs besides its own logic.
+//!
+//! - [`config`]: defaults in code → optional TOML file → `HARVEST_SECTION__KEY`
+//!   environment variables, validated once;
+//! - [`telemetry`]: the tracing subscriber, with OTLP export when an endpoint is
+//!   set;
+//! - [`shutdown`]: one cancellation token for SIGINT/SIGTERM (a second Ctrl-C
+//!   exits at once);
+//! - [`grpc`]: a gRPC server with health, reflection, request spans that
+//!   continue the caller's trace, and request metrics;
+//! - [`admin`]: the admin HTTP port with Prometheus metrics and liveness;
+//! - [`store`]: the Redis connection;
+//! - [`service`]: binding, serving and draining a service as a whole.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod grpc;
+pub mod service;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+
+pub use config::{ConfigError, RedisConfig, RegionsConfig, Secret, ServerConfig, TelemetryConfig};

@@ -1,0 +1,144 @@
+//! Running a service: its listeners, its gRPC API, its admin port and its
+//! background tasks (event consumers, timers), with one shutdown for all.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::ServerConfig;
+
+/// A background task: runs until its token is cancelled.
+pub type Task = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
+pub type TaskError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not bind {what} on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("could not install the metrics recorder: {0}")]
+    Metrics(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0} failed")]
+    Task(&'static str, #[source] TaskError),
+    #[error("{0} ended before shutdown was requested")]
+    EndedEarly(&'static str),
+}
+
+/// The bound ports of a service, before it serves.
+pub struct Listeners {
+    grpc: TcpListener,
+    admin: TcpListener,
+    metrics: PrometheusHandle,
+    grace_period: Duration,
+}
+
+impl Listeners {
+    /// Binds both ports first, so that a busy port fails start-up at once.
+    pub async fn bind(config: &ServerConfig) -> Result<Self, StartError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
+        };
+        Ok(Listeners {
+            grpc: bind("the gRPC port", config.grpc_addr).await?,
+            admin: bind("the admin port", config.admin_addr).await?,
+            metrics: crate::admin::prometheus().map_err(StartError::Metrics)?,
+            grace_period: config.grace_period(),
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves `api`, the admin port and `tasks` until `shutdown`, or until one
+    /// of them fails (which stops the others). On shutdown each gets the grace
+    /// period to finish what it holds.
+    pub async fn serve<S>(
+        self,
+        api: S,
+        tasks: Vec<(&'static str, Task)>,
+        shutdown: CancellationToken,
+    ) -> Result<(), RunError>
+    where
+        S: tower::Service<
+                tonic::codegen::http::Request<tonic::body::Body>,
+                Response = tonic::codegen::http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        // Stops everything when shutdown is requested or a task fails.
+        let stop = shutdown.child_token();
+        let mut set: JoinSet<(&'static str, Result<(), TaskError>)> = JoinSet::new();
+        let grpc_stop = stop.clone();
+        set.spawn(async move {
+            let served = crate::grpc::serve(self.grpc, api, grpc_stop).await;
+            ("the gRPC server", served.map_err(Into::into))
+        });
+        let admin_stop = stop.clone();
+        set.spawn(async move {
+            let served = crate::admin::serve(self.admin, self.metrics, admin_stop).await;
+            ("the admin server", served.map_err(Into::into))
+        });
+        for (name, task) in tasks {
+            set.spawn(async move { (name, task.await) });
+        }
+
+        let first_to_end = tokio::select! {
+            joined = set.join_next() => joined,
+            () = stop.cancelled() => None,
+        };
+        let failure = first_to_end.map(|joined| {
+            let (name, result) = match joined {
+                Ok(finished) => finished,
+                Err(panic) => ("a task", Err(Box::new(panic) as TaskError)),
+            };
+            match result {
+                Err(error) => {
+                    tracing::error!(task = name, error.cause_chain = ?error, "task failed");
+                    RunError::Task(name, error)
+                }
+                Ok(()) => RunError::EndedEarly(name),
+            }
+        });
+        stop.cancel();
+
+        let drained = tokio::time::timeout(self.grace_period, async {
+            while set.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace_period = ?self.grace_period, "tasks did not finish in time; aborting");
+            set.abort_all();
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}

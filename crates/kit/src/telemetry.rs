@@ -1,0 +1,83 @@
+//! Logs and traces.
+//!
+//! Every span goes through OpenTelemetry, so every request and event has a
+//! trace id that crosses gRPC metadata and Kafka headers; spans leave the
+//! process only when an OTLP endpoint is configured.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::TelemetryConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("invalid log filter {0:?}")]
+    Filter(String, #[source] tracing_subscriber::filter::ParseError),
+    #[error("could not build the OTLP exporter for {0}")]
+    Exporter(String, #[source] opentelemetry_otlp::ExporterBuildError),
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),
+}
+
+/// Keeps the tracer provider alive; flushes and stops it when dropped.
+#[must_use = "dropping the guard stops span export"]
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Err(error) = self.provider.shutdown() {
+            eprintln!("telemetry shutdown failed: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber: `service` names the spans' resource.
+pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
+            .map_err(|error| TelemetryError::Filter(directives, error))?,
+        _ => EnvFilter::try_new(&config.log_filter)
+            .map_err(|error| TelemetryError::Filter(config.log_filter.clone(), error))?,
+    };
+
+    let resource = Resource::builder()
+        .with_service_name(service.to_owned())
+        .build();
+    let mut provider = SdkTracerProvider::builder().with_resource(resource);
+    if let Some(endpoint) = &config.otlp_endpoint {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|error| TelemetryError::Exporter(endpoint.clone(), error))?;
+        provider = provider.with_batch_exporter(exporter);
+    }
+    let provider = provider.build();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let otel_layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("harvest"));
+
+    let fmt_layer = if config.log_format == "json" {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_target(false).boxed()
+    };
+
+    tracing_subscriber::registry()
+        .with(otel_layer)
+        .with(fmt_layer.with_filter(filter))
+        .try_init()
+        .map_err(TelemetryError::AlreadyInstalled)?;
+    Ok(TelemetryGuard { provider })
+}

@@ -1,0 +1,304 @@
+//! The catalog's gRPC API.
+
+use harvest_proto::catalog::v1::catalog_service_server::CatalogService;
+use harvest_proto::catalog::v1::{
+    Category, CreateProductRequest, GetProductRequest, GetStockRequest, ListProductsRequest,
+    ListProductsResponse, Product, ReceiveStockLotRequest, Stock, StockLot, UpdatePriceRequest,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::CatalogError;
+use crate::model;
+use crate::store::{CatalogStore, ListFilter, ReceiveResult};
+
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 200;
+
+pub struct CatalogApi {
+    store: CatalogStore,
+}
+
+impl CatalogApi {
+    pub fn new(store: CatalogStore) -> Self {
+        CatalogApi { store }
+    }
+
+    async fn existing_product(
+        &self,
+        field: &str,
+        product_id: &str,
+    ) -> Result<Product, CatalogError> {
+        let id = model::parse_id(field, product_id)?;
+        self.store
+            .product(id.as_str())
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("product {id} does not exist")))
+    }
+
+    async fn create_product(&self, request: CreateProductRequest) -> Result<Product, CatalogError> {
+        let product = model::new_product(&request)?;
+        if !request.request_id.is_empty() {
+            let request_id = model::parse_id("request_id", &request.request_id)?;
+            let product_id = harvest_domain::Id::parse(&product.product_id)
+                .map_err(|e| CatalogError::invalid("product_id", e))?;
+            if let Some(earlier) = self
+                .store
+                .claim_create_request(&request_id, &product_id)
+                .await?
+            {
+                return self.earlier_creation(&earlier, &product).await;
+            }
+        }
+        self.store.insert_product(&product).await?;
+        tracing::info!(product_id = %product.product_id, "product created");
+        Ok(product)
+    }
+
+    /// The product an earlier call with the same request id created.
+    async fn earlier_creation(
+        &self,
+        earlier_id: &str,
+        wanted: &Product,
+    ) -> Result<Product, CatalogError> {
+        // The earlier call may still be writing it.
+        for _ in 0..50 {
+            if let Some(earlier) = self.store.product(earlier_id).await? {
+                if model::same_listing(&earlier, wanted) {
+                    return Ok(earlier);
+                }
+                return Err(CatalogError::AlreadyExists(format!(
+                    "request_id was already used to create product {earlier_id} with different details"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(CatalogError::FailedPrecondition(format!(
+            "request_id is taken by product {earlier_id}, which is still being created; retry"
+        )))
+    }
+
+    async fn list_products(
+        &self,
+        request: ListProductsRequest,
+    ) -> Result<ListProductsResponse, CatalogError> {
+        let page_size = match request.page_size {
+            size if size < 0 => {
+                return Err(CatalogError::invalid("page_size", "must not be negative"));
+            }
+            0 => DEFAULT_PAGE_SIZE,
+            size => (size as usize).min(MAX_PAGE_SIZE),
+        };
+        let category = match request.category {
+            0 => None,
+            value if Category::try_from(value).is_ok() => Some(value),
+            _ => {
+                return Err(CatalogError::invalid(
+                    "category",
+                    "must be a known category",
+                ));
+            }
+        };
+        let seller_id = match request.seller_id.as_str() {
+            "" => None,
+            id => Some(model::parse_id("seller_id", id)?.to_string()),
+        };
+        let province = Some(request.origin_province.trim().to_owned()).filter(|p| !p.is_empty());
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(decode_page_token(token)?),
+        };
+        let filter = ListFilter {
+            category,
+            province,
+            seller_id,
+        };
+        let (products, more) = self
+            .store
+            .list_products(&filter, after.as_deref(), page_size)
+            .await?;
+        let next_page_token = match products.last() {
+            Some(last) if more => encode_page_token(&last.product_id),
+            _ => String::new(),
+        };
+        Ok(ListProductsResponse {
+            products,
+            next_page_token,
+        })
+    }
+
+    async fn update_price(&self, request: UpdatePriceRequest) -> Result<Product, CatalogError> {
+        let id = model::parse_id("product_id", &request.product_id)?;
+        let price = model::price("price_fen", request.price_fen)?;
+        let product = self
+            .store
+            .update_price(id.as_str(), price.get())
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("product {id} does not exist")))?;
+        tracing::info!(product_id = %id, price_fen = price.get(), "price updated");
+        Ok(product)
+    }
+
+    async fn receive_stock_lot(
+        &self,
+        request: ReceiveStockLotRequest,
+    ) -> Result<StockLot, CatalogError> {
+        let product = self
+            .existing_product("product_id", &request.product_id)
+            .await?;
+        let lot = model::new_lot(&request, &product)?;
+        let product_id = product.product_id.as_str();
+        let result = self
+            .store
+            .receive_lot(
+                product_id,
+                lot.lot_id.as_str(),
+                lot.quantity.get(),
+                lot.best_before,
+                lot.harvested,
+            )
+            .await?;
+        match result {
+            ReceiveResult::UnknownProduct => {
+                return Err(CatalogError::NotFound(format!(
+                    "product {product_id} does not exist"
+                )));
+            }
+            ReceiveResult::Created => {
+                tracing::info!(product_id, lot_id = %lot.lot_id, quantity = lot.quantity.get(), "stock lot received");
+            }
+            ReceiveResult::Exists {
+                received,
+                best_before,
+                harvested,
+            } => {
+                let same = received == lot.quantity.get()
+                    && best_before == lot.best_before
+                    && harvested == lot.harvested;
+                if !same {
+                    return Err(CatalogError::AlreadyExists(format!(
+                        "lot {} of product {product_id} was already received with different details",
+                        lot.lot_id
+                    )));
+                }
+            }
+        }
+        let lots = self.store.lots(product_id).await?;
+        lots.iter()
+            .find(|stored| stored.lot_id == lot.lot_id.as_str())
+            .map(|stored| model::lot_to_proto(product_id, stored))
+            .ok_or_else(|| CatalogError::NotFound(format!("lot {} vanished", lot.lot_id)))
+    }
+
+    async fn stock(&self, request: GetStockRequest) -> Result<Stock, CatalogError> {
+        let product = self
+            .existing_product("product_id", &request.product_id)
+            .await?;
+        let lots = self.store.lots(&product.product_id).await?;
+        let lots: Vec<StockLot> = lots
+            .iter()
+            .map(|lot| model::lot_to_proto(&product.product_id, lot))
+            .collect();
+        Ok(Stock {
+            product_id: product.product_id,
+            on_hand: lots.iter().map(|lot| lot.on_hand).sum(),
+            available: lots.iter().map(|lot| lot.available).sum(),
+            reserved: lots.iter().map(|lot| lot.reserved).sum(),
+            lots,
+        })
+    }
+}
+
+const PAGE_TOKEN_PREFIX: &str = "after:";
+
+fn encode_page_token(product_id: &str) -> String {
+    let raw = format!("{PAGE_TOKEN_PREFIX}{product_id}");
+    raw.bytes().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn decode_page_token(token: &str) -> Result<String, CatalogError> {
+    let invalid = || CatalogError::invalid("page_token", "is not a token from an earlier page");
+    if !token.len().is_multiple_of(2) || token.len() > 256 {
+        return Err(invalid());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).map_err(|_| invalid()))
+        .collect::<Result<Vec<u8>, _>>()?;
+    let raw = String::from_utf8(bytes).map_err(|_| invalid())?;
+    let product_id = raw.strip_prefix(PAGE_TOKEN_PREFIX).ok_or_else(invalid)?;
+    harvest_domain::Id::parse(product_id).map_err(|_| invalid())?;
+    Ok(product_id.to_owned())
+}
+
+#[tonic::async_trait]
+impl CatalogService for CatalogApi {
+    async fn create_product(
+        &self,
+        request: Request<CreateProductRequest>,
+    ) -> Result<Response<Product>, Status> {
+        Ok(Response::new(
+            self.create_product(request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_product(
+        &self,
+        request: Request<GetProductRequest>,
+    ) -> Result<Response<Product>, Status> {
+        let product = self
+            .existing_product("product_id", &request.into_inner().product_id)
+            .await?;
+        Ok(Response::new(product))
+    }
+
+    async fn list_products(
+        &self,
+        request: Request<ListProductsRequest>,
+    ) -> Result<Response<ListProductsResponse>, Status> {
+        Ok(Response::new(
+            self.list_products(request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_price(
+        &self,
+        request: Request<UpdatePriceRequest>,
+    ) -> Result<Response<Product>, Status> {
+        Ok(Response::new(
+            self.update_price(request.into_inner()).await?,
+        ))
+    }
+
+    async fn receive_stock_lot(
+        &self,
+        request: Request<ReceiveStockLotRequest>,
+    ) -> Result<Response<StockLot>, Status> {
+        Ok(Response::new(
+            self.receive_stock_lot(request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_stock(
+        &self,
+        request: Request<GetStockRequest>,
+    ) -> Result<Response<Stock>, Status> {
+        Ok(Response::new(self.stock(request.into_inner()).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let token = encode_page_token("prd_0190abc");
+        assert_eq!(
+            decode_page_token(&token).ok(),
+            Some("prd_0190abc".to_owned())
+        );
+        for bad in ["zz", "abc", "00", &encode_page_token("{bad}")] {
+            assert!(decode_page_token(bad).is_err(), "{bad:?}");
+        }
+    }
+}

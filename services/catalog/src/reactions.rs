@@ -1,0 +1,460 @@
+//! How the catalog reacts to the saga: reserve stock when an order is placed,
+//! release it when the order is cancelled, commit it when the goods are
+//! picked up. Every reaction is idempotent; a redelivered event republishes
+//! the event it caused the first time, with the same id.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use harvest_bus::{
+    Envelope, Handler, HandlerError, IncomingEvent, Payload, Publisher, new_envelope,
+};
+use harvest_domain::{Date, Fen, Id, Quantity, Region, deterministic_id};
+use harvest_proto::common::v1::OrderLine;
+use harvest_proto::events::v1::{
+    LineShortfall, LotAllocation, OrderCancelled, OrderPlaced, Pickup, ReservedLine,
+    ShipmentPickedUp, ShortfallReason, StockCommitted, StockRejected, StockReleased, StockReserved,
+};
+use prost::Message;
+
+use crate::config::ReservationConfig;
+use crate::model::date_to_proto;
+use crate::store::{CatalogStore, Reservation, ReserveResult, Settlement, StoreError};
+
+/// Counter: orders whose stock was decided, by `outcome` (reserved, rejected).
+pub const RESERVATIONS: &str = "harvest_catalog_reservations_total";
+/// Counter: order lines that could not be reserved, by `reason`.
+pub const LINES_REJECTED: &str = "harvest_catalog_lines_rejected_total";
+
+pub struct StockReactions {
+    store: CatalogStore,
+    publisher: Publisher,
+    settings: ReservationConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReactionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] harvest_bus::PublishError),
+    #[error("stored outcome is not an envelope")]
+    CorruptOutcome(#[from] prost::DecodeError),
+    #[error("{0}")]
+    Malformed(String),
+}
+
+impl From<ReactionError> for HandlerError {
+    fn from(error: ReactionError) -> Self {
+        match error {
+            ReactionError::Malformed(reason) => HandlerError::Rejected(reason),
+            other => HandlerError::transient(other),
+        }
+    }
+}
+
+/// One line of an order, checked.
+struct Line {
+    product_id: Id,
+    quantity: Quantity,
+}
+
+/// The catalog's reaction to a placed order, line by line.
+enum LineResult {
+    Reserved {
+        line_index: usize,
+        allocation: crate::store::Allocation,
+    },
+    Short(LineShortfall),
+    /// An earlier attempt for this order already failed and gave it back.
+    RolledBack,
+    /// The order was cancelled before this attempt.
+    AlreadyReleased,
+}
+
+impl Handler for StockReactions {
+    async fn handle(&self, event: &IncomingEvent) -> Result<(), HandlerError> {
+        let envelope = &event.envelope;
+        let order_id =
+            Id::parse(&envelope.order_id).map_err(|e| HandlerError::Rejected(e.to_string()))?;
+        let region =
+            Region::parse(&envelope.region).map_err(|e| HandlerError::Rejected(e.to_string()))?;
+        let result = match &envelope.payload {
+            Some(Payload::OrderPlaced(placed)) => {
+                self.on_order_placed(&order_id, &region, placed).await
+            }
+            Some(Payload::OrderCancelled(cancelled)) => {
+                self.on_order_cancelled(&order_id, &region, cancelled).await
+            }
+            Some(Payload::ShipmentPickedUp(picked_up)) => {
+                self.on_picked_up(&order_id, &region, picked_up).await
+            }
+            _ => Ok(()),
+        };
+        result.map_err(Into::into)
+    }
+}
+
+fn parse_lines(lines: &[OrderLine]) -> Result<Vec<Line>, ReactionError> {
+    if lines.is_empty() {
+        return Err(ReactionError::Malformed("order has no lines".to_owned()));
+    }
+    let mut seen = HashSet::new();
+    lines
+        .iter()
+        .enumerate()
+        .map(|(index, line)| {
+            let product_id = Id::parse(&line.product_id)
+                .map_err(|e| ReactionError::Malformed(format!("lines[{index}].product_id: {e}")))?;
+            let quantity = Quantity::parse(line.quantity)
+                .map_err(|e| ReactionError::Malformed(format!("lines[{index}].quantity: {e}")))?;
+            if !seen.insert(product_id.clone()) {
+                return Err(ReactionError::Malformed(format!(
+                    "lines[{index}]: product {product_id} appears twice"
+                )));
+            }
+            Ok(Line {
+                product_id,
+                quantity,
+            })
+        })
+        .collect()
+}
+
+impl StockReactions {
+    pub fn new(store: CatalogStore, publisher: Publisher, settings: ReservationConfig) -> Self {
+        StockReactions {
+            store,
+            publisher,
+            settings,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    async fn on_order_placed(
+        &self,
+        order_id: &Id,
+        region: &Region,
+        placed: &OrderPlaced,
+    ) -> Result<(), ReactionError> {
+        if let Some(encoded) = self.store.outcome(order_id.as_str()).await? {
+            let outcome = Envelope::decode(encoded.as_slice())?;
+            tracing::debug!("order already decided; publishing its outcome again");
+            self.publisher.publish(outcome).await?;
+            return Ok(());
+        }
+        let lines = parse_lines(&placed.lines)?;
+        let earliest = Date::today().plus_days(self.settings.delivery_lead_days as i32);
+
+        let mut results = Vec::with_capacity(lines.len());
+        for (line_index, line) in lines.iter().enumerate() {
+            let reserved = self
+                .store
+                .reserve(
+                    line.product_id.as_str(),
+                    order_id.as_str(),
+                    line.quantity.get(),
+                    earliest,
+                )
+                .await?;
+            results.push(match reserved {
+                ReserveResult::UnknownProduct => LineResult::Short(LineShortfall {
+                    product_id: line.product_id.to_string(),
+                    requested: line.quantity.get(),
+                    available: 0,
+                    reason: ShortfallReason::UnknownProduct.into(),
+                }),
+                ReserveResult::Recorded { reservation, .. } => match reservation {
+                    Reservation::Reserved(allocation) | Reservation::Committed(allocation) => {
+                        LineResult::Reserved {
+                            line_index,
+                            allocation,
+                        }
+                    }
+                    Reservation::Short {
+                        requested,
+                        available,
+                    } => LineResult::Short(LineShortfall {
+                        product_id: line.product_id.to_string(),
+                        requested,
+                        available,
+                        reason: ShortfallReason::InsufficientStock.into(),
+                    }),
+                    Reservation::RolledBack(_) => LineResult::RolledBack,
+                    Reservation::Released(_) | Reservation::ReleasedBeforeReserved => {
+                        LineResult::AlreadyReleased
+                    }
+                },
+            });
+        }
+
+        let all_reserved = results
+            .iter()
+            .all(|result| matches!(result, LineResult::Reserved { .. }));
+        if !all_reserved {
+            // All or nothing: give back every line this order holds.
+            for result in &results {
+                if let LineResult::Reserved { line_index, .. } = result {
+                    let product = lines[*line_index].product_id.as_str();
+                    self.store
+                        .settle(product, order_id.as_str(), Settlement::Rollback)
+                        .await?;
+                }
+            }
+        }
+        if results
+            .iter()
+            .any(|result| matches!(result, LineResult::AlreadyReleased))
+        {
+            tracing::info!("order was cancelled before its stock was reserved; nothing to reserve");
+            return Ok(());
+        }
+
+        let payload = if all_reserved {
+            Payload::StockReserved(self.reserved_event(placed, &lines, results).await?)
+        } else {
+            let shortfalls: Vec<LineShortfall> = results
+                .into_iter()
+                .filter_map(|result| match result {
+                    LineResult::Short(shortfall) => Some(shortfall),
+                    _ => None,
+                })
+                .collect();
+            for shortfall in &shortfalls {
+                let reason = match shortfall.reason() {
+                    ShortfallReason::UnknownProduct => "unknown_product",
+                    _ => "insufficient_stock",
+                };
+                metrics::counter!(LINES_REJECTED, "reason" => reason).increment(1);
+            }
+            Payload::StockRejected(StockRejected { shortfalls })
+        };
+        let outcome_label = match payload {
+            Payload::StockReserved(_) => "reserved",
+            _ => "rejected",
+        };
+        let outcome = new_envelope(
+            &deterministic_id("evt", &[order_id.as_str(), "catalog", "stock-outcome"]),
+            order_id,
+            region,
+            "catalog",
+            payload,
+        );
+        self.store
+            .save_outcome(order_id.as_str(), &outcome.encode_to_vec())
+            .await?;
+        self.publisher.publish(outcome).await?;
+        metrics::counter!(RESERVATIONS, "outcome" => outcome_label).increment(1);
+        tracing::info!(outcome = outcome_label, "stock decided");
+        Ok(())
+    }
+
+    async fn reserved_event(
+        &self,
+        placed: &OrderPlaced,
+        lines: &[Line],
+        results: Vec<LineResult>,
+    ) -> Result<StockReserved, ReactionError> {
+        let now = SystemTime::now();
+        let pickup_window =
+            Duration::from_secs(u64::from(self.settings.perishable_pickup_hours) * 3600);
+        let lead_days = self.settings.delivery_lead_days as i32;
+        let mut reserved_lines = Vec::with_capacity(lines.len());
+        let mut pickups: Vec<Pickup> = Vec::new();
+        let mut total = Fen::ZERO;
+        for result in results {
+            let LineResult::Reserved {
+                line_index,
+                allocation,
+            } = result
+            else {
+                continue;
+            };
+            let line = &lines[line_index];
+            let product_id = line.product_id.as_str();
+            let product = self.store.product(product_id).await?.ok_or_else(|| {
+                ReactionError::Malformed(format!("product {product_id} vanished after reservation"))
+            })?;
+            let lots = self.store.lots(product_id).await?;
+            let allocations: Vec<LotAllocation> = allocation
+                .lots
+                .iter()
+                .map(|(lot_id, quantity)| LotAllocation {
+                    lot_id: lot_id.clone(),
+                    quantity: *quantity,
+                    best_before: lots
+                        .iter()
+                        .find(|lot| &lot.lot_id == lot_id)
+                        .map(|lot| date_to_proto(lot.best_before)),
+                })
+                .collect();
+            let unit_price = Fen::parse(allocation.unit_price_fen)
+                .map_err(|e| ReactionError::Malformed(format!("stored price: {e}")))?;
+            let line_total = unit_price
+                .times(line.quantity.get())
+                .map_err(|e| ReactionError::Malformed(format!("line total: {e}")))?;
+            total = total
+                .checked_add(line_total)
+                .map_err(|e| ReactionError::Malformed(format!("order total: {e}")))?;
+
+            let point = product.collection_point.clone().unwrap_or_default();
+            let seller_id = product
+                .seller
+                .as_ref()
+                .map(|s| s.seller_id.clone())
+                .unwrap_or_default();
+            // A perishable must leave its collection point within the pickup
+            // window, and early enough to arrive before its best-before date.
+            let pickup_by = product.perishable.then(|| {
+                let earliest_best_before = allocation
+                    .lots
+                    .iter()
+                    .filter_map(|(lot_id, _)| lots.iter().find(|lot| &lot.lot_id == lot_id))
+                    .map(|lot| lot.best_before)
+                    .min()
+                    .unwrap_or_else(Date::today);
+                let last_day = earliest_best_before.plus_days(-lead_days);
+                let by_date = SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(last_day.end_unix_seconds().max(0) as u64);
+                by_date.min(now + pickup_window)
+            });
+            let order_line = OrderLine {
+                product_id: product_id.to_owned(),
+                quantity: line.quantity.get(),
+            };
+            match pickups.iter_mut().find(|pickup| {
+                pickup.point.as_ref().map(|p| &p.pickup_point_id) == Some(&point.pickup_point_id)
+            }) {
+                Some(pickup) => {
+                    pickup.lines.push(order_line);
+                    pickup.cold_chain |= product.cold_chain;
+                    if let Some(by) = pickup_by {
+                        let current = pickup
+                            .pickup_by
+                            .and_then(|at| SystemTime::try_from(at).ok());
+                        let earliest = current.map_or(by, |current| current.min(by));
+                        pickup.pickup_by = Some(earliest.into());
+                    }
+                }
+                None => pickups.push(Pickup {
+                    point: Some(point.clone()),
+                    lines: vec![order_line],
+                    cold_chain: product.cold_chain,
+                    pickup_by: pickup_by.map(Into::into),
+                }),
+            }
+            reserved_lines.push(ReservedLine {
+                product_id: product_id.to_owned(),
+                seller_id,
+                quantity: line.quantity.get(),
+                unit_price_fen: unit_price.get(),
+                line_total_fen: line_total.get(),
+                allocations,
+                pickup_point_id: point.pickup_point_id,
+                perishable: product.perishable,
+                cold_chain: product.cold_chain,
+                product_name: product.name,
+            });
+        }
+        Ok(StockReserved {
+            buyer_id: placed.buyer_id.clone(),
+            payment_method: placed.payment_method.clone(),
+            lines: reserved_lines,
+            total_fen: total.get(),
+            pickups,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id))]
+    async fn on_order_cancelled(
+        &self,
+        order_id: &Id,
+        region: &Region,
+        cancelled: &OrderCancelled,
+    ) -> Result<(), ReactionError> {
+        let mut released = Vec::new();
+        for line in &cancelled.lines {
+            let Ok(product_id) = Id::parse(&line.product_id) else {
+                tracing::warn!(product_id = %line.product_id, "cancelled order names an invalid product id");
+                continue;
+            };
+            let (_, record) = self
+                .store
+                .settle(product_id.as_str(), order_id.as_str(), Settlement::Release)
+                .await?;
+            if let Some(Reservation::Released(allocation)) = record {
+                released.push(OrderLine {
+                    product_id: product_id.to_string(),
+                    quantity: allocation.quantity(),
+                });
+            }
+        }
+        if released.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(lines = released.len(), "stock released");
+        let event = new_envelope(
+            &deterministic_id("evt", &[order_id.as_str(), "catalog", "stock-released"]),
+            order_id,
+            region,
+            "catalog",
+            Payload::StockReleased(StockReleased { lines: released }),
+        );
+        self.publisher.publish(event).await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, shipment_id = %picked_up.shipment_id))]
+    async fn on_picked_up(
+        &self,
+        order_id: &Id,
+        region: &Region,
+        picked_up: &ShipmentPickedUp,
+    ) -> Result<(), ReactionError> {
+        let mut committed = Vec::new();
+        for line in &picked_up.lines {
+            let Ok(product_id) = Id::parse(&line.product_id) else {
+                tracing::warn!(product_id = %line.product_id, "picked-up line names an invalid product id");
+                continue;
+            };
+            let (_, record) = self
+                .store
+                .settle(product_id.as_str(), order_id.as_str(), Settlement::Commit)
+                .await?;
+            match record {
+                Some(Reservation::Committed(allocation)) => committed.push(OrderLine {
+                    product_id: product_id.to_string(),
+                    quantity: allocation.quantity(),
+                }),
+                other => tracing::warn!(
+                    product_id = %product_id,
+                    reservation = ?other,
+                    "picked-up goods had no live reservation",
+                ),
+            }
+        }
+        if committed.is_empty() {
+            return Ok(());
+        }
+        let event = new_envelope(
+            &deterministic_id(
+                "evt",
+                &[
+                    order_id.as_str(),
+                    "catalog",
+                    "stock-committed",
+                    &picked_up.shipment_id,
+                ],
+            ),
+            order_id,
+            region,
+            "catalog",
+            Payload::StockCommitted(StockCommitted {
+                lines: committed,
+                shipment_id: picked_up.shipment_id.clone(),
+            }),
+        );
+        self.publisher.publish(event).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,34 @@
+-- Ends a reservation: releases it (a cancelled order), rolls it back (a later
+-- line of the order failed) or commits it (the goods were picked up).
+-- Every key belongs to the product's hash slot.
+--
+-- KEYS[1] lots hash   KEYS[2] reservations hash
+-- ARGV[1] order id    ARGV[2] 'release' | 'rollback' | 'commit'
+--
+-- Only a reserved (R) record changes; any other record is returned as it is,
+-- so repeating a call changes nothing. Releasing an order with no record
+-- leaves a T record, so a late reservation for it is refused.
+-- Returns {'changed' | 'unchanged', record}.
+local record = redis.call('HGET', KEYS[2], ARGV[1])
+if not record then
+  if ARGV[2] == 'release' then
+    redis.call('HSET', KEYS[2], ARGV[1], 'T')
+    return {'changed', 'T'}
+  end
+  return {'unchanged', ''}
+end
+if string.sub(record, 1, 1) ~= 'R' then
+  return {'unchanged', record}
+end
+
+local allocations = string.match(record, '^R|[^|]*|(.*)$')
+for lot, qty in string.gmatch(allocations, '([^=;]+)=(%d+)') do
+  redis.call('HINCRBY', KEYS[1], lot .. '|reserved', -tonumber(qty))
+  if ARGV[2] == 'commit' then
+    redis.call('HINCRBY', KEYS[1], lot .. '|on_hand', -tonumber(qty))
+  end
+end
+local state = ({release = 'X', rollback = 'B', commit = 'C'})[ARGV[2]]
+local settled = state .. string.sub(record, 2)
+redis.call('HSET', KEYS[2], ARGV[1], settled)
+return {'changed', settled}
