@@ -5,6 +5,8 @@
 //! Binaries are found on `PATH` (or in `~/.cargo/bin` for the broker); set
 //! `HARVEST_REDIS_SERVER` or `HARVEST_NISSHI` to use others.
 
+pub mod kafka;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -162,7 +162,9 @@ pub fn new_product(request: &CreateProductRequest) -> Result<Product, CatalogErr
         origin: seller.origin.clone(),
     };
 
-    let now = SystemTime::now();
+    // Stored times have millisecond precision; start with one.
+    let now = SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_millis(crate::store::unix_millis(SystemTime::now()) as u64);
     Ok(Product {
         product_id: harvest_domain::new_id("prd").to_string(),
         seller: Some(seller),

@@ -145,6 +145,48 @@ pub struct LotState {
     pub harvested: Date,
 }
 
+/// A product's stock and reservations at one instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StockSnapshot {
+    pub lots: Vec<LotState>,
+    pub reservations: BTreeMap<String, Reservation>,
+}
+
+impl StockSnapshot {
+    /// What is wrong with the stock arithmetic, if anything: every lot must
+    /// have 0 ≤ reserved ≤ on_hand ≤ received, and its reserved count must
+    /// equal the sum of the live reservations that draw on it.
+    pub fn audit(&self) -> Result<(), String> {
+        let mut held: BTreeMap<&str, i64> = BTreeMap::new();
+        for reservation in self.reservations.values() {
+            if let Reservation::Reserved(allocation) = reservation {
+                for (lot, quantity) in &allocation.lots {
+                    *held.entry(lot.as_str()).or_default() += quantity;
+                }
+            }
+        }
+        for lot in &self.lots {
+            if lot.reserved < 0 || lot.reserved > lot.on_hand || lot.on_hand > lot.received {
+                return Err(format!(
+                    "lot {}: received {}, on hand {}, reserved {}",
+                    lot.lot_id, lot.received, lot.on_hand, lot.reserved
+                ));
+            }
+            let expected = held.remove(lot.lot_id.as_str()).unwrap_or(0);
+            if expected != lot.reserved {
+                return Err(format!(
+                    "lot {}: reserved counter {} but reservations hold {expected}",
+                    lot.lot_id, lot.reserved
+                ));
+            }
+        }
+        if let Some((lot, quantity)) = held.into_iter().next() {
+            return Err(format!("reservations hold {quantity} of unknown lot {lot}"));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReceiveResult {
     UnknownProduct,
@@ -429,31 +471,7 @@ impl CatalogStore {
     pub async fn lots(&self, product: &str) -> Result<Vec<LotState>, StoreError> {
         let mut redis = self.redis.clone();
         let fields: BTreeMap<String, i64> = redis.hgetall(self.lots_key(product)).await?;
-        let mut lots: BTreeMap<&str, LotState> = BTreeMap::new();
-        for (field, value) in &fields {
-            let Some((lot_id, name)) = field.rsplit_once('|') else {
-                return Err(StoreError::CorruptRecord(field.clone()));
-            };
-            let lot = lots.entry(lot_id).or_insert_with(|| LotState {
-                lot_id: lot_id.to_owned(),
-                received: 0,
-                on_hand: 0,
-                reserved: 0,
-                best_before: Date::from_days(0),
-                harvested: Date::from_days(0),
-            });
-            match name {
-                "received" => lot.received = *value,
-                "on_hand" => lot.on_hand = *value,
-                "reserved" => lot.reserved = *value,
-                "best_before" => lot.best_before = Date::from_days(*value as i32),
-                "harvested" => lot.harvested = Date::from_days(*value as i32),
-                _ => return Err(StoreError::CorruptRecord(field.clone())),
-            }
-        }
-        let mut lots: Vec<LotState> = lots.into_values().collect();
-        lots.sort_by(|a, b| (a.best_before, &a.lot_id).cmp(&(b.best_before, &b.lot_id)));
-        Ok(lots)
+        parse_lots(&fields)
     }
 
     /// Reserves `quantity` of `product` for `order` from lots whose
@@ -511,18 +529,25 @@ impl CatalogStore {
         Ok((status == "changed", reservation))
     }
 
-    /// Every reservation record of a product, by order id.
-    pub async fn reservations(
-        &self,
-        product: &str,
-    ) -> Result<BTreeMap<String, Reservation>, StoreError> {
+    /// A product's lots and reservation records (by order id), read in one
+    /// transaction: what an audit of the stock arithmetic needs.
+    pub async fn snapshot(&self, product: &str) -> Result<StockSnapshot, StoreError> {
         let mut redis = self.redis.clone();
-        let records: BTreeMap<String, String> =
-            redis.hgetall(self.reservations_key(product)).await?;
-        records
+        let (lot_fields, records): (BTreeMap<String, i64>, BTreeMap<String, String>) =
+            redis::pipe()
+                .atomic()
+                .hgetall(self.lots_key(product))
+                .hgetall(self.reservations_key(product))
+                .query_async(&mut redis)
+                .await?;
+        let reservations = records
             .into_iter()
             .map(|(order, record)| Ok((order, Reservation::parse(&record)?)))
-            .collect()
+            .collect::<Result<_, StoreError>>()?;
+        Ok(StockSnapshot {
+            lots: parse_lots(&lot_fields)?,
+            reservations,
+        })
     }
 
     /// The stock event already decided for an order, encoded.
@@ -538,6 +563,34 @@ impl CatalogStore {
             .await?;
         Ok(())
     }
+}
+
+fn parse_lots(fields: &BTreeMap<String, i64>) -> Result<Vec<LotState>, StoreError> {
+    let mut lots: BTreeMap<&str, LotState> = BTreeMap::new();
+    for (field, value) in fields {
+        let Some((lot_id, name)) = field.rsplit_once('|') else {
+            return Err(StoreError::CorruptRecord(field.clone()));
+        };
+        let lot = lots.entry(lot_id).or_insert_with(|| LotState {
+            lot_id: lot_id.to_owned(),
+            received: 0,
+            on_hand: 0,
+            reserved: 0,
+            best_before: Date::from_days(0),
+            harvested: Date::from_days(0),
+        });
+        match name {
+            "received" => lot.received = *value,
+            "on_hand" => lot.on_hand = *value,
+            "reserved" => lot.reserved = *value,
+            "best_before" => lot.best_before = Date::from_days(*value as i32),
+            "harvested" => lot.harvested = Date::from_days(*value as i32),
+            _ => return Err(StoreError::CorruptRecord(field.clone())),
+        }
+    }
+    let mut lots: Vec<LotState> = lots.into_values().collect();
+    lots.sort_by(|a, b| (a.best_before, &a.lot_id).cmp(&(b.best_before, &b.lot_id)));
+    Ok(lots)
 }
 
 /// `data`, `price_fen` and `updated_at_ms` of a product hash.

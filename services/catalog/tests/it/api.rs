@@ -1,0 +1,429 @@
+//! The catalog's gRPC API: what it accepts, and what it refuses without
+//! changing anything.
+
+use harvest_proto::catalog::v1::{
+    Category, GetProductRequest, GetStockRequest, ListProductsRequest, ReceiveStockLotRequest,
+    UpdatePriceRequest,
+};
+use harvest_proto::common::v1 as common;
+use tonic::Code;
+
+use crate::helpers::{TestCatalog, date, product_request};
+
+/// Breaks one field of a valid request.
+type Spoiler = Box<dyn Fn(&mut harvest_proto::catalog::v1::CreateProductRequest)>;
+
+fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, mentions: &str) {
+    let status = result.expect_err("the request must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(mentions),
+        "message {:?} should mention {mentions:?}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn create_and_list_products_with_filters_and_pages() {
+    let catalog = TestCatalog::start().await;
+    let mut client = catalog.client.clone();
+    let mut created = Vec::new();
+    for (index, (province, category)) in [
+        ("Shaanxi", Category::Fruit),
+        ("Yunnan", Category::Tea),
+        ("Shaanxi", Category::Nuts),
+        ("Yunnan", Category::Fruit),
+        ("Shaanxi", Category::Fruit),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut request = product_request(&format!("product {index}"), 1_000 + index as i64);
+        request.category = category.into();
+        if let Some(origin) = request.seller.as_mut().and_then(|s| s.origin.as_mut()) {
+            origin.province = province.to_owned();
+        }
+        if let Some(seller) = request.seller.as_mut().filter(|_| index % 2 == 1) {
+            seller.seller_id = "farmer-li".to_owned();
+        }
+        created.push(
+            client
+                .create_product(request)
+                .await
+                .expect("created")
+                .into_inner(),
+        );
+    }
+
+    let fetched = client
+        .get_product(GetProductRequest {
+            product_id: created[0].product_id.clone(),
+        })
+        .await
+        .expect("found")
+        .into_inner();
+    assert_eq!(fetched, created[0]);
+
+    // Two at a time through everything, in creation order.
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_products(ListProductsRequest {
+                page_size: 2,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.products.len() <= 2);
+        seen.extend(page.products.into_iter().map(|p| p.product_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let all: Vec<String> = created.iter().map(|p| p.product_id.clone()).collect();
+    assert_eq!(seen, all);
+
+    let list = |request: ListProductsRequest| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_products(request)
+                .await
+                .expect("listed")
+                .into_inner()
+                .products
+                .into_iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+        }
+    };
+    let fruit_from_shaanxi = list(ListProductsRequest {
+        category: Category::Fruit.into(),
+        origin_province: "Shaanxi".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(fruit_from_shaanxi, vec!["product 0", "product 4"]);
+    let from_farmer_li = list(ListProductsRequest {
+        seller_id: "farmer-li".to_owned(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(from_farmer_li, vec!["product 1", "product 3"]);
+}
+
+#[tokio::test]
+async fn a_retried_create_with_a_request_id_returns_the_first_product() {
+    let catalog = TestCatalog::start().await;
+    let mut client = catalog.client.clone();
+    let mut request = product_request("Sichuan peppercorns", 3_200);
+    request.request_id = "create-pepper-1".to_owned();
+    let first = client
+        .create_product(request.clone())
+        .await
+        .expect("created")
+        .into_inner();
+    let again = client
+        .create_product(request.clone())
+        .await
+        .expect("retried")
+        .into_inner();
+    assert_eq!(first.product_id, again.product_id);
+
+    request.price_fen = 9_999;
+    assert_status(
+        client.create_product(request).await,
+        Code::AlreadyExists,
+        "request_id",
+    );
+    let listed = client
+        .list_products(ListProductsRequest::default())
+        .await
+        .expect("listed")
+        .into_inner()
+        .products;
+    assert_eq!(
+        listed.len(),
+        1,
+        "one product, however often it was asked for"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_statuses_and_change_nothing() {
+    let catalog = TestCatalog::start().await;
+    let mut client = catalog.client.clone();
+    let apples = catalog.product("Fuji apples", 6_800, true).await;
+    catalog.lot(&apples, "a1", 10, 20).await;
+    let stock_before = catalog.stock(&apples).await;
+    let today = harvest_domain::Date::today();
+
+    // CreateProduct
+    let cases: Vec<(Spoiler, &str)> = vec![
+        (Box::new(|r| r.price_fen = 0), "price_fen"),
+        (Box::new(|r| r.price_fen = -100), "price_fen"),
+        (Box::new(|r| r.name = "  ".to_owned()), "name"),
+        (Box::new(|r| r.category = 0), "category"),
+        (Box::new(|r| r.unit = 42), "unit"),
+        (Box::new(|r| r.seller = None), "seller"),
+        (
+            Box::new(|r| r.seller.as_mut().expect("set").seller_id = "a b".to_owned()),
+            "seller.seller_id",
+        ),
+        (
+            Box::new(|r| r.seller.as_mut().expect("set").kind = 0),
+            "seller.kind",
+        ),
+        (Box::new(|r| r.perishable = true), "shelf_life_days"),
+        (Box::new(|r| r.shelf_life_days = 5), "shelf_life_days"),
+        (Box::new(|r| r.collection_point = None), "collection_point"),
+        (
+            Box::new(|r| {
+                r.collection_point.as_mut().expect("set").location = Some(common::GeoPoint {
+                    latitude: 95.0,
+                    longitude: 0.0,
+                })
+            }),
+            "collection_point.location.latitude",
+        ),
+        (
+            Box::new(|r| r.request_id = "{slot}".to_owned()),
+            "request_id",
+        ),
+    ];
+    for (spoil, field) in cases {
+        let mut request = product_request("Broken", 100);
+        spoil(&mut request);
+        assert_status(
+            client.create_product(request).await,
+            Code::InvalidArgument,
+            field,
+        );
+    }
+
+    // GetProduct
+    assert_status(
+        client
+            .get_product(GetProductRequest {
+                product_id: String::new(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "product_id",
+    );
+    assert_status(
+        client
+            .get_product(GetProductRequest {
+                product_id: "prd_missing".to_owned(),
+            })
+            .await,
+        Code::NotFound,
+        "prd_missing",
+    );
+
+    // ListProducts
+    assert_status(
+        client
+            .list_products(ListProductsRequest {
+                page_size: -1,
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "page_size",
+    );
+    assert_status(
+        client
+            .list_products(ListProductsRequest {
+                page_token: "garbage".to_owned(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "page_token",
+    );
+    assert_status(
+        client
+            .list_products(ListProductsRequest {
+                category: 77,
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "category",
+    );
+
+    // UpdatePrice
+    assert_status(
+        client
+            .update_price(UpdatePriceRequest {
+                product_id: apples.product_id.clone(),
+                price_fen: -1,
+            })
+            .await,
+        Code::InvalidArgument,
+        "price_fen",
+    );
+    assert_status(
+        client
+            .update_price(UpdatePriceRequest {
+                product_id: "prd_missing".to_owned(),
+                price_fen: 100,
+            })
+            .await,
+        Code::NotFound,
+        "prd_missing",
+    );
+
+    // ReceiveStockLot
+    let lot = |quantity: i64,
+               harvested: harvest_domain::Date,
+               best_before: Option<harvest_domain::Date>| {
+        ReceiveStockLotRequest {
+            product_id: apples.product_id.clone(),
+            lot_id: String::new(),
+            quantity,
+            harvest_date: Some(date(harvested)),
+            best_before: best_before.map(date),
+        }
+    };
+    assert_status(
+        client.receive_stock_lot(lot(0, today, None)).await,
+        Code::InvalidArgument,
+        "quantity",
+    );
+    assert_status(
+        client.receive_stock_lot(lot(20_000_000, today, None)).await,
+        Code::InvalidArgument,
+        "quantity",
+    );
+    assert_status(
+        client
+            .receive_stock_lot(lot(5, today.plus_days(3), None))
+            .await,
+        Code::InvalidArgument,
+        "harvest_date",
+    );
+    assert_status(
+        client
+            .receive_stock_lot(lot(5, today, Some(today.plus_days(-1))))
+            .await,
+        Code::InvalidArgument,
+        "best_before",
+    );
+    assert_status(
+        client
+            .receive_stock_lot(lot(5, today.plus_days(-30), Some(today.plus_days(-2))))
+            .await,
+        Code::FailedPrecondition,
+        "best-before",
+    );
+    let mut impossible_date = lot(5, today, None);
+    impossible_date.harvest_date = Some(common::Date {
+        year: 2026,
+        month: 2,
+        day: 30,
+    });
+    assert_status(
+        client.receive_stock_lot(impossible_date).await,
+        Code::InvalidArgument,
+        "harvest_date",
+    );
+    let mut unknown = lot(5, today, None);
+    unknown.product_id = "prd_missing".to_owned();
+    assert_status(
+        client.receive_stock_lot(unknown).await,
+        Code::NotFound,
+        "prd_missing",
+    );
+    let mut reused = lot(99, today, None);
+    reused.lot_id = "a1".to_owned();
+    assert_status(
+        client.receive_stock_lot(reused).await,
+        Code::AlreadyExists,
+        "a1",
+    );
+
+    // GetStock
+    assert_status(
+        client
+            .get_stock(GetStockRequest {
+                product_id: "{x}".to_owned(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "product_id",
+    );
+    assert_status(
+        client
+            .get_stock(GetStockRequest {
+                product_id: "prd_missing".to_owned(),
+            })
+            .await,
+        Code::NotFound,
+        "prd_missing",
+    );
+
+    // Nothing changed.
+    let products = client
+        .list_products(ListProductsRequest::default())
+        .await
+        .expect("listed")
+        .into_inner()
+        .products;
+    assert_eq!(
+        products,
+        vec![apples.clone()],
+        "no product was created or altered"
+    );
+    assert_eq!(catalog.stock(&apples).await, stock_before, "no stock moved");
+}
+
+#[tokio::test]
+async fn price_updates_and_retried_lots() {
+    let catalog = TestCatalog::start().await;
+    let mut client = catalog.client.clone();
+    let apples = catalog.product("Fuji apples", 6_800, true).await;
+    let updated = client
+        .update_price(UpdatePriceRequest {
+            product_id: apples.product_id.clone(),
+            price_fen: 5_900,
+        })
+        .await
+        .expect("updated")
+        .into_inner();
+    assert_eq!(updated.price_fen, 5_900);
+    assert_eq!(updated.name, apples.name);
+
+    let today = harvest_domain::Date::today();
+    let request = ReceiveStockLotRequest {
+        product_id: apples.product_id.clone(),
+        lot_id: "harvest-2026-11".to_owned(),
+        quantity: 40,
+        harvest_date: Some(date(today)),
+        best_before: None,
+    };
+    let lot = client
+        .receive_stock_lot(request.clone())
+        .await
+        .expect("received")
+        .into_inner();
+    // A perishable's best-before defaults to harvest plus shelf life.
+    assert_eq!(lot.best_before, Some(date(today.plus_days(20))));
+    let again = client
+        .receive_stock_lot(request)
+        .await
+        .expect("retried")
+        .into_inner();
+    assert_eq!(lot, again);
+    let stock = catalog.stock(&apples).await;
+    assert_eq!(
+        (stock.on_hand, stock.available, stock.reserved),
+        (40, 40, 0),
+        "received once"
+    );
+}
