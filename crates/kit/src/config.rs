@@ -36,8 +36,13 @@ where
         }
         figment = figment.merge(Toml::file(path));
     }
+    // Only HARVEST_SECTION__KEY names are settings; other HARVEST_ variables
+    // (HARVEST_CONFIG, tool paths) are not.
+    let settings = Env::prefixed("HARVEST_")
+        .filter(|key| key.as_str().contains("__"))
+        .split("__");
     figment
-        .merge(Env::prefixed("HARVEST_").split("__"))
+        .merge(settings)
         .extract()
         .map_err(|error| ConfigError::Invalid(Box::new(error)))
 }
@@ -261,6 +266,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("HARVEST_REDIS__KEY_PREFIX", "t1:");
             jail.set_env("HARVEST_REGIONS__SERVE", "east, north");
+            jail.set_env("HARVEST_CONFIG", "not a setting");
             let sample: Sample = load(None).expect("loads");
             assert_eq!(sample.redis.key_prefix, "t1:");
             let served = sample.regions.served().expect("known regions");

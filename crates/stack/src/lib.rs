@@ -1,0 +1,11 @@
+//! The local Harvest stack: one piece of code that starts and stops a broker,
+//! Redis, the topics and the services as separate processes on free loopback
+//! ports. The demo, the end-to-end tests and the benchmark all run on it.
+
+#![forbid(unsafe_code)]
+
+pub mod seed;
+pub mod servers;
+mod stack;
+
+pub use stack::{ServiceKind, Stack, StackOptions};

@@ -1,0 +1,282 @@
+//! Starting the servers Harvest needs, on free loopback ports: `redis-server`
+//! and the Kafka-protocol broker `nisshi`. Each runs as a child process that
+//! is killed when its handle is dropped.
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A free loopback port. The OS may hand it out again before it is bound, so
+/// servers started on it are retried on a new port if they fail to start.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A child process that is killed when dropped.
+pub struct ChildGuard {
+    pub name: String,
+    child: Child,
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ChildGuard {
+    pub fn new(name: impl Into<String>, child: Child) -> Self {
+        ChildGuard {
+            name: name.into(),
+            child,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Why the process ended, if it has.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(format!("{} exited: {status}", self.name)),
+            _ => None,
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits up to `grace` before
+    /// killing it.
+    pub fn terminate(&mut self, grace: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where a server writes its output: nowhere, or a log file.
+fn output(log: Option<&Path>) -> anyhow::Result<(Stdio, Stdio)> {
+    match log {
+        None => Ok((Stdio::null(), Stdio::null())),
+        Some(path) => {
+            let file =
+                File::create(path).with_context(|| format!("creating {}", path.display()))?;
+            Ok((Stdio::from(file.try_clone()?), Stdio::from(file)))
+        }
+    }
+}
+
+/// A Redis server.
+pub struct RedisServer {
+    port: u16,
+    guard: ChildGuard,
+}
+
+/// How to run Redis.
+#[derive(Clone, Debug, Default)]
+pub struct RedisOptions {
+    /// Keep data in an append-only file in this directory; in memory only
+    /// when unset.
+    pub data_dir: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+}
+
+impl RedisServer {
+    pub fn start(options: &RedisOptions) -> anyhow::Result<Self> {
+        let binary = find_binary("HARVEST_REDIS_SERVER", "redis-server")?;
+        retry_on_port_clash(|port| {
+            let mut command = Command::new(&binary);
+            command
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--protected-mode", "yes", "--save", ""]);
+            match &options.data_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    command.arg("--dir").arg(dir).args([
+                        "--appendonly",
+                        "yes",
+                        "--appendfsync",
+                        "everysec",
+                    ]);
+                }
+                None => {
+                    command.args(["--appendonly", "no"]);
+                }
+            }
+            let (stdout, stderr) = output(options.log.as_deref())?;
+            let child = command
+                .stdout(stdout)
+                .stderr(stderr)
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let mut guard = ChildGuard::new("redis-server", child);
+            wait_until(Duration::from_secs(10), &mut guard, || redis_answers(port))?;
+            Ok(RedisServer { port, guard })
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn stop(mut self) {
+        self.guard.terminate(Duration::from_secs(5));
+    }
+}
+
+fn redis_answers(port: u16) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
+        return false;
+    };
+    let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
+        return false;
+    };
+    redis::cmd("PING").query::<String>(&mut connection).is_ok()
+}
+
+/// A Kafka-protocol broker.
+pub struct BrokerServer {
+    port: u16,
+    guard: ChildGuard,
+}
+
+/// How to run the broker.
+#[derive(Clone, Debug, Default)]
+pub struct BrokerOptions {
+    /// Keep events in this SQLite file; in memory only when unset.
+    pub sqlite_file: Option<PathBuf>,
+    pub log: Option<PathBuf>,
+}
+
+impl BrokerServer {
+    pub fn start(options: &BrokerOptions) -> anyhow::Result<Self> {
+        let binary = nisshi_binary()?;
+        let storage = match &options.sqlite_file {
+            Some(file) => {
+                if let Some(dir) = file.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                format!("sqlite://{}", file.display())
+            }
+            None => "memory://nisshi/".to_owned(),
+        };
+        retry_on_port_clash(|port| {
+            let url = format!("tcp://127.0.0.1:{port}");
+            let (stdout, stderr) = output(options.log.as_deref())?;
+            let child = Command::new(&binary)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", &storage])
+                .env("RUST_LOG", "warn")
+                .stdout(stdout)
+                .stderr(stderr)
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let mut guard = ChildGuard::new("nisshi", child);
+            wait_until(Duration::from_secs(20), &mut guard, || {
+                TcpStream::connect_timeout(
+                    &SocketAddr::from(([127, 0, 0, 1], port)),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            })?;
+            Ok(BrokerServer { port, guard })
+        })
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(mut self) {
+        self.guard.terminate(Duration::from_secs(5));
+    }
+}
+
+/// The `nisshi` binary: `HARVEST_NISSHI`, then `PATH`, then `~/.cargo/bin`.
+pub fn nisshi_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = find_binary("HARVEST_NISSHI", "nisshi") {
+        return Ok(path);
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    if let Some(path) = cargo_home.map(|home| home.join("bin/nisshi"))
+        && path.is_file()
+    {
+        return Ok(path);
+    }
+    bail!("the nisshi broker is not installed: run `make deps` (or set HARVEST_NISSHI)")
+}
+
+/// `variable` when set, else `name` on `PATH`.
+pub fn find_binary(variable: &str, name: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Ok(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .with_context(|| format!("{name} is not on PATH (run `make deps`, or set {variable})"))
+}
+
+fn retry_on_port_clash<T>(mut start: impl FnMut(u16) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let mut last_error = None;
+    for _ in 0..3 {
+        match start(free_port()?) {
+            Ok(server) => return Ok(server),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("server did not start")))
+}
+
+/// Polls `ready` until it holds, failing early if the process exits.
+pub fn wait_until(
+    timeout: Duration,
+    guard: &mut ChildGuard,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(exit) = guard.exited() {
+            bail!(exit);
+        }
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{} did not answer within {timeout:?}", guard.name)
+}

@@ -1,0 +1,349 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use harvest_bus::{BusConfig, Topology};
+use harvest_domain::Regions;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::servers::{
+    BrokerOptions, BrokerServer, ChildGuard, RedisOptions, RedisServer, free_port,
+};
+
+/// A Harvest service, built as its own binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ServiceKind {
+    Catalog,
+    Orders,
+    Payments,
+    Delivery,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 4] = [
+        ServiceKind::Catalog,
+        ServiceKind::Orders,
+        ServiceKind::Payments,
+        ServiceKind::Delivery,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Catalog => "catalog",
+            ServiceKind::Orders => "orders",
+            ServiceKind::Payments => "payments",
+            ServiceKind::Delivery => "delivery",
+        }
+    }
+
+    pub fn binary(self) -> String {
+        format!("harvest-{}", self.name())
+    }
+
+    /// The gRPC service name its health is reported under.
+    fn grpc_service(self) -> &'static str {
+        match self {
+            ServiceKind::Catalog => "harvest.catalog.v1.CatalogService",
+            ServiceKind::Orders => "harvest.orders.v1.OrdersService",
+            ServiceKind::Payments => "harvest.payments.v1.PaymentsService",
+            ServiceKind::Delivery => "harvest.delivery.v1.DeliveryService",
+        }
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Logs (and durable data) go here.
+    pub state_dir: PathBuf,
+    /// Keep broker and Redis data on disk (SQLite, append-only file).
+    pub durable: bool,
+    pub services: Vec<ServiceKind>,
+    pub regions: Regions,
+    pub partitions: i32,
+    /// Where the service binaries are; defaults to the directory of the
+    /// running executable (or its parent, for test binaries in `deps/`).
+    pub bin_dir: Option<PathBuf>,
+    pub otlp_endpoint: Option<String>,
+    /// Extra `HARVEST_…` settings for every service.
+    pub env: Vec<(String, String)>,
+    pub log_filter: String,
+}
+
+impl StackOptions {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        StackOptions {
+            state_dir: state_dir.into(),
+            durable: false,
+            services: ServiceKind::ALL.to_vec(),
+            regions: Regions::default(),
+            partitions: 6,
+            bin_dir: None,
+            otlp_endpoint: None,
+            env: Vec::new(),
+            log_filter: "info,rdkafka=warn".to_owned(),
+        }
+    }
+}
+
+struct RunningService {
+    guard: ChildGuard,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+}
+
+/// The running stack. Dropping it kills every process it started.
+pub struct Stack {
+    options: StackOptions,
+    bin_dir: PathBuf,
+    // Declared before the servers so that services stop first.
+    services: BTreeMap<ServiceKind, RunningService>,
+    broker: Option<BrokerServer>,
+    redis: Option<RedisServer>,
+}
+
+impl Stack {
+    /// Starts Redis and the broker, creates every topic, then starts the
+    /// services and waits until each reports itself serving.
+    pub async fn start(options: StackOptions) -> anyhow::Result<Stack> {
+        let bin_dir = match &options.bin_dir {
+            Some(dir) => dir.clone(),
+            None => default_bin_dir()?,
+        };
+        let logs = options.state_dir.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let data = options.state_dir.join("data");
+        let redis = RedisServer::start(&RedisOptions {
+            data_dir: options.durable.then(|| data.join("redis")),
+            log: Some(logs.join("redis.log")),
+        })
+        .context("starting redis-server")?;
+        let broker = BrokerServer::start(&BrokerOptions {
+            sqlite_file: options.durable.then(|| data.join("broker.db")),
+            log: Some(logs.join("broker.log")),
+        })
+        .context("starting the broker")?;
+        let mut stack = Stack {
+            options,
+            bin_dir,
+            services: BTreeMap::new(),
+            broker: Some(broker),
+            redis: Some(redis),
+        };
+        let bus = stack.bus_config();
+        let topology = Topology::new(&bus, stack.options.regions.clone());
+        harvest_bus::admin::ensure_topics(&bus, &topology.all_topics())
+            .await
+            .context("creating topics")?;
+        for kind in stack.options.services.clone() {
+            stack.start_service(kind).await?;
+        }
+        Ok(stack)
+    }
+
+    pub fn options(&self) -> &StackOptions {
+        &self.options
+    }
+
+    /// The bus settings every service of this stack uses.
+    pub fn bus_config(&self) -> BusConfig {
+        BusConfig {
+            brokers: self.bootstrap(),
+            partitions: self.options.partitions,
+            ..BusConfig::default()
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.broker
+            .as_ref()
+            .map(BrokerServer::bootstrap)
+            .unwrap_or_default()
+    }
+
+    pub fn redis_url(&self) -> String {
+        self.redis
+            .as_ref()
+            .map(RedisServer::url)
+            .unwrap_or_default()
+    }
+
+    pub fn grpc_addr(&self, kind: ServiceKind) -> Option<SocketAddr> {
+        self.services.get(&kind).map(|service| service.grpc_addr)
+    }
+
+    pub fn admin_addr(&self, kind: ServiceKind) -> Option<SocketAddr> {
+        self.services.get(&kind).map(|service| service.admin_addr)
+    }
+
+    /// `http://host:port` of a service's gRPC API.
+    pub fn endpoint(&self, kind: ServiceKind) -> anyhow::Result<String> {
+        let addr = self
+            .grpc_addr(kind)
+            .with_context(|| format!("{kind} is not running"))?;
+        Ok(format!("http://{addr}"))
+    }
+
+    pub fn log_file(&self, kind: ServiceKind) -> PathBuf {
+        self.options
+            .state_dir
+            .join("logs")
+            .join(format!("{kind}.log"))
+    }
+
+    /// Starts (or restarts) one service and waits until it serves.
+    pub async fn start_service(&mut self, kind: ServiceKind) -> anyhow::Result<()> {
+        let binary = self.bin_dir.join(kind.binary());
+        if !binary.is_file() {
+            bail!(
+                "{} is missing: build the workspace first (`cargo build --workspace --bins`)",
+                binary.display()
+            );
+        }
+        let grpc_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let admin_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let log_path = self.log_file(kind);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let mut command = Command::new(&binary);
+        command
+            .env("HARVEST_SERVER__GRPC_ADDR", grpc_addr.to_string())
+            .env("HARVEST_SERVER__ADMIN_ADDR", admin_addr.to_string())
+            .env("HARVEST_BUS__BROKERS", self.bootstrap())
+            .env(
+                "HARVEST_BUS__PARTITIONS",
+                self.options.partitions.to_string(),
+            )
+            .env("HARVEST_BUS__ENSURE_TOPICS", "false")
+            .env("HARVEST_REDIS__URL", self.redis_url())
+            .env("HARVEST_REGIONS__ALL", self.options.regions.to_string())
+            .env("HARVEST_TELEMETRY__LOG_FILTER", &self.options.log_filter)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        if let Some(endpoint) = &self.options.otlp_endpoint {
+            command.env("HARVEST_TELEMETRY__OTLP_ENDPOINT", endpoint);
+        }
+        for (key, value) in &self.options.env {
+            command.env(key, value);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut guard = ChildGuard::new(kind.binary(), child);
+        wait_for_health(kind, grpc_addr, &mut guard, &log_path).await?;
+        self.services.insert(
+            kind,
+            RunningService {
+                guard,
+                grpc_addr,
+                admin_addr,
+            },
+        );
+        Ok(())
+    }
+
+    /// Kills a service at once (SIGKILL), as a crash would.
+    pub fn kill_service(&mut self, kind: ServiceKind) {
+        if let Some(mut service) = self.services.remove(&kind) {
+            service.guard.kill();
+        }
+    }
+
+    /// Stops a service gracefully (SIGTERM, then SIGKILL after 15 s).
+    pub fn stop_service(&mut self, kind: ServiceKind) {
+        if let Some(mut service) = self.services.remove(&kind) {
+            service.guard.terminate(Duration::from_secs(15));
+        }
+    }
+
+    /// Stops the services gracefully, then the broker and Redis.
+    pub fn stop(mut self) {
+        let kinds: Vec<ServiceKind> = self.services.keys().copied().collect();
+        for kind in kinds {
+            self.stop_service(kind);
+        }
+        if let Some(broker) = self.broker.take() {
+            broker.stop();
+        }
+        if let Some(redis) = self.redis.take() {
+            redis.stop();
+        }
+    }
+
+    /// Process ids of the running services, for measuring them.
+    pub fn pids(&self) -> BTreeMap<ServiceKind, u32> {
+        self.services
+            .iter()
+            .map(|(kind, service)| (*kind, service.guard.id()))
+            .collect()
+    }
+}
+
+async fn wait_for_health(
+    kind: ServiceKind,
+    addr: SocketAddr,
+    guard: &mut ChildGuard,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(exit) = guard.exited() {
+            bail!("{exit}; see {}", log.display());
+        }
+        if serving(kind, addr).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{kind} did not become healthy within a minute; see {}",
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn serving(kind: ServiceKind, addr: SocketAddr) -> bool {
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
+        return false;
+    };
+    let Ok(channel) = endpoint.connect().await else {
+        return false;
+    };
+    let mut client = HealthClient::new(channel);
+    let request = HealthCheckRequest {
+        service: kind.grpc_service().to_owned(),
+    };
+    matches!(
+        client.check(request).await.map(|r| r.into_inner().status()),
+        Ok(ServingStatus::Serving)
+    )
+}
+
+/// The directory of the running executable, or its parent when that is a
+/// `deps/` directory of test binaries.
+fn default_bin_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    let dir = exe.parent().context("executable has no directory")?;
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        return Ok(dir.parent().unwrap_or(dir).to_path_buf());
+    }
+    Ok(dir.to_path_buf())
+}
