@@ -10,11 +10,13 @@
 mod date;
 mod id;
 mod money;
+mod province;
 mod quantity;
 mod region;
 
 pub use date::{Date, DateError};
 pub use id::{Id, IdError, deterministic_id, new_id};
 pub use money::{Fen, FenError};
+pub use province::default_region_of_province;
 pub use quantity::{Quantity, QuantityError};
 pub use region::{Region, RegionError, Regions};

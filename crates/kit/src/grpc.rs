@@ -36,17 +36,19 @@ where
 {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<S>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(harvest_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|error| {
-            // The descriptor set is compiled into the binary: a failure here
-            // is a build defect, not a runtime condition.
-            tracing::error!(error.cause_chain = ?error, "reflection descriptors are invalid");
-            error
-        })
-        .ok();
+    // Both reflection versions: grpcurl and other tools differ in which they ask.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(harvest_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // The descriptor sets are compiled into the binary: a failure here is a
+    // build defect, logged rather than fatal.
+    let log_defect = |error: &tonic_reflection::server::Error| {
+        tracing::error!(error.cause_chain = ?error, "reflection descriptors are invalid");
+    };
+    let reflection_v1 = reflection().build_v1().inspect_err(log_defect).ok();
+    let reflection_v1alpha = reflection().build_v1alpha().inspect_err(log_defect).ok();
 
     let draining = shutdown.clone();
     let reporter = health_reporter.clone();
@@ -54,7 +56,8 @@ where
         .trace_fn(request_span)
         .layer(RequestMetricsLayer)
         .add_service(health)
-        .add_optional_service(reflection)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(api)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             draining.cancelled().await;

@@ -427,3 +427,73 @@ async fn price_updates_and_retried_lots() {
         "received once"
     );
 }
+
+#[tokio::test]
+async fn serves_health_reflection_and_metrics() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let catalog = TestCatalog::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", catalog.grpc_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
+
+    let health = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "harvest.catalog.v1.CatalogService".to_owned(),
+        })
+        .await
+        .expect("health answers")
+        .into_inner();
+    assert_eq!(health.status(), ServingStatus::Serving);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let response = responses
+        .message()
+        .await
+        .expect("a response")
+        .expect("not empty");
+    let Some(MessageResponse::ListServicesResponse(listed)) = response.message_response else {
+        panic!("expected a service list, got {response:?}");
+    };
+    let names: Vec<String> = listed.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"harvest.catalog.v1.CatalogService".to_owned()),
+        "{names:?}"
+    );
+
+    // One request, so the request histogram has a sample to show.
+    catalog.product("Fuji apples", 6_800, false).await;
+    let mut http = tokio::net::TcpStream::connect(catalog.admin_addr)
+        .await
+        .expect("admin port");
+    http.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("request");
+    let mut body = String::new();
+    http.read_to_string(&mut body).await.expect("response");
+    assert!(
+        body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+        "{body}"
+    );
+    assert!(
+        body.contains("harvest_grpc_request_seconds_bucket{method=\"/harvest.catalog.v1.CatalogService/CreateProduct\",code=\"0\""),
+        "{body}"
+    );
+}

@@ -34,6 +34,8 @@ pub struct TestCatalog {
     /// The catalog's dead letters in the test region.
     pub dead_letters: Probe,
     pub region: Region,
+    pub grpc_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     running: tokio::task::JoinHandle<()>,
     _redis: Redis,
@@ -78,6 +80,7 @@ impl TestCatalog {
         let config = test_config(&redis, &broker);
         let app = App::build(config.clone()).await.expect("catalog builds");
         let grpc = app.grpc_addr();
+        let admin_addr = app.admin_addr();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let running = tokio::spawn(async move {
@@ -117,6 +120,8 @@ impl TestCatalog {
             catalog_events,
             dead_letters,
             region,
+            grpc_addr: grpc,
+            admin_addr,
             shutdown,
             running,
             _redis: redis,

@@ -1,0 +1,309 @@
+//! The event bus against a real Kafka-protocol broker: retries, dead letters,
+//! trace context and graceful shutdown.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use harvest_bus::consumer::{self, ConsumerSpec};
+use harvest_bus::{
+    BusConfig, Envelope, Handler, HandlerError, IncomingEvent, Payload, Publisher, Stream,
+    Topology, new_envelope,
+};
+use harvest_domain::{Region, Regions, deterministic_id, new_id};
+use harvest_proto::events::v1::OrderDelivered;
+use harvest_testkit::kafka::Probe;
+use harvest_testkit::{Broker, unique_name};
+use opentelemetry::trace::TracerProvider as _;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_subscriber::layer::SubscriberExt;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Bus {
+    broker: Broker,
+    config: BusConfig,
+    topology: Topology,
+    region: Region,
+}
+
+impl Bus {
+    async fn start() -> Bus {
+        let broker = Broker::start().expect("broker starts");
+        let config = BusConfig {
+            brokers: broker.bootstrap(),
+            topic_prefix: format!("{}.", unique_name()),
+            partitions: 2,
+            session_timeout_ms: 6_000,
+            handler_backoff_ms: 10,
+            handler_max_attempts: 3,
+            ..BusConfig::default()
+        };
+        let regions = Regions::try_from(vec!["east".to_owned()]).expect("valid");
+        let topology = Topology::new(&config, regions);
+        harvest_bus::admin::ensure_topics(&config, &topology.all_topics())
+            .await
+            .expect("topics");
+        Bus {
+            broker,
+            config,
+            topology,
+            region: Region::parse("east").expect("valid"),
+        }
+    }
+
+    fn publisher(&self, owner: Stream) -> Publisher {
+        Publisher::new(&self.config, self.topology.clone(), owner).expect("publisher")
+    }
+
+    fn event(&self) -> Envelope {
+        let order_id = new_id("ord");
+        new_envelope(
+            &deterministic_id("evt", &[order_id.as_str(), "delivered"]),
+            &order_id,
+            &self.region,
+            "orders",
+            Payload::OrderDelivered(OrderDelivered::default()),
+        )
+    }
+
+    /// Runs a catalog-like consumer of the orders stream with `handler`.
+    fn consume<H: Handler>(
+        &self,
+        handler: Arc<H>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let spec = ConsumerSpec {
+            service: "catalog",
+            region: self.region.clone(),
+            streams: vec![Stream::Orders],
+        };
+        let config = self.config.clone();
+        let publisher = self.publisher(Stream::Catalog);
+        tokio::spawn(async move {
+            consumer::run(&config, publisher, spec, handler, shutdown)
+                .await
+                .expect("consumer runs");
+        })
+    }
+
+    fn dead_letters(&self) -> Probe {
+        Probe::start(
+            &self.broker.bootstrap(),
+            &[self.topology.dead_letter_topic("catalog", &self.region)],
+        )
+        .expect("probe")
+    }
+}
+
+/// Fails the first `failures` attempts of every event, then records it.
+#[derive(Default)]
+struct Flaky {
+    failures: u32,
+    attempts: AtomicU32,
+    handled: Mutex<Vec<String>>,
+    delay: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("redis is down (attempt {0})")]
+struct Down(u32);
+
+impl Handler for Flaky {
+    async fn handle(&self, event: &IncomingEvent) -> Result<(), HandlerError> {
+        let attempt = self.attempts.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::time::sleep(self.delay).await;
+        if attempt <= self.failures {
+            return Err(HandlerError::transient(Down(attempt)));
+        }
+        self.handled
+            .lock()
+            .expect("lock")
+            .push(event.envelope.event_id.clone());
+        Ok(())
+    }
+}
+
+impl Flaky {
+    fn handled(&self) -> Vec<String> {
+        self.handled.lock().expect("lock").clone()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_handler_is_retried_until_it_succeeds() {
+    let bus = Bus::start().await;
+    let handler = Arc::new(Flaky {
+        failures: 2,
+        ..Flaky::default()
+    });
+    let shutdown = CancellationToken::new();
+    let consuming = bus.consume(handler.clone(), shutdown.clone());
+    let event = bus.event();
+    bus.publisher(Stream::Orders)
+        .publish(event.clone())
+        .await
+        .expect("published");
+
+    let handled = harvest_testkit::eventually(WAIT, || {
+        let handled = handler.handled();
+        std::future::ready((!handled.is_empty()).then_some(handled))
+    })
+    .await
+    .expect("handled after retries");
+    assert_eq!(handled, vec![event.event_id]);
+    assert_eq!(handler.attempts.load(Ordering::SeqCst), 3);
+    shutdown.cancel();
+    consuming.await.expect("consumer stops");
+}
+
+#[tokio::test]
+async fn an_event_that_keeps_failing_goes_to_the_dead_letter_topic_with_the_reason() {
+    let bus = Bus::start().await;
+    let dead_letters = bus.dead_letters();
+    let handler = Arc::new(Flaky {
+        failures: 3,
+        ..Flaky::default()
+    });
+    let shutdown = CancellationToken::new();
+    let consuming = bus.consume(handler.clone(), shutdown.clone());
+    let publisher = bus.publisher(Stream::Orders);
+    let doomed = bus.event();
+    let next = bus.event();
+    publisher.publish(doomed.clone()).await.expect("published");
+
+    let dead = dead_letters
+        .wait_for(WAIT, |messages| messages.first().cloned())
+        .await
+        .expect("dead letter");
+    assert_eq!(dead.header("dead-letter-attempts"), Some("3"));
+    let reason = dead.header("dead-letter-reason").unwrap_or_default();
+    assert!(reason.contains("redis is down (attempt 3)"), "{reason}");
+    assert_eq!(dead.header("event-id"), Some(doomed.event_id.as_str()));
+    assert_eq!(dead.key.as_deref(), Some(doomed.order_id.as_bytes()));
+
+    // The consumer goes on with the next event.
+    publisher.publish(next.clone()).await.expect("published");
+    harvest_testkit::eventually(WAIT, || {
+        std::future::ready(handler.handled().contains(&next.event_id).then_some(()))
+    })
+    .await
+    .expect("the next event is handled");
+    shutdown.cancel();
+    consuming.await.expect("consumer stops");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_event_in_hand_and_commits_it() {
+    let bus = Bus::start().await;
+    let slow = Arc::new(Flaky {
+        delay: Duration::from_secs(2),
+        ..Flaky::default()
+    });
+    let shutdown = CancellationToken::new();
+    let consuming = bus.consume(slow.clone(), shutdown.clone());
+    let event = bus.event();
+    bus.publisher(Stream::Orders)
+        .publish(event.clone())
+        .await
+        .expect("published");
+
+    // Stop while the handler is busy with the event.
+    harvest_testkit::eventually(WAIT, || {
+        std::future::ready((slow.attempts.load(Ordering::SeqCst) > 0).then_some(()))
+    })
+    .await
+    .expect("the handler started");
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), consuming)
+        .await
+        .expect("the consumer stops in time")
+        .expect("cleanly");
+    assert_eq!(
+        slow.handled(),
+        vec![event.event_id.clone()],
+        "finished, not dropped"
+    );
+
+    // A new member of the group starts after the committed offset: it never
+    // sees the finished event again, only the next one.
+    let fresh = Arc::new(Flaky::default());
+    let shutdown = CancellationToken::new();
+    let consuming = bus.consume(fresh.clone(), shutdown.clone());
+    let next = bus.event();
+    bus.publisher(Stream::Orders)
+        .publish(next.clone())
+        .await
+        .expect("published");
+    harvest_testkit::eventually(WAIT, || {
+        std::future::ready(fresh.handled().contains(&next.event_id).then_some(()))
+    })
+    .await
+    .expect("the next event is handled");
+    assert_eq!(
+        fresh.handled(),
+        vec![next.event_id],
+        "the committed event is not redelivered"
+    );
+    shutdown.cancel();
+    consuming.await.expect("consumer stops");
+}
+
+#[tokio::test]
+async fn trace_context_travels_in_headers_and_envelope() {
+    let bus = Bus::start().await;
+    let probe = Probe::start(
+        &bus.broker.bootstrap(),
+        &[bus.topology.topic(Stream::Orders, &bus.region)],
+    )
+    .expect("probe");
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let publisher = bus.publisher(Stream::Orders);
+    let span = tracing::info_span!("place order");
+    let trace_id = {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        span.context().span().span_context().trace_id().to_string()
+    };
+    let event = bus.event();
+    publisher
+        .publish(event.clone())
+        .instrument(span)
+        .await
+        .expect("published");
+
+    let message = probe
+        .wait_for(WAIT, |messages| messages.first().cloned())
+        .await
+        .expect("message");
+    let traceparent = message
+        .header("traceparent")
+        .expect("traceparent header")
+        .to_owned();
+    assert!(
+        traceparent.starts_with(&format!("00-{trace_id}-")),
+        "{traceparent}"
+    );
+    let envelope: Envelope = prost::Message::decode(message.payload.as_slice()).expect("envelope");
+    assert_eq!(envelope.traceparent, traceparent);
+    assert_eq!(
+        message.header("event-type"),
+        Some("harvest.events.v1.OrderDelivered")
+    );
+}
+
+#[tokio::test]
+async fn a_publisher_refuses_regions_outside_the_deployment() {
+    let bus = Bus::start().await;
+    let mut event = bus.event();
+    event.region = "atlantis".to_owned();
+    let refused = bus.publisher(Stream::Orders).publish(event).await;
+    assert!(
+        matches!(refused, Err(harvest_bus::PublishError::UnknownRegion(region)) if region == "atlantis")
+    );
+}
