@@ -5,11 +5,12 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "harvest/common/v1/common.proto",
         "harvest/catalog/v1/catalog.proto",
         "harvest/orders/v1/orders.proto",
+        "harvest/orders/storage/v1/storage.proto",
         "harvest/payments/v1/payments.proto",
         "harvest/delivery/v1/delivery.proto",
         "harvest/events/v1/envelope.proto",

@@ -331,7 +331,10 @@ impl<H: Handler> Worker<H> {
                 "handler failed",
             );
             if attempt == self.max_attempts {
-                let reason = format!("failed {attempt} times, last: {}", cause_chain(&*error));
+                let reason = format!(
+                    "failed {attempt} times, last: {}",
+                    harvest_domain::cause_chain(&*error)
+                );
                 return self.dead_letter(message, &reason, attempt).await;
             }
             ::metrics::counter!(metrics::HANDLER_RETRIES, "service" => self.service).increment(1);
@@ -408,17 +411,6 @@ impl<H: Handler> Worker<H> {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
-}
-
-fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Publishes each topic's consumer lag from the client's statistics.

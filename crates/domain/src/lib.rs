@@ -13,6 +13,7 @@ mod money;
 mod province;
 mod quantity;
 mod region;
+mod text;
 
 pub use date::{Date, DateError};
 pub use id::{Id, IdError, deterministic_id, new_id};
@@ -20,3 +21,4 @@ pub use money::{Fen, FenError};
 pub use province::default_region_of_province;
 pub use quantity::{Quantity, QuantityError};
 pub use region::{Region, RegionError, Regions};
+pub use text::{TextError, cause_chain, clean_text, decode_page_token, encode_page_token};

@@ -10,11 +10,13 @@
 //!   continue the caller's trace, and request metrics;
 //! - [`admin`]: the admin HTTP port with Prometheus metrics and liveness;
 //! - [`store`]: the Redis connection;
-//! - [`service`]: binding, serving and draining a service as a whole.
+//! - [`service`]: binding, serving and draining a service as a whole;
+//! - [`cli`]: the `main` every service shares.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod service;

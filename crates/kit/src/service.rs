@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use harvest_bus::consumer::{self, ConsumerSpec};
+use harvest_bus::{BusConfig, Handler, Publisher};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -16,6 +20,23 @@ use crate::ServerConfig;
 /// A background task: runs until its token is cancelled.
 pub type Task = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
 pub type TaskError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The task that consumes `spec`'s streams with `handler` until `shutdown`.
+pub fn consumer_task<H: Handler>(
+    bus: &BusConfig,
+    publisher: &Publisher,
+    spec: ConsumerSpec,
+    handler: Arc<H>,
+    shutdown: &CancellationToken,
+) -> (&'static str, Task) {
+    let (bus, publisher, shutdown) = (bus.clone(), publisher.clone(), shutdown.clone());
+    let task = async move {
+        consumer::run(&bus, publisher, spec, handler, shutdown)
+            .await
+            .map_err(Into::into)
+    };
+    ("an event consumer", Box::pin(task))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

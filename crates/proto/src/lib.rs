@@ -21,6 +21,13 @@ pub mod orders {
     pub mod v1 {
         tonic::include_proto!("harvest.orders.v1");
     }
+
+    /// How the orders service stores an order; not part of any API.
+    pub mod storage {
+        pub mod v1 {
+            tonic::include_proto!("harvest.orders.storage.v1");
+        }
+    }
 }
 
 pub mod payments {

@@ -29,6 +29,14 @@ impl RawMessage {
     }
 }
 
+/// The messages that decode as Harvest envelopes, in the order read.
+pub fn envelopes(messages: &[RawMessage]) -> Vec<harvest_proto::events::v1::Envelope> {
+    messages
+        .iter()
+        .filter_map(|message| prost::Message::decode(message.payload.as_slice()).ok())
+        .collect()
+}
+
 /// Reads every partition of some topics from the beginning, without a
 /// consumer group, and keeps what it read.
 pub struct Probe {

@@ -208,26 +208,14 @@ impl CatalogApi {
     }
 }
 
-const PAGE_TOKEN_PREFIX: &str = "after:";
-
 fn encode_page_token(product_id: &str) -> String {
-    let raw = format!("{PAGE_TOKEN_PREFIX}{product_id}");
-    raw.bytes().map(|byte| format!("{byte:02x}")).collect()
+    harvest_domain::encode_page_token(product_id)
 }
 
 fn decode_page_token(token: &str) -> Result<String, CatalogError> {
-    let invalid = || CatalogError::invalid("page_token", "is not a token from an earlier page");
-    if !token.len().is_multiple_of(2) || token.len() > 256 {
-        return Err(invalid());
-    }
-    let bytes = (0..token.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&token[i..i + 2], 16).map_err(|_| invalid()))
-        .collect::<Result<Vec<u8>, _>>()?;
-    let raw = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let product_id = raw.strip_prefix(PAGE_TOKEN_PREFIX).ok_or_else(invalid)?;
-    harvest_domain::Id::parse(product_id).map_err(|_| invalid())?;
-    Ok(product_id.to_owned())
+    harvest_domain::decode_page_token(token)
+        .filter(|product_id| harvest_domain::Id::parse(product_id).is_ok())
+        .ok_or_else(|| CatalogError::invalid("page_token", "is not a token from an earlier page"))
 }
 
 #[tonic::async_trait]
@@ -297,7 +285,7 @@ mod tests {
             decode_page_token(&token).ok(),
             Some("prd_0190abc".to_owned())
         );
-        for bad in ["zz", "abc", "00", &encode_page_token("{bad}")] {
+        for bad in ["zz", "abc", "00", "", &encode_page_token("{bad}")] {
             assert!(decode_page_token(bad).is_err(), "{bad:?}");
         }
     }

@@ -66,3 +66,13 @@ impl CatalogConfig {
         Ok(())
     }
 }
+
+impl harvest_kit::cli::ServiceConfig for CatalogConfig {
+    fn validate(&self) -> Result<(), String> {
+        CatalogConfig::validate(self)
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}

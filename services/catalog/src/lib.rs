@@ -18,9 +18,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use harvest_bus::consumer::{self, ConsumerSpec};
+use harvest_bus::consumer::ConsumerSpec;
 use harvest_bus::{Publisher, Stream, Topology};
-use harvest_kit::service::{Listeners, RunError, StartError, Task};
+use harvest_kit::service::{Listeners, RunError, StartError, Task, consumer_task};
 use harvest_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -104,17 +104,12 @@ impl App {
                 region: region.clone(),
                 streams: vec![Stream::Orders, Stream::Delivery],
             };
-            let bus = self.config.bus.clone();
-            let publisher = self.publisher.clone();
-            let handler = reactions.clone();
-            let stop = shutdown.clone();
-            tasks.push((
-                "an event consumer",
-                Box::pin(async move {
-                    consumer::run(&bus, publisher, spec, handler, stop)
-                        .await
-                        .map_err(Into::into)
-                }),
+            tasks.push(consumer_task(
+                &self.config.bus,
+                &self.publisher,
+                spec,
+                reactions.clone(),
+                &shutdown,
             ));
         }
         tracing::info!(

@@ -21,23 +21,8 @@ pub fn parse_id(field: &str, value: &str) -> Result<Id, CatalogError> {
 }
 
 fn text(field: &str, value: &str, max_chars: usize) -> Result<String, CatalogError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(CatalogError::invalid(field, "must not be empty"));
-    }
-    if trimmed.chars().count() > max_chars {
-        return Err(CatalogError::invalid(
-            field,
-            format!("must be at most {max_chars} characters"),
-        ));
-    }
-    if trimmed.chars().any(char::is_control) {
-        return Err(CatalogError::invalid(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(trimmed.to_owned())
+    harvest_domain::clean_text(value, max_chars)
+        .map_err(|error| CatalogError::invalid(field, error))
 }
 
 pub fn price(field: &str, fen: i64) -> Result<Fen, CatalogError> {

@@ -58,7 +58,7 @@ enum Command {
 }
 
 /// The services that exist so far.
-const SERVICES: [ServiceKind; 1] = [ServiceKind::Catalog];
+const SERVICES: [ServiceKind; 2] = [ServiceKind::Catalog, ServiceKind::Orders];
 
 #[tokio::main]
 async fn main() -> ExitCode {

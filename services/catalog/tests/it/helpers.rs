@@ -11,9 +11,8 @@ use harvest_proto::catalog::v1::{
 };
 use harvest_proto::common::v1 as common;
 use harvest_proto::events::v1::OrderPlaced;
-use harvest_testkit::kafka::{Probe, RawMessage};
+use harvest_testkit::kafka::Probe;
 use harvest_testkit::{Broker, Redis, unique_name};
-use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -203,12 +202,7 @@ impl TestCatalog {
     }
 }
 
-pub fn decode_all(messages: &[RawMessage]) -> Vec<Envelope> {
-    messages
-        .iter()
-        .filter_map(|message| Envelope::decode(message.payload.as_slice()).ok())
-        .collect()
-}
+pub use harvest_testkit::kafka::envelopes as decode_all;
 
 pub fn date(date: harvest_domain::Date) -> common::Date {
     let (year, month, day) = date.ymd();

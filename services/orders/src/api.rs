@@ -1,0 +1,401 @@
+//! The orders service's gRPC API for storefronts.
+
+use std::pin::Pin;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::Stream;
+use harvest_bus::{Payload, new_envelope};
+use harvest_domain::{Id, Regions, deterministic_id, new_id};
+use harvest_proto::common::v1::OrderState as ProtoState;
+use harvest_proto::events::v1::OrderPlaced;
+use harvest_proto::orders::storage::v1::StoredOrder;
+use harvest_proto::orders::v1::orders_service_server::OrdersService;
+use harvest_proto::orders::v1::{
+    CancelOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse, Order, OrderUpdate,
+    PlaceOrderRequest, PricedLine, Transition, WatchOrderRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::config::OrderRules;
+use crate::decider::State;
+use crate::error::OrderError;
+use crate::model::{self, ValidOrder};
+use crate::saga::{Applied, Input, PLACEMENT_POLL, Saga};
+use crate::store::Claim;
+use crate::watch::WatchHub;
+
+/// Counter: orders placed, by `region`.
+pub const ORDERS_PLACED: &str = "harvest_orders_placed_total";
+
+const DEFAULT_PAGE_SIZE: usize = 20;
+const MAX_PAGE_SIZE: usize = 100;
+/// A watcher re-reads its order this often even without a wake-up.
+const WATCH_RESYNC: Duration = Duration::from_secs(5);
+
+pub struct OrdersApi {
+    saga: Saga,
+    regions: Regions,
+    rules: OrderRules,
+    hub: WatchHub,
+}
+
+impl OrdersApi {
+    pub fn new(saga: Saga, regions: Regions, rules: OrderRules, hub: WatchHub) -> Self {
+        OrdersApi {
+            saga,
+            regions,
+            rules,
+            hub,
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(buyer_id = %request.buyer_id, region = %request.region, order_id))]
+    async fn place(&self, request: PlaceOrderRequest) -> Result<Order, OrderError> {
+        let size = prost::Message::encoded_len(&request);
+        if size > crate::MAX_ORDER_BYTES {
+            return Err(OrderError::ResourceExhausted(format!(
+                "the order request is {size} bytes; the limit is {} bytes",
+                crate::MAX_ORDER_BYTES
+            )));
+        }
+        let valid = model::validate(&request, &self.regions, &self.rules)?;
+        let candidate = new_id("ord");
+        let started = Instant::now();
+        let mut claim = self.claim(&valid, &candidate).await?;
+        loop {
+            let placed_here = matches!(claim, Claim::New(_));
+            match claim {
+                Claim::Conflict(order_id) => {
+                    return Err(OrderError::AlreadyExists(format!(
+                        "idempotency_key {:?} was already used for a different request (order {order_id})",
+                        valid.idempotency_key
+                    )));
+                }
+                Claim::New(order_id)
+                | Claim::Existing {
+                    order_id,
+                    take_over: true,
+                } => {
+                    tracing::Span::current().record("order_id", order_id.as_str());
+                    let record = self.saga.create(new_record(&valid, &order_id)?).await?;
+                    if placed_here {
+                        metrics::counter!(ORDERS_PLACED, "region" => valid.region.to_string())
+                            .increment(1);
+                        tracing::info!(order_id = %order_id, lines = valid.lines.len(), "order placed");
+                    }
+                    return Ok(record.order.unwrap_or_default());
+                }
+                Claim::Existing {
+                    order_id,
+                    take_over: false,
+                } => {
+                    // Another call placed it: answer once its event is
+                    // acknowledged, like that call will.
+                    if let Some(stored) = self.saga.store().load(&order_id).await?
+                        && !awaiting_placement(&stored.record)
+                    {
+                        return Ok(stored.record.order.unwrap_or_default());
+                    }
+                    if started.elapsed() > self.rules.placement_lease() * 3 {
+                        return Err(OrderError::Unavailable(format!(
+                            "order {order_id} is still being placed; retry with the same idempotency_key"
+                        )));
+                    }
+                    tokio::time::sleep(PLACEMENT_POLL).await;
+                    claim = self.claim(&valid, &candidate).await?;
+                }
+            }
+        }
+    }
+
+    async fn claim(&self, valid: &ValidOrder, candidate: &Id) -> Result<Claim, OrderError> {
+        Ok(self
+            .saga
+            .store()
+            .claim_placement(
+                valid.buyer_id.as_str(),
+                &valid.idempotency_key,
+                candidate.as_str(),
+                &valid.canonical_bytes(),
+                self.rules.placement_lease(),
+                self.rules.idempotency_ttl(),
+            )
+            .await?)
+    }
+
+    async fn order(&self, order_id: &str) -> Result<Order, OrderError> {
+        let id = model::parse_id("order_id", order_id)?;
+        self.saga
+            .store()
+            .load(id.as_str())
+            .await?
+            .and_then(|stored| stored.record.order)
+            .ok_or_else(|| OrderError::NotFound(format!("order {id} does not exist")))
+    }
+
+    async fn list(&self, request: ListOrdersRequest) -> Result<ListOrdersResponse, OrderError> {
+        let buyer = model::parse_id("buyer_id", &request.buyer_id)?;
+        let page_size = match request.page_size {
+            size if size < 0 => {
+                return Err(OrderError::invalid("page_size", "must not be negative"));
+            }
+            0 => DEFAULT_PAGE_SIZE,
+            size => (size as usize).min(MAX_PAGE_SIZE),
+        };
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(decode_page_token(token)?),
+        };
+        let (ids, more) = self
+            .saga
+            .store()
+            .buyer_orders(buyer.as_str(), after, page_size)
+            .await?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for (order_id, _) in &ids {
+            if let Some(stored) = self.saga.store().load(order_id).await?
+                && let Some(order) = stored.record.order
+            {
+                orders.push(order);
+            }
+        }
+        let next_page_token = match ids.last() {
+            Some((order_id, created_ms)) if more => encode_page_token(*created_ms, order_id),
+            _ => String::new(),
+        };
+        Ok(ListOrdersResponse {
+            orders,
+            next_page_token,
+        })
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %request.order_id))]
+    async fn cancel(&self, request: CancelOrderRequest) -> Result<Order, OrderError> {
+        let order = self.order(&request.order_id).await?;
+        let buyer = model::parse_id("buyer_id", &request.buyer_id)?;
+        if order.buyer_id != buyer.as_str() {
+            return Err(OrderError::PermissionDenied(format!(
+                "order {} belongs to another buyer",
+                order.order_id
+            )));
+        }
+        if request.reason.chars().count() > 200 {
+            return Err(OrderError::invalid(
+                "reason",
+                "must be at most 200 characters",
+            ));
+        }
+        let input = Input::BuyerCancel {
+            reason: request.reason.trim().to_owned(),
+        };
+        match self.saga.apply(&order.order_id, &input).await? {
+            Applied::Accepted(order) | Applied::Duplicate(order) | Applied::Parked(order) => {
+                Ok(order)
+            }
+            Applied::Refused(order, _) if order.state() == ProtoState::Cancelled => Ok(order),
+            Applied::Refused(order, refused) => Err(OrderError::FailedPrecondition(format!(
+                "order {} is {}: it can be cancelled only until its goods are picked up",
+                order.order_id, refused.state
+            ))),
+            Applied::UnknownOrder | Applied::Ignored => Err(OrderError::NotFound(format!(
+                "order {} does not exist",
+                order.order_id
+            ))),
+        }
+    }
+
+    async fn watch(
+        &self,
+        order_id: &str,
+    ) -> Result<ReceiverStream<Result<OrderUpdate, Status>>, OrderError> {
+        let id = model::parse_id("order_id", order_id)?;
+        // Subscribe before the first read, so no change falls in between.
+        let mut wakeups = self.hub.subscribe(id.as_str());
+        let first = self.order(id.as_str()).await?;
+        let (sender, receiver) = mpsc::channel(16);
+        let store = self.saga.store().clone();
+        tokio::spawn(async move {
+            let mut sent = first.history.len();
+            let mut done = State::from_proto(first.state()).is_none_or(State::is_terminal);
+            if sender
+                .send(Ok(OrderUpdate {
+                    order: Some(first),
+                    transition: None,
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            while !done {
+                tokio::select! {
+                    () = sender.closed() => return,
+                    awake = wakeups.changed() => if !awake { return },
+                    () = tokio::time::sleep(WATCH_RESYNC) => {}
+                }
+                let order = match store.load(id.as_str()).await {
+                    Ok(Some(stored)) => stored.record.order.unwrap_or_default(),
+                    Ok(None) => return,
+                    Err(error) => {
+                        tracing::warn!(order_id = %id, error.cause_chain = ?error, "watch could not read the order");
+                        continue;
+                    }
+                };
+                let transitions: Vec<Transition> =
+                    order.history.iter().skip(sent).cloned().collect();
+                sent = order.history.len();
+                done = State::from_proto(order.state()).is_none_or(State::is_terminal);
+                for transition in transitions {
+                    let update = OrderUpdate {
+                        order: Some(order.clone()),
+                        transition: Some(transition),
+                    };
+                    if sender.send(Ok(update)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(receiver))
+    }
+}
+
+/// Whether the order-placed event is still waiting for the broker.
+fn awaiting_placement(record: &StoredOrder) -> bool {
+    record
+        .outbox
+        .iter()
+        .any(|envelope| matches!(envelope.payload, Some(Payload::OrderPlaced(_))))
+}
+
+/// A new order in state PLACED, with its order-placed event in the outbox.
+fn new_record(valid: &ValidOrder, order_id: &str) -> Result<StoredOrder, OrderError> {
+    let id = Id::parse(order_id).map_err(|e| OrderError::invalid("order_id", e))?;
+    let now = SystemTime::now();
+    let placed = new_envelope(
+        &deterministic_id("evt", &[id.as_str(), "orders", "placed"]),
+        &id,
+        &valid.region,
+        "orders",
+        Payload::OrderPlaced(OrderPlaced {
+            buyer_id: valid.buyer_id.to_string(),
+            lines: valid.lines.clone(),
+            ship_to: Some(valid.ship_to.clone()),
+            payment_method: valid.payment_method.clone(),
+            placed_at: Some(now.into()),
+        }),
+    );
+    let order = Order {
+        order_id: id.to_string(),
+        buyer_id: valid.buyer_id.to_string(),
+        region: valid.region.to_string(),
+        state: ProtoState::Placed.into(),
+        lines: valid
+            .lines
+            .iter()
+            .map(|line| PricedLine {
+                product_id: line.product_id.clone(),
+                quantity: line.quantity,
+                ..PricedLine::default()
+            })
+            .collect(),
+        total_fen: 0,
+        ship_to: Some(valid.ship_to.clone()),
+        created_at: Some(now.into()),
+        updated_at: Some(now.into()),
+        cancel_reason: 0,
+        cancel_detail: String::new(),
+        history: vec![Transition {
+            from: ProtoState::Unspecified.into(),
+            to: ProtoState::Placed.into(),
+            at: Some(now.into()),
+            cause: "harvest.orders.v1.OrdersService/PlaceOrder".to_owned(),
+            event_id: placed.event_id.clone(),
+            detail: String::new(),
+        }],
+    };
+    Ok(StoredOrder {
+        order: Some(order),
+        placed_lines: valid.lines.clone(),
+        payment_method: valid.payment_method.clone(),
+        outbox: vec![placed],
+        ..StoredOrder::default()
+    })
+}
+
+fn encode_page_token(created_ms: i64, order_id: &str) -> String {
+    harvest_domain::encode_page_token(&format!("{created_ms}:{order_id}"))
+}
+
+fn decode_page_token(token: &str) -> Result<(i64, String), OrderError> {
+    let invalid = || OrderError::invalid("page_token", "is not a token from an earlier page");
+    let cursor = harvest_domain::decode_page_token(token).ok_or_else(invalid)?;
+    let (ms, order_id) = cursor.split_once(':').ok_or_else(invalid)?;
+    let ms = ms.parse().map_err(|_| invalid())?;
+    Id::parse(order_id).map_err(|_| invalid())?;
+    Ok((ms, order_id.to_owned()))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<OrderUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl OrdersService for OrdersApi {
+    async fn place_order(
+        &self,
+        request: Request<PlaceOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        Ok(Response::new(self.place(request.into_inner()).await?))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<GetOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        Ok(Response::new(
+            self.order(&request.into_inner().order_id).await?,
+        ))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<CancelOrderRequest>,
+    ) -> Result<Response<Order>, Status> {
+        Ok(Response::new(self.cancel(request.into_inner()).await?))
+    }
+
+    type WatchOrderStream = WatchStream;
+
+    async fn watch_order(
+        &self,
+        request: Request<WatchOrderRequest>,
+    ) -> Result<Response<Self::WatchOrderStream>, Status> {
+        let stream = self.watch(&request.into_inner().order_id).await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_garbage() {
+        let token = encode_page_token(1_795_000_000_123, "ord_abc");
+        assert_eq!(
+            decode_page_token(&token).ok(),
+            Some((1_795_000_000_123, "ord_abc".to_owned()))
+        );
+        for bad in ["", "zz", "abc", &encode_page_token(5, "{x}")] {
+            assert!(decode_page_token(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The orders service: the storefront's front door and the single decider of
+//! every order's fate.
+//!
+//! Storefronts place, read, list, cancel and watch orders over gRPC. The
+//! service consumes the catalog, payments and delivery streams of the regions
+//! it serves, runs each event through the order's state machine
+//! ([`decider`]), and writes the `orders` stream: placed, state changes,
+//! confirmed, cancelled (with the reason) and delivered. Deadlines (unpaid
+//! reservations, perishables not picked up) live in Redis and fire once.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod decider;
+pub mod error;
+pub mod model;
+pub mod reactions;
+pub mod saga;
+pub mod store;
+pub mod timers;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use harvest_bus::consumer::ConsumerSpec;
+use harvest_bus::{Publisher, Stream, Topology};
+use harvest_kit::service::{Listeners, RunError, StartError, Task, consumer_task};
+use harvest_proto::orders::v1::orders_service_server::OrdersServiceServer;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::config::OrdersConfig;
+use crate::reactions::SagaReactions;
+use crate::saga::Saga;
+use crate::store::OrderStore;
+use crate::watch::WatchHub;
+
+/// The name of this service in consumer groups, dead-letter topics and traces.
+pub const SERVICE: &str = "orders";
+
+/// The largest order request accepted; a bigger one is refused with
+/// RESOURCE_EXHAUSTED.
+pub const MAX_ORDER_BYTES: usize = 64 * 1024;
+
+/// Requests beyond this are not even read (the transport answers
+/// OUT_OF_RANGE).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Redis(#[from] harvest_kit::store::ConnectError),
+    #[error("invalid redis url")]
+    RedisUrl(#[source] redis::RedisError),
+    #[error("could not create topics")]
+    Topics(#[from] harvest_bus::admin::AdminError),
+    #[error("could not create the event publisher")]
+    Publisher(#[from] harvest_bus::PublishError),
+}
+
+/// An orders service ready to serve.
+pub struct App {
+    config: OrdersConfig,
+    listeners: Listeners,
+    saga: Saga,
+    publisher: Publisher,
+    pubsub: redis::Client,
+}
+
+impl App {
+    pub async fn build(config: OrdersConfig) -> Result<App, BuildError> {
+        config.validate().map_err(BuildError::Config)?;
+        let listeners = Listeners::bind(&config.server).await?;
+        let redis = harvest_kit::store::connect(&config.redis).await?;
+        let pubsub = redis::Client::open(config.redis.url.expose().as_str())
+            .map_err(BuildError::RedisUrl)?;
+        let store = OrderStore::new(redis, &config.redis.key_prefix);
+        let topology = Topology::new(&config.bus, config.regions.all.clone());
+        if config.bus.ensure_topics {
+            harvest_bus::admin::ensure_topics(&config.bus, &topology.all_topics()).await?;
+        }
+        let publisher = Publisher::new(&config.bus, topology, Stream::Orders)?;
+        let saga = Saga::new(store, publisher.clone(), config.orders.clone());
+        Ok(App {
+            config,
+            listeners,
+            saga,
+            publisher,
+            pubsub,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listeners.grpc_addr()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.listeners.admin_addr()
+    }
+
+    /// Serves until `shutdown`, then drains.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let served = self
+            .config
+            .regions
+            .served()
+            .unwrap_or_else(|_| self.config.regions.all.clone());
+        let reactions = Arc::new(SagaReactions::new(self.saga.clone()));
+        let rules = &self.config.orders;
+        let mut tasks: Vec<(&'static str, Task)> = Vec::new();
+        for region in served.iter() {
+            let spec = ConsumerSpec {
+                service: SERVICE,
+                region: region.clone(),
+                streams: vec![Stream::Catalog, Stream::Payments, Stream::Delivery],
+            };
+            tasks.push(consumer_task(
+                &self.config.bus,
+                &self.publisher,
+                spec,
+                reactions.clone(),
+                &shutdown,
+            ));
+            let deadlines = timers::run_deadlines(
+                self.saga.clone(),
+                region.clone(),
+                rules.deadline_poll(),
+                shutdown.clone(),
+            );
+            tasks.push((
+                "the deadline timer",
+                Box::pin(async move { Ok(deadlines.await?) }),
+            ));
+            let sweeper = timers::run_outbox_sweeper(
+                self.saga.clone(),
+                region.clone(),
+                rules.outbox_stale(),
+                shutdown.clone(),
+            );
+            tasks.push((
+                "the outbox sweeper",
+                Box::pin(async move { Ok(sweeper.await?) }),
+            ));
+        }
+        let hub = WatchHub::default();
+        let store = self.saga.store();
+        let watching = hub.clone().run(
+            self.pubsub.clone(),
+            store.watch_pattern(),
+            store.watch_channel("").len(),
+            shutdown.clone(),
+        );
+        tasks.push((
+            "the watch hub",
+            Box::pin(async move { Ok(watching.await?) }),
+        ));
+
+        tracing::info!(
+            grpc = %self.grpc_addr(),
+            admin = %self.admin_addr(),
+            regions = %served,
+            "orders serving",
+        );
+        let api = api::OrdersApi::new(
+            self.saga.clone(),
+            self.config.regions.all.clone(),
+            self.config.orders.clone(),
+            hub,
+        );
+        let server = OrdersServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let result = self.listeners.serve(server, tasks, shutdown).await;
+        self.publisher.flush(self.config.server.grace_period());
+        result
+    }
+}

@@ -1,0 +1,606 @@
+//! Applying what happens to an order: load it, ask the decider, write the
+//! result back only if nobody else changed the order meanwhile, then publish
+//! the events decided.
+//!
+//! Events to publish are written into the order's record (its outbox) in the
+//! same write as the state change, and removed once the broker acknowledged
+//! them; an outbox left behind by a crash is published by whoever touches the
+//! order next, or by the sweeper. Every input carries an id; an id already
+//! applied changes nothing.
+
+use std::time::{Duration, SystemTime};
+
+use harvest_bus::{Envelope, Payload, PublishError, Publisher, new_envelope};
+use harvest_domain::{Id, Region, deterministic_id};
+use harvest_proto::common::v1::CancelReason;
+use harvest_proto::events::v1::{
+    OrderCancelled, OrderConfirmed, OrderDelivered, OrderStateChanged, ShipmentFailureReason,
+    ShortfallReason,
+};
+use harvest_proto::orders::storage::v1::StoredOrder;
+use harvest_proto::orders::v1::{Order, PricedLine, Transition};
+
+use crate::config::OrderRules;
+use crate::decider::{self, Event, Outcome, Refused, State};
+use crate::store::{DeadlineKind, OrderStore, StoreError, now_millis};
+
+/// Counter: orders that reached a terminal state, by `outcome` and `reason`.
+pub const SAGA_OUTCOMES: &str = "harvest_orders_outcomes_total";
+/// Counter: events the state machine refused, by `event`.
+pub const EVENTS_REFUSED: &str = "harvest_orders_events_refused_total";
+/// Counter: events that arrived ahead of their order and were parked.
+pub const EVENTS_PARKED: &str = "harvest_orders_events_parked_total";
+
+/// Writes that lost a race are retried this many times.
+const MAX_ATTEMPTS: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("order {0} kept changing under concurrent writers")]
+    Contended(String),
+    #[error("order {0} has no valid state")]
+    Corrupt(String),
+}
+
+/// Something that happens to an order.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// An event of the catalog, payments or delivery stream.
+    Event(Box<Envelope>),
+    BuyerCancel {
+        reason: String,
+    },
+    Deadline(DeadlineKind),
+}
+
+impl Input {
+    /// The id that makes applying this input idempotent.
+    fn id(&self, order_id: &str) -> String {
+        match self {
+            Input::Event(envelope) => envelope.event_id.clone(),
+            Input::BuyerCancel { .. } => {
+                deterministic_id("in", &[order_id, "buyer-cancel"]).to_string()
+            }
+            Input::Deadline(kind) => {
+                deterministic_id("in", &[order_id, "deadline", &format!("{kind:?}")]).to_string()
+            }
+        }
+    }
+
+    fn cause(&self) -> String {
+        match self {
+            Input::Event(envelope) => envelope.event_type.clone(),
+            Input::BuyerCancel { .. } => "harvest.orders.v1.OrdersService/CancelOrder".to_owned(),
+            Input::Deadline(DeadlineKind::Payment) => "payment deadline".to_owned(),
+            Input::Deadline(DeadlineKind::Pickup) => "pickup deadline".to_owned(),
+        }
+    }
+}
+
+/// What applying an input did.
+#[derive(Clone, Debug)]
+pub enum Applied {
+    /// Accepted: the order moved on or recorded progress.
+    Accepted(Order),
+    /// Ahead of the order: kept, and applied once the order catches up.
+    Parked(Order),
+    /// Already applied before; nothing changed.
+    Duplicate(Order),
+    /// Impossible in the order's state; nothing changed.
+    Refused(Order, Refused),
+    /// Not something that concerns the order's state.
+    Ignored,
+    /// No such order.
+    UnknownOrder,
+}
+
+#[derive(Clone)]
+pub struct Saga {
+    store: OrderStore,
+    publisher: Publisher,
+    rules: OrderRules,
+}
+
+impl Saga {
+    pub fn new(store: OrderStore, publisher: Publisher, rules: OrderRules) -> Self {
+        Saga {
+            store,
+            publisher,
+            rules,
+        }
+    }
+
+    pub fn store(&self) -> &OrderStore {
+        &self.store
+    }
+
+    /// Stores a new order (unless it exists already) and publishes its outbox.
+    pub async fn create(&self, record: StoredOrder) -> Result<StoredOrder, SagaError> {
+        let order = record.order.clone().unwrap_or_default();
+        let region = region_of(&order)?;
+        self.store.mark_outbox(&region, &order.order_id).await?;
+        if self
+            .store
+            .compare_and_set(&order.order_id, 0, &record)
+            .await?
+            .is_some()
+        {
+            let created_ms = order.created_at.map_or(now_millis(), |at| {
+                at.seconds * 1000 + i64::from(at.nanos) / 1_000_000
+            });
+            self.store
+                .index_for_buyer(&order.buyer_id, &order.order_id, created_ms)
+                .await?;
+        }
+        self.flush(&order.order_id).await?;
+        self.store
+            .load(&order.order_id)
+            .await?
+            .map(|stored| stored.record)
+            .ok_or_else(|| SagaError::Corrupt(order.order_id.clone()))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, input = %input.cause()))]
+    pub async fn apply(&self, order_id: &str, input: &Input) -> Result<Applied, SagaError> {
+        let input_id = input.id(order_id);
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(stored) = self.store.load(order_id).await? else {
+                return Ok(Applied::UnknownOrder);
+            };
+            let mut record = stored.record;
+            let state_before = current_state(&record)?;
+            if record.seen_event_ids.contains(&input_id) {
+                if !record.outbox.is_empty() {
+                    self.flush(order_id).await?;
+                }
+                return Ok(Applied::Duplicate(record.order.unwrap_or_default()));
+            }
+            let mut deadlines = Vec::new();
+            let parked = match self.step(&mut record, input, &input_id, &mut deadlines)? {
+                Step::Ignored => return Ok(Applied::Ignored),
+                Step::Refused(refused) => {
+                    tracing::warn!(state = %refused.state, event = ?refused.event, "event refused by the order's state machine");
+                    metrics::counter!(EVENTS_REFUSED, "event" => format!("{:?}", refused.event))
+                        .increment(1);
+                    return Ok(Applied::Refused(record.order.unwrap_or_default(), refused));
+                }
+                Step::Early(refused) => {
+                    let Input::Event(envelope) = input else {
+                        return Ok(Applied::Refused(record.order.unwrap_or_default(), refused));
+                    };
+                    tracing::info!(state = %refused.state, event = ?refused.event, "event ahead of the order; parked until it catches up");
+                    metrics::counter!(EVENTS_PARKED).increment(1);
+                    record.parked.push(envelope.as_ref().clone());
+                    record.seen_event_ids.push(input_id.clone());
+                    true
+                }
+                Step::Accepted => {
+                    self.replay_parked(&mut record, &mut deadlines)?;
+                    false
+                }
+            };
+            let order = record.order.clone().unwrap_or_default();
+            let region = region_of(&order)?;
+            let state_after = current_state(&record)?;
+
+            // Deadlines and the outbox note go first: if this write then wins,
+            // nothing it promised can be forgotten; if it loses, a stray
+            // deadline is refused as stale and a stray note is cleared.
+            for (kind, due) in &deadlines {
+                self.store.schedule(&region, *kind, order_id, *due).await?;
+            }
+            if !record.outbox.is_empty() {
+                self.store.mark_outbox(&region, order_id).await?;
+            }
+            if self
+                .store
+                .compare_and_set(order_id, stored.version, &record)
+                .await?
+                .is_none()
+            {
+                continue;
+            }
+            if state_after != state_before {
+                tracing::info!(from = %state_before, to = %state_after, "order moved");
+                if let Err(error) = self.store.notify(order_id).await {
+                    tracing::warn!(error.cause_chain = ?error, "could not notify watchers");
+                }
+            }
+            if !record.outbox.is_empty() {
+                self.flush(order_id).await?;
+            }
+            return Ok(if parked {
+                Applied::Parked(order)
+            } else {
+                Applied::Accepted(order)
+            });
+        }
+        Err(SagaError::Contended(order_id.to_owned()))
+    }
+
+    /// Applies one input to the record in memory.
+    fn step(
+        &self,
+        record: &mut StoredOrder,
+        input: &Input,
+        input_id: &str,
+        deadlines: &mut Vec<(DeadlineKind, i64)>,
+    ) -> Result<Step, SagaError> {
+        let mut order = record.order.clone().unwrap_or_default();
+        let state = current_state(record)?;
+        let Some(event) = decider_event(record, input) else {
+            return Ok(Step::Ignored);
+        };
+        let outcome = match decider::decide(state, event) {
+            Ok(outcome) => outcome,
+            Err(refused) if refused.is_early() => return Ok(Step::Early(refused)),
+            Err(refused) => return Ok(Step::Refused(refused)),
+        };
+        let next = decider::next_state(state, outcome);
+        let now = SystemTime::now();
+        record_progress(record, input);
+        if next != state {
+            let detail = detail_of(input, outcome, &self.rules);
+            order.history.push(Transition {
+                from: state.to_proto().into(),
+                to: next.to_proto().into(),
+                at: Some(now.into()),
+                cause: input.cause(),
+                event_id: input_id.to_owned(),
+                detail: detail.clone(),
+            });
+            order.state = next.to_proto().into();
+            order.updated_at = Some(now.into());
+            if let Outcome::Cancelled(reason) = outcome {
+                order.cancel_reason = reason.into();
+                order.cancel_detail = detail;
+            }
+            if next == State::Reserved {
+                apply_reservation(&mut order, record);
+                deadlines.push((
+                    DeadlineKind::Payment,
+                    to_millis(now + self.rules.payment_deadline()),
+                ));
+            }
+            if next == State::Confirmed
+                && let Some(due) = pickup_deadline(record)
+            {
+                deadlines.push((DeadlineKind::Pickup, due));
+            }
+            if next.is_terminal() {
+                let reason = match outcome {
+                    Outcome::Cancelled(reason) => reason.as_str_name(),
+                    _ => "",
+                };
+                let label = if next == State::Delivered {
+                    "delivered"
+                } else {
+                    "cancelled"
+                };
+                metrics::counter!(SAGA_OUTCOMES, "outcome" => label, "reason" => reason)
+                    .increment(1);
+            }
+            record.outbox.push(outgoing_event(
+                &order, record, state, next, outcome, input_id,
+            )?);
+        }
+        record.seen_event_ids.push(input_id.to_owned());
+        record.order = Some(order);
+        Ok(Step::Accepted)
+    }
+
+    /// Applies parked events the order has caught up with, until none is.
+    fn replay_parked(
+        &self,
+        record: &mut StoredOrder,
+        deadlines: &mut Vec<(DeadlineKind, i64)>,
+    ) -> Result<(), SagaError> {
+        loop {
+            let mut progressed = false;
+            for envelope in std::mem::take(&mut record.parked) {
+                let input = Input::Event(Box::new(envelope.clone()));
+                match self.step(record, &input, &envelope.event_id, deadlines)? {
+                    Step::Accepted => progressed = true,
+                    Step::Early(_) => record.parked.push(envelope),
+                    Step::Refused(refused) => {
+                        tracing::warn!(state = %refused.state, event = ?refused.event, "parked event no longer applies; dropped");
+                    }
+                    Step::Ignored => {}
+                }
+            }
+            if !progressed || record.parked.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Publishes every event in the order's outbox, then removes them from it.
+    pub async fn flush(&self, order_id: &str) -> Result<(), SagaError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded_at = now_millis();
+            let Some(stored) = self.store.load(order_id).await? else {
+                return Ok(());
+            };
+            let order = stored.record.order.clone().unwrap_or_default();
+            if stored.record.outbox.is_empty() {
+                let region = region_of(&order)?;
+                self.store
+                    .clear_outbox_mark(&region, order_id, loaded_at)
+                    .await?;
+                return Ok(());
+            }
+            let mut published = Vec::with_capacity(stored.record.outbox.len());
+            for envelope in &stored.record.outbox {
+                self.publisher.publish(envelope.clone()).await?;
+                published.push(envelope.event_id.clone());
+            }
+            self.remove_from_outbox(order_id, &published).await?;
+        }
+        Err(SagaError::Contended(order_id.to_owned()))
+    }
+
+    async fn remove_from_outbox(
+        &self,
+        order_id: &str,
+        published: &[String],
+    ) -> Result<(), SagaError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(stored) = self.store.load(order_id).await? else {
+                return Ok(());
+            };
+            let mut record = stored.record;
+            let before = record.outbox.len();
+            record
+                .outbox
+                .retain(|envelope| !published.contains(&envelope.event_id));
+            if record.outbox.len() == before {
+                return Ok(());
+            }
+            if self
+                .store
+                .compare_and_set(order_id, stored.version, &record)
+                .await?
+                .is_some()
+            {
+                return Ok(());
+            }
+        }
+        Err(SagaError::Contended(order_id.to_owned()))
+    }
+}
+
+/// What one input did to a record in memory.
+enum Step {
+    Accepted,
+    Early(Refused),
+    Refused(Refused),
+    Ignored,
+}
+
+fn current_state(record: &StoredOrder) -> Result<State, SagaError> {
+    let order = record.order.as_ref();
+    order
+        .and_then(|order| State::from_proto(order.state()))
+        .ok_or_else(|| SagaError::Corrupt(order.map(|o| o.order_id.clone()).unwrap_or_default()))
+}
+
+fn region_of(order: &Order) -> Result<Region, SagaError> {
+    Region::parse(&order.region).map_err(|_| SagaError::Corrupt(order.order_id.clone()))
+}
+
+fn to_millis(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The decider's view of an input, or `None` when it does not concern the
+/// order's state.
+fn decider_event(record: &StoredOrder, input: &Input) -> Option<Event> {
+    let envelope = match input {
+        Input::BuyerCancel { .. } => return Some(Event::BuyerCancelled),
+        Input::Deadline(DeadlineKind::Payment) => return Some(Event::PaymentDeadlinePassed),
+        Input::Deadline(DeadlineKind::Pickup) => return Some(Event::PickupWindowMissed),
+        Input::Event(envelope) => envelope,
+    };
+    Some(match envelope.payload.as_ref()? {
+        Payload::StockReserved(_) => Event::StockReserved,
+        Payload::StockRejected(rejected) => Event::StockRejected {
+            unknown_product: rejected
+                .shortfalls
+                .iter()
+                .any(|s| s.reason() == ShortfallReason::UnknownProduct),
+        },
+        Payload::PaymentAuthorized(_) => Event::PaymentAuthorized,
+        Payload::PaymentDeclined(_) => Event::PaymentDeclined,
+        Payload::CourierAssigned(_) => Event::CourierAssigned,
+        Payload::ShipmentPickedUp(_) => Event::PickedUp,
+        Payload::ShipmentDelivered(delivered) => {
+            let mut done: Vec<&str> = record
+                .delivered_shipments
+                .iter()
+                .map(String::as_str)
+                .collect();
+            if !done.contains(&delivered.shipment_id.as_str()) {
+                done.push(&delivered.shipment_id);
+            }
+            let expected = record.pickups.len().max(1);
+            Event::ShipmentDelivered {
+                all_delivered: done.len() >= expected,
+            }
+        }
+        Payload::ShipmentFailed(failed) => Event::ShipmentFailed {
+            no_courier: failed.reason() == ShipmentFailureReason::NoCourier,
+        },
+        _ => return None,
+    })
+}
+
+/// Keeps what the input teaches about the order (pricing, pickups, shipment
+/// progress) in the record.
+fn record_progress(record: &mut StoredOrder, input: &Input) {
+    let Input::Event(envelope) = input else {
+        return;
+    };
+    let remember = |list: &mut Vec<String>, id: &str| {
+        if !list.iter().any(|known| known == id) {
+            list.push(id.to_owned());
+        }
+    };
+    match &envelope.payload {
+        Some(Payload::StockReserved(reserved)) => {
+            record.pickups.clone_from(&reserved.pickups);
+            record.reserved_lines.clone_from(&reserved.lines);
+        }
+        Some(Payload::CourierAssigned(assigned)) => {
+            remember(&mut record.assigned_shipments, &assigned.shipment_id);
+        }
+        Some(Payload::ShipmentPickedUp(picked)) => {
+            remember(&mut record.picked_up_shipments, &picked.shipment_id);
+        }
+        Some(Payload::ShipmentDelivered(delivered)) => {
+            remember(&mut record.delivered_shipments, &delivered.shipment_id);
+        }
+        _ => {}
+    }
+}
+
+/// Prices the order's lines from its reservation.
+fn apply_reservation(order: &mut Order, record: &StoredOrder) {
+    order.lines = record
+        .reserved_lines
+        .iter()
+        .map(|line| PricedLine {
+            product_id: line.product_id.clone(),
+            quantity: line.quantity,
+            unit_price_fen: line.unit_price_fen,
+            line_total_fen: line.line_total_fen,
+            seller_id: line.seller_id.clone(),
+        })
+        .collect();
+    order.total_fen = record
+        .reserved_lines
+        .iter()
+        .map(|line| line.line_total_fen)
+        .sum();
+}
+
+/// The earliest time by which a perishable pickup must happen.
+fn pickup_deadline(record: &StoredOrder) -> Option<i64> {
+    record
+        .pickups
+        .iter()
+        .filter_map(|pickup| pickup.pickup_by)
+        .map(|at| at.seconds * 1000 + i64::from(at.nanos) / 1_000_000)
+        .min()
+}
+
+fn detail_of(input: &Input, outcome: Outcome, rules: &OrderRules) -> String {
+    let envelope = match input {
+        Input::BuyerCancel { reason } if reason.is_empty() => {
+            return "cancelled by the buyer".to_owned();
+        }
+        Input::BuyerCancel { reason } => return format!("cancelled by the buyer: {reason}"),
+        Input::Deadline(DeadlineKind::Payment) => {
+            return format!(
+                "not paid within {} s of reservation",
+                rules.payment_deadline_secs
+            );
+        }
+        Input::Deadline(DeadlineKind::Pickup) => {
+            return "perishable goods were not picked up in time".to_owned();
+        }
+        Input::Event(envelope) => envelope,
+    };
+    match (&envelope.payload, outcome) {
+        (Some(Payload::StockRejected(rejected)), _) => rejected
+            .shortfalls
+            .iter()
+            .map(|s| match s.reason() {
+                ShortfallReason::UnknownProduct => format!("{}: no such product", s.product_id),
+                _ => format!(
+                    "{}: {} wanted, {} available",
+                    s.product_id, s.requested, s.available
+                ),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        (Some(Payload::PaymentDeclined(declined)), _) => declined.reason.clone(),
+        (Some(Payload::ShipmentFailed(failed)), _) => {
+            if failed.detail.is_empty() {
+                format!("shipment {} failed", failed.shipment_id)
+            } else {
+                format!("shipment {} failed: {}", failed.shipment_id, failed.detail)
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// The event announcing a transition; its id is the same every time the same
+/// transition is decided.
+fn outgoing_event(
+    order: &Order,
+    record: &StoredOrder,
+    from: State,
+    to: State,
+    outcome: Outcome,
+    cause_id: &str,
+) -> Result<Envelope, SagaError> {
+    let order_id =
+        Id::parse(&order.order_id).map_err(|_| SagaError::Corrupt(order.order_id.clone()))?;
+    let region = region_of(order)?;
+    let (step, payload) = match to {
+        State::Confirmed => (
+            "confirmed",
+            Payload::OrderConfirmed(OrderConfirmed {
+                buyer_id: order.buyer_id.clone(),
+                ship_to: order.ship_to.clone(),
+                lines: record.reserved_lines.clone(),
+                pickups: record.pickups.clone(),
+                total_fen: order.total_fen,
+            }),
+        ),
+        State::Cancelled => (
+            "cancelled",
+            Payload::OrderCancelled(OrderCancelled {
+                reason: match outcome {
+                    Outcome::Cancelled(reason) => reason.into(),
+                    _ => CancelReason::Unspecified.into(),
+                },
+                detail: order.cancel_detail.clone(),
+                lines: record.placed_lines.clone(),
+                previous_state: from.to_proto().into(),
+            }),
+        ),
+        State::Delivered => (
+            "delivered",
+            Payload::OrderDelivered(OrderDelivered {
+                lines: record.reserved_lines.clone(),
+                total_fen: order.total_fen,
+            }),
+        ),
+        State::Placed | State::Reserved | State::Dispatching | State::InTransit => (
+            to.to_proto().as_str_name(),
+            Payload::OrderStateChanged(OrderStateChanged {
+                from: from.to_proto().into(),
+                to: to.to_proto().into(),
+                cause_event_id: cause_id.to_owned(),
+            }),
+        ),
+    };
+    Ok(new_envelope(
+        &deterministic_id("evt", &[order_id.as_str(), "orders", step]),
+        &order_id,
+        &region,
+        "orders",
+        payload,
+    ))
+}
+
+/// How long to wait between looks while another call places an order.
+pub const PLACEMENT_POLL: Duration = Duration::from_millis(20);

@@ -1,0 +1,9 @@
+-- Writes an order only if nobody else wrote it since it was read.
+-- KEYS[1] order hash. ARGV[1] version read (0: the order must not exist yet),
+-- ARGV[2] the new record. Returns the new version, or 0 on a conflict.
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if version ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'version', version + 1)
+return version + 1

@@ -1,0 +1,373 @@
+//! The orders service's state in Redis.
+//!
+//! Every script touches one key (one hash slot), so the layout runs on Redis
+//! Cluster; an order's record carries the hash tag `{order id}`.
+//!
+//! ```text
+//! {prefix}orders:{o}:order              hash  data (StoredOrder protobuf), version
+//! {prefix}orders:placement:{b/k}        hash  order_id, request, lease_until — buyer b's key k
+//! {prefix}orders:buyer:{b}              zset  order ids of buyer b, scored by creation (ms)
+//! {prefix}orders:deadlines:{region}     zset  "payment:o" / "pickup:o", scored by due time (ms)
+//! {prefix}orders:outbox:{region}        zset  orders with events not yet acknowledged, by time
+//! {prefix}orders:watch:o                pub/sub channel: order o changed
+//! ```
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use harvest_domain::Region;
+use harvest_proto::orders::storage::v1::StoredOrder;
+use prost::Message;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis command failed")]
+    Redis(#[from] redis::RedisError),
+    #[error("stored order {0} is corrupt")]
+    Corrupt(String, #[source] prost::DecodeError),
+    #[error("unexpected reply from a script: {0}")]
+    Reply(String),
+}
+
+/// An order as read, with the version to write it back with.
+#[derive(Clone, Debug)]
+pub struct Versioned {
+    pub record: StoredOrder,
+    pub version: u64,
+}
+
+/// Who holds an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This call placed the order.
+    New(String),
+    /// Another call placed this order; take over when its lease expired.
+    Existing { order_id: String, take_over: bool },
+    /// The key was used for a different request.
+    Conflict(String),
+}
+
+/// What kind of deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeadlineKind {
+    Payment,
+    Pickup,
+}
+
+impl DeadlineKind {
+    fn tag(self) -> &'static str {
+        match self {
+            DeadlineKind::Payment => "payment",
+            DeadlineKind::Pickup => "pickup",
+        }
+    }
+}
+
+fn script(cell: &'static OnceLock<Script>, source: &str) -> &'static Script {
+    cell.get_or_init(|| Script::new(source))
+}
+
+static CLAIM_PLACEMENT: OnceLock<Script> = OnceLock::new();
+static COMPARE_AND_SET: OnceLock<Script> = OnceLock::new();
+static CLAIM_DUE: OnceLock<Script> = OnceLock::new();
+static REMOVE_IF_OLDER: OnceLock<Script> = OnceLock::new();
+
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+pub struct OrderStore {
+    redis: ConnectionManager,
+    prefix: String,
+}
+
+impl OrderStore {
+    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+        OrderStore {
+            redis,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn order_key(&self, order: &str) -> String {
+        format!("{}orders:{{{order}}}:order", self.prefix)
+    }
+
+    fn placement_key(&self, buyer: &str, key: &str) -> String {
+        format!("{}orders:placement:{{{buyer}/{key}}}", self.prefix)
+    }
+
+    fn buyer_key(&self, buyer: &str) -> String {
+        format!("{}orders:buyer:{{{buyer}}}", self.prefix)
+    }
+
+    fn deadlines_key(&self, region: &Region) -> String {
+        format!("{}orders:deadlines:{{{region}}}", self.prefix)
+    }
+
+    fn outbox_key(&self, region: &Region) -> String {
+        format!("{}orders:outbox:{{{region}}}", self.prefix)
+    }
+
+    /// The pub/sub channel announcing changes of an order.
+    pub fn watch_channel(&self, order: &str) -> String {
+        format!("{}orders:watch:{order}", self.prefix)
+    }
+
+    /// The pattern matching every order's channel.
+    pub fn watch_pattern(&self) -> String {
+        format!("{}orders:watch:*", self.prefix)
+    }
+
+    pub async fn claim_placement(
+        &self,
+        buyer: &str,
+        key: &str,
+        order_id: &str,
+        request: &[u8],
+        lease: Duration,
+        keep_for: Duration,
+    ) -> Result<Claim, StoreError> {
+        let mut redis = self.redis.clone();
+        let reply: Vec<String> = script(
+            &CLAIM_PLACEMENT,
+            include_str!("scripts/claim_placement.lua"),
+        )
+        .key(self.placement_key(buyer, key))
+        .arg(order_id)
+        .arg(request)
+        .arg(now_millis())
+        .arg(lease.as_millis() as u64)
+        .arg(keep_for.as_secs())
+        .invoke_async(&mut redis)
+        .await?;
+        match reply.as_slice() {
+            [status, order] if status == "new" => Ok(Claim::New(order.clone())),
+            [status, order] if status == "conflict" => Ok(Claim::Conflict(order.clone())),
+            [status, order, expired] if status == "existing" => Ok(Claim::Existing {
+                order_id: order.clone(),
+                take_over: expired == "1",
+            }),
+            _ => Err(StoreError::Reply(reply.join(" "))),
+        }
+    }
+
+    pub async fn load(&self, order: &str) -> Result<Option<Versioned>, StoreError> {
+        let mut redis = self.redis.clone();
+        let (data, version): (Option<Vec<u8>>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.order_key(order))
+            .arg(&["data", "version"])
+            .query_async(&mut redis)
+            .await?;
+        let Some(data) = data else {
+            return Ok(None);
+        };
+        let record = StoredOrder::decode(data.as_slice())
+            .map_err(|error| StoreError::Corrupt(order.to_owned(), error))?;
+        Ok(Some(Versioned {
+            record,
+            version: version.unwrap_or(0),
+        }))
+    }
+
+    /// Writes `record` if the stored version is still `version` (0: only if
+    /// the order does not exist). Returns the new version, or `None` when
+    /// someone else wrote first.
+    pub async fn compare_and_set(
+        &self,
+        order: &str,
+        version: u64,
+        record: &StoredOrder,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut redis = self.redis.clone();
+        let written: u64 = script(
+            &COMPARE_AND_SET,
+            include_str!("scripts/compare_and_set.lua"),
+        )
+        .key(self.order_key(order))
+        .arg(version)
+        .arg(record.encode_to_vec())
+        .invoke_async(&mut redis)
+        .await?;
+        Ok((written > 0).then_some(written))
+    }
+
+    pub async fn index_for_buyer(
+        &self,
+        buyer: &str,
+        order: &str,
+        created_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let _: () = redis.zadd(self.buyer_key(buyer), order, created_ms).await?;
+        Ok(())
+    }
+
+    /// Up to `limit` order ids of a buyer, newest first, strictly after the
+    /// cursor `(created_ms, order_id)`; and whether more follow.
+    pub async fn buyer_orders(
+        &self,
+        buyer: &str,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<(Vec<(String, i64)>, bool), StoreError> {
+        let mut redis = self.redis.clone();
+        let key = self.buyer_key(buyer);
+        let max = after
+            .as_ref()
+            .map_or_else(|| "+inf".to_owned(), |(ms, _)| ms.to_string());
+        let mut skip = 0usize;
+        let mut found = Vec::with_capacity(limit);
+        loop {
+            let batch = (limit + 1).max(16);
+            let rows: Vec<(String, i64)> = redis
+                .zrevrangebyscore_limit_withscores(
+                    &key,
+                    &max,
+                    "-inf",
+                    skip as isize,
+                    batch as isize,
+                )
+                .await?;
+            let exhausted = rows.len() < batch;
+            skip += rows.len();
+            for (order, ms) in rows {
+                // Members sharing the cursor's score come in reverse id order:
+                // skip those at or before the cursor.
+                if let Some((after_ms, after_id)) = &after
+                    && ms == *after_ms
+                    && order.as_str() >= after_id.as_str()
+                {
+                    continue;
+                }
+                if found.len() == limit {
+                    return Ok((found, true));
+                }
+                found.push((order, ms));
+            }
+            if exhausted {
+                return Ok((found, false));
+            }
+        }
+    }
+
+    pub async fn schedule(
+        &self,
+        region: &Region,
+        kind: DeadlineKind,
+        order: &str,
+        due_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let member = format!("{}:{order}", kind.tag());
+        let _: () = redis
+            .zadd(self.deadlines_key(region), member, due_ms)
+            .await?;
+        Ok(())
+    }
+
+    /// Claims up to `limit` due deadlines of a region for `lease`.
+    pub async fn claim_due(
+        &self,
+        region: &Region,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<(DeadlineKind, String)>, StoreError> {
+        let mut redis = self.redis.clone();
+        let members: Vec<String> = script(&CLAIM_DUE, include_str!("scripts/claim_due.lua"))
+            .key(self.deadlines_key(region))
+            .arg(now_millis())
+            .arg(lease.as_millis() as u64)
+            .arg(limit)
+            .invoke_async(&mut redis)
+            .await?;
+        Ok(members
+            .into_iter()
+            .filter_map(|member| {
+                let (tag, order) = member.split_once(':')?;
+                let kind = match tag {
+                    "payment" => DeadlineKind::Payment,
+                    "pickup" => DeadlineKind::Pickup,
+                    _ => return None,
+                };
+                Some((kind, order.to_owned()))
+            })
+            .collect())
+    }
+
+    pub async fn finish_deadline(
+        &self,
+        region: &Region,
+        kind: DeadlineKind,
+        order: &str,
+    ) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let _: () = redis
+            .zrem(
+                self.deadlines_key(region),
+                format!("{}:{order}", kind.tag()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Notes that `order` has events to publish, in case this process dies
+    /// before it does.
+    pub async fn mark_outbox(&self, region: &Region, order: &str) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let _: () = redis
+            .zadd(self.outbox_key(region), order, now_millis())
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets the note, unless it was renewed after `seen_ms`.
+    pub async fn clear_outbox_mark(
+        &self,
+        region: &Region,
+        order: &str,
+        seen_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let _: i64 = script(
+            &REMOVE_IF_OLDER,
+            include_str!("scripts/remove_if_older.lua"),
+        )
+        .key(self.outbox_key(region))
+        .arg(order)
+        .arg(seen_ms)
+        .invoke_async(&mut redis)
+        .await?;
+        Ok(())
+    }
+
+    /// Orders whose events have waited longer than `older_than`.
+    pub async fn stale_outboxes(
+        &self,
+        region: &Region,
+        older_than: Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut redis = self.redis.clone();
+        let cutoff = now_millis() - older_than.as_millis() as i64;
+        Ok(redis
+            .zrangebyscore_limit(self.outbox_key(region), "-inf", cutoff, 0, limit as isize)
+            .await?)
+    }
+
+    pub async fn notify(&self, order: &str) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let _: i64 = redis.publish(self.watch_channel(order), order).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! Background work of the orders service: firing due deadlines and
+//! publishing events a crashed process left in an outbox.
+//!
+//! Deadlines live in Redis, so they survive restarts; a replica claims a due
+//! deadline with a lease before acting on it, so each fires once however many
+//! replicas run, and one whose replica died comes due again.
+
+use std::time::Duration;
+
+use harvest_domain::Region;
+use tokio_util::sync::CancellationToken;
+
+use crate::saga::{Applied, Input, Saga};
+
+/// How long a claimed deadline is held before another replica may take it.
+const DEADLINE_LEASE: Duration = Duration::from_secs(30);
+const BATCH: usize = 100;
+
+/// Fires due deadlines of `region` until `shutdown`.
+pub async fn run_deadlines(
+    saga: Saga,
+    region: Region,
+    poll: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    while !shutdown.is_cancelled() {
+        match saga.store().claim_due(&region, DEADLINE_LEASE, BATCH).await {
+            Ok(due) => {
+                for (kind, order_id) in due {
+                    match saga.apply(&order_id, &Input::Deadline(kind)).await {
+                        Ok(applied) => {
+                            if let Applied::Accepted(_) = applied {
+                                tracing::info!(%order_id, ?kind, "deadline passed; order cancelled");
+                            }
+                            if let Err(error) =
+                                saga.store().finish_deadline(&region, kind, &order_id).await
+                            {
+                                tracing::warn!(%order_id, error.cause_chain = ?error, "could not clear deadline");
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%order_id, ?kind, error.cause_chain = ?error, "deadline failed; will retry");
+                        }
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%region, error.cause_chain = ?error, "could not read deadlines")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Publishes outboxes older than `stale` in `region` until `shutdown`.
+pub async fn run_outbox_sweeper(
+    saga: Saga,
+    region: Region,
+    stale: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    let every = (stale / 2).max(Duration::from_millis(200));
+    while !shutdown.is_cancelled() {
+        match saga.store().stale_outboxes(&region, stale, BATCH).await {
+            Ok(orders) => {
+                for order_id in orders {
+                    if let Err(error) = saga.flush(&order_id).await {
+                        tracing::warn!(%order_id, error.cause_chain = ?error, "could not publish left-over events");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%region, error.cause_chain = ?error, "could not read outboxes")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the orders service against a real Redis server and a
+//! real Kafka-protocol broker. The other services' events are published onto
+//! the bus by the tests themselves.
+
+mod helpers;
+mod placement;
+mod saga;

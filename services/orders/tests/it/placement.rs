@@ -1,0 +1,262 @@
+//! PlaceOrder and the rest of the storefront API: idempotency, validation,
+//! listing.
+
+use futures::future::join_all;
+use harvest_bus::Payload;
+use harvest_proto::common::v1::OrderLine;
+use harvest_proto::orders::v1::{
+    GetOrderRequest, ListOrdersRequest, PlaceOrderRequest, WatchOrderRequest,
+};
+use tonic::Code;
+
+use crate::helpers::{World, place, place_request};
+
+#[tokio::test]
+async fn fifty_concurrent_calls_with_one_key_place_one_order() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let request = place_request("checkout-7731", &[("prd_apples", 2), ("prd_walnuts", 1)]);
+
+    let calls = (0..50).map(|_| {
+        let mut client = orders.client.clone();
+        let request = request.clone();
+        async move {
+            client
+                .place_order(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    });
+    let results = join_all(calls).await;
+    let ids: std::collections::HashSet<String> = results
+        .into_iter()
+        .map(|result| result.expect("every call succeeds").order_id)
+        .collect();
+    assert_eq!(ids.len(), 1, "one order: {ids:?}");
+    let order_id = ids.into_iter().next().expect("one");
+
+    // A later retry, after everything settled, gets the same order too.
+    let again = orders
+        .client
+        .clone()
+        .place_order(request.clone())
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(again.order_id, order_id);
+
+    // The same key with a different request is refused.
+    let mut different = request.clone();
+    different.lines[0].quantity = 3;
+    let conflict = orders
+        .client
+        .clone()
+        .place_order(different)
+        .await
+        .expect_err("refused");
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+    assert!(
+        conflict.message().contains("idempotency_key"),
+        "{}",
+        conflict.message()
+    );
+    assert!(
+        conflict.message().contains(&order_id),
+        "{}",
+        conflict.message()
+    );
+
+    // Exactly one order-placed event reached the bus.
+    world
+        .wait_event(&order_id, |p| matches!(p, Payload::OrderPlaced(_)))
+        .await;
+    let listed = orders
+        .client
+        .clone()
+        .list_orders(ListOrdersRequest {
+            buyer_id: request.buyer_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(listed.orders.len(), 1);
+    let placed_events: Vec<_> = world
+        .events_of(&order_id)
+        .into_iter()
+        .filter(|e| matches!(e.payload, Some(Payload::OrderPlaced(_))))
+        .collect();
+    assert_eq!(placed_events.len(), 1, "one order-placed event");
+    let all_placed = crate::helpers::decode_all(&world.orders_events.messages())
+        .into_iter()
+        .filter(|e| matches!(e.payload, Some(Payload::OrderPlaced(_))))
+        .count();
+    assert_eq!(all_placed, 1, "no other order was placed");
+}
+
+/// Breaks one field of a good request.
+type Spoiler = fn(&mut PlaceOrderRequest);
+
+#[tokio::test]
+async fn bad_requests_get_clear_statuses_and_change_nothing() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let mut client = orders.client.clone();
+
+    let cases: Vec<(Spoiler, &str)> = vec![
+        (|r| r.idempotency_key.clear(), "idempotency_key"),
+        (
+            |r| r.idempotency_key = "has spaces".to_owned(),
+            "idempotency_key",
+        ),
+        (|r| r.buyer_id.clear(), "buyer_id"),
+        (|r| r.region = "atlantis".to_owned(), "region"),
+        (|r| r.ship_to = None, "ship_to"),
+        (
+            |r| r.ship_to.iter_mut().for_each(|a| a.street.clear()),
+            "ship_to.street",
+        ),
+        (|r| r.lines.clear(), "lines"),
+        (|r| r.lines[0].quantity = 0, "lines[0].quantity"),
+        (|r| r.lines[0].quantity = -1, "lines[0].quantity"),
+        (|r| r.lines[0].quantity = 1_000_000, "lines[0].quantity"),
+        (|r| r.lines.push(r.lines[0].clone()), "lines[1].product_id"),
+        (
+            |r| r.lines[0].product_id = "{slot}".to_owned(),
+            "lines[0].product_id",
+        ),
+        (|r| r.payment_method.clear(), "payment_method"),
+        (
+            |r| {
+                r.lines = (0..60)
+                    .map(|i| OrderLine {
+                        product_id: format!("prd_{i}"),
+                        quantity: 1,
+                    })
+                    .collect()
+            },
+            "lines",
+        ),
+    ];
+    for (spoil, field) in cases {
+        let mut request = place_request("bad-1", &[("prd_apples", 1)]);
+        spoil(&mut request);
+        let status = client.place_order(request).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().starts_with(field),
+            "{field}: {}",
+            status.message()
+        );
+    }
+
+    // A request far too large is refused before it is read.
+    let mut huge = place_request("bad-2", &[("prd_apples", 1)]);
+    huge.ship_to
+        .iter_mut()
+        .for_each(|a| a.street = "x".repeat(100_000));
+    let status = client.place_order(huge).await.expect_err("refused");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+
+    for (order_id, code) in [("", Code::InvalidArgument), ("ord_missing", Code::NotFound)] {
+        let status = client
+            .get_order(GetOrderRequest {
+                order_id: order_id.to_owned(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code);
+        let status = client
+            .watch_order(WatchOrderRequest {
+                order_id: order_id.to_owned(),
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), code);
+    }
+    for request in [
+        ListOrdersRequest {
+            buyer_id: String::new(),
+            ..Default::default()
+        },
+        ListOrdersRequest {
+            buyer_id: "b".to_owned(),
+            page_size: -5,
+            ..Default::default()
+        },
+        ListOrdersRequest {
+            buyer_id: "b".to_owned(),
+            page_token: "nonsense".to_owned(),
+            ..Default::default()
+        },
+    ] {
+        let status = client.list_orders(request).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+
+    // Nothing was placed: the good request with the same key works, and it is
+    // the buyer's only order.
+    let order = client
+        .place_order(place_request("bad-1", &[("prd_apples", 1)]))
+        .await
+        .expect("placed")
+        .into_inner();
+    let listed = client
+        .list_orders(ListOrdersRequest {
+            buyer_id: order.buyer_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(listed.orders.len(), 1);
+    world
+        .wait_event(&order.order_id, |p| matches!(p, Payload::OrderPlaced(_)))
+        .await;
+    let placed = crate::helpers::decode_all(&world.orders_events.messages()).len();
+    assert_eq!(placed, 1, "only the good request reached the bus");
+}
+
+#[tokio::test]
+async fn lists_a_buyers_orders_newest_first_a_page_at_a_time() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let mut placed = Vec::new();
+    for _ in 0..7 {
+        placed.push(place(&orders.client, &[("prd_apples", 1)]).await.order_id);
+    }
+    placed.reverse();
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = orders
+            .client
+            .clone()
+            .list_orders(ListOrdersRequest {
+                buyer_id: "buyer-hangzhou-1".to_owned(),
+                page_size: 3,
+                page_token: page_token.clone(),
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.orders.len() <= 3);
+        seen.extend(page.orders.into_iter().map(|o| o.order_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(seen, placed);
+    let nobody = orders
+        .client
+        .clone()
+        .list_orders(ListOrdersRequest {
+            buyer_id: "buyer-nobody".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    assert!(nobody.orders.is_empty());
+}

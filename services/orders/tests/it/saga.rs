@@ -1,0 +1,509 @@
+//! The order saga, driven by the other services' events on the bus.
+
+use std::time::{Duration, SystemTime};
+
+use harvest_bus::Payload;
+use harvest_proto::common::v1::{CancelReason, OrderState};
+use harvest_proto::events::v1::{
+    LineShortfall, PaymentAuthorized, PaymentDeclined, ShipmentFailureReason, ShortfallReason,
+    StockRejected,
+};
+use harvest_proto::orders::v1::{CancelOrderRequest, GetOrderRequest, WatchOrderRequest};
+use tonic::Code;
+
+const REFUSED: &str = "harvest_orders_events_refused_total";
+const PARKED: &str = "harvest_orders_events_parked_total";
+
+use crate::helpers::{
+    World, assigned, delivered, failed, picked_up, place, stock_reserved, wait_state,
+};
+
+async fn cancel(
+    orders: &crate::helpers::Running,
+    order_id: &str,
+    reason: &str,
+) -> Result<(), tonic::Status> {
+    orders
+        .client
+        .clone()
+        .cancel_order(CancelOrderRequest {
+            order_id: order_id.to_owned(),
+            buyer_id: "buyer-hangzhou-1".to_owned(),
+            reason: reason.to_owned(),
+        })
+        .await
+        .map(|_| ())
+}
+
+fn authorized() -> Payload {
+    Payload::PaymentAuthorized(PaymentAuthorized {
+        payment_id: "pay-1".to_owned(),
+        amount_fen: 5_000,
+        provider_reference: "ref".to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn happy_path_to_delivered_with_two_pickups() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 3), ("prd_honey", 2)];
+    let order = place(&orders.client, &lines).await;
+    assert_eq!(order.state(), OrderState::Placed);
+    let id = order.order_id.as_str();
+    let placed = world
+        .wait_event(id, |p| matches!(p, Payload::OrderPlaced(_)))
+        .await;
+    let Some(Payload::OrderPlaced(placed)) = placed.payload else {
+        unreachable!()
+    };
+    assert_eq!(placed.lines.len(), 2);
+    assert_eq!(placed.payment_method, "approve");
+
+    world
+        .send(id, "reserved", stock_reserved(&lines, None))
+        .await;
+    let reserved = wait_state(&orders.client, id, OrderState::Reserved).await;
+    assert_eq!(reserved.total_fen, 5_000, "priced from the reservation");
+    assert_eq!(reserved.lines[0].unit_price_fen, 1_000);
+
+    world.send(id, "authorized", authorized()).await;
+    wait_state(&orders.client, id, OrderState::Confirmed).await;
+    let confirmed = world
+        .wait_event(id, |p| matches!(p, Payload::OrderConfirmed(_)))
+        .await;
+    let Some(Payload::OrderConfirmed(confirmed)) = confirmed.payload else {
+        unreachable!()
+    };
+    assert_eq!(confirmed.pickups.len(), 2);
+    assert_eq!(confirmed.total_fen, 5_000);
+    assert!(confirmed.ship_to.is_some());
+
+    world.send(id, "assigned-1", assigned("shp-1")).await;
+    wait_state(&orders.client, id, OrderState::Dispatching).await;
+    world.send(id, "assigned-2", assigned("shp-2")).await;
+    world.send(id, "picked-1", picked_up("shp-1")).await;
+    wait_state(&orders.client, id, OrderState::InTransit).await;
+    world.send(id, "picked-2", picked_up("shp-2")).await;
+    world.send(id, "delivered-1", delivered("shp-1")).await;
+    // One of two shipments delivered is not delivery of the order.
+    let still = orders
+        .client
+        .clone()
+        .get_order(GetOrderRequest {
+            order_id: id.to_owned(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_ne!(still.state(), OrderState::Delivered);
+    world.send(id, "delivered-2", delivered("shp-2")).await;
+    let done = wait_state(&orders.client, id, OrderState::Delivered).await;
+
+    let path: Vec<(OrderState, OrderState)> =
+        done.history.iter().map(|t| (t.from(), t.to())).collect();
+    assert_eq!(
+        path,
+        vec![
+            (OrderState::Unspecified, OrderState::Placed),
+            (OrderState::Placed, OrderState::Reserved),
+            (OrderState::Reserved, OrderState::Confirmed),
+            (OrderState::Confirmed, OrderState::Dispatching),
+            (OrderState::Dispatching, OrderState::InTransit),
+            (OrderState::InTransit, OrderState::Delivered),
+        ]
+    );
+    let delivered_event = world
+        .wait_event(id, |p| matches!(p, Payload::OrderDelivered(_)))
+        .await;
+    let Some(Payload::OrderDelivered(delivered_event)) = delivered_event.payload else {
+        unreachable!()
+    };
+    assert_eq!(delivered_event.total_fen, 5_000);
+    assert_eq!(
+        delivered_event.lines.len(),
+        2,
+        "payments pays each seller from these"
+    );
+}
+
+async fn assert_cancelled(
+    world: &World,
+    client: &crate::helpers::Running,
+    id: &str,
+    reason: CancelReason,
+) {
+    let order = wait_state(&client.client, id, OrderState::Cancelled).await;
+    assert_eq!(order.cancel_reason(), reason, "{order:?}");
+    let event = world
+        .wait_event(id, |p| matches!(p, Payload::OrderCancelled(_)))
+        .await;
+    let Some(Payload::OrderCancelled(cancelled)) = event.payload else {
+        unreachable!()
+    };
+    assert_eq!(cancelled.reason(), reason);
+    assert!(
+        !cancelled.lines.is_empty(),
+        "the lines travel with the cancellation, for releasing stock"
+    );
+}
+
+#[tokio::test]
+async fn every_cancellation_reason() {
+    let world = World::with(|config| config.orders.payment_deadline_secs = 2).await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 1)];
+
+    // Out of stock, and unknown product.
+    let id = place(&orders.client, &lines).await.order_id;
+    let short = |reason: ShortfallReason| {
+        Payload::StockRejected(StockRejected {
+            shortfalls: vec![LineShortfall {
+                product_id: "prd_apples".to_owned(),
+                requested: 1,
+                available: 0,
+                reason: reason.into(),
+            }],
+        })
+    };
+    world
+        .send(&id, "rejected", short(ShortfallReason::InsufficientStock))
+        .await;
+    assert_cancelled(&world, &orders, &id, CancelReason::OutOfStock).await;
+    let id = place(&orders.client, &lines).await.order_id;
+    world
+        .send(&id, "rejected", short(ShortfallReason::UnknownProduct))
+        .await;
+    assert_cancelled(&world, &orders, &id, CancelReason::UnknownProduct).await;
+
+    // Payment declined.
+    let id = place(&orders.client, &lines).await.order_id;
+    world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    world
+        .send(
+            &id,
+            "declined",
+            Payload::PaymentDeclined(PaymentDeclined {
+                payment_id: "pay".to_owned(),
+                reason: "insufficient funds".to_owned(),
+            }),
+        )
+        .await;
+    assert_cancelled(&world, &orders, &id, CancelReason::PaymentDeclined).await;
+    let order = wait_state(&orders.client, &id, OrderState::Cancelled).await;
+    assert_eq!(order.cancel_detail, "insufficient funds");
+
+    // Buyer cancelled.
+    let id = place(&orders.client, &lines).await.order_id;
+    world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    wait_state(&orders.client, &id, OrderState::Reserved).await;
+    cancel(&orders, &id, "ordered twice")
+        .await
+        .expect("cancelled");
+    assert_cancelled(&world, &orders, &id, CancelReason::BuyerCancelled).await;
+
+    // Payment deadline (2 s here).
+    let id = place(&orders.client, &lines).await.order_id;
+    world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    assert_cancelled(&world, &orders, &id, CancelReason::PaymentDeadline).await;
+
+    // No courier.
+    let id = place(&orders.client, &lines).await.order_id;
+    world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    world.send(&id, "authorized", authorized()).await;
+    wait_state(&orders.client, &id, OrderState::Confirmed).await;
+    world
+        .send(
+            &id,
+            "no-courier",
+            failed("shp-1", ShipmentFailureReason::NoCourier),
+        )
+        .await;
+    assert_cancelled(&world, &orders, &id, CancelReason::NoCourier).await;
+
+    // Pickup window missed: perishables that must leave within a second.
+    let id = place(&orders.client, &lines).await.order_id;
+    let soon = SystemTime::now() + Duration::from_secs(1);
+    world
+        .send(&id, "reserved", stock_reserved(&lines, Some(soon)))
+        .await;
+    world.send(&id, "authorized", authorized()).await;
+    assert_cancelled(&world, &orders, &id, CancelReason::PickupWindowMissed).await;
+
+    // Delivery failed in transit.
+    let id = place(&orders.client, &lines).await.order_id;
+    world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    world.send(&id, "authorized", authorized()).await;
+    world.send(&id, "assigned", assigned("shp-1")).await;
+    world.send(&id, "picked", picked_up("shp-1")).await;
+    wait_state(&orders.client, &id, OrderState::InTransit).await;
+    world
+        .send(
+            &id,
+            "delivery-failed",
+            failed("shp-1", ShipmentFailureReason::DeliveryFailed),
+        )
+        .await;
+    assert_cancelled(&world, &orders, &id, CancelReason::DeliveryFailed).await;
+}
+
+#[tokio::test]
+async fn early_events_wait_and_redelivered_or_impossible_events_change_nothing() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 1)];
+    let id = place(&orders.client, &lines).await.order_id;
+
+    // Ahead of the order: a payment for a reservation the orders service has
+    // not seen yet (the catalog stream lags) waits instead of being lost.
+    let payment = world.send(&id, "authorized", authorized()).await;
+    orders.wait_metric(PARKED, 1.0).await;
+    let reserved = world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    let order = wait_state(&orders.client, &id, OrderState::Confirmed).await;
+    assert_eq!(
+        order.history.len(),
+        3,
+        "reserved, then the parked payment confirmed it"
+    );
+
+    // Redelivered: the same events again change nothing.
+    world.catalog.publish(reserved).await.expect("published");
+    world.payments.publish(payment).await.expect("published");
+    // Impossible: a second, different authorization of a confirmed order.
+    world.send(&id, "authorized-again", authorized()).await;
+    orders.wait_metric(REFUSED, 1.0).await;
+    world.send(&id, "assigned", assigned("shp-1")).await;
+    let order_after = wait_state(&orders.client, &id, OrderState::Dispatching).await;
+    assert_eq!(order_after.history.len(), order.history.len() + 1);
+    let confirmations = world
+        .events_of(&id)
+        .into_iter()
+        .filter(|e| matches!(e.payload, Some(Payload::OrderConfirmed(_))))
+        .count();
+    assert_eq!(
+        confirmations, 1,
+        "one confirmation however often payment was reported"
+    );
+
+    // A cancelled order refuses everything that comes late.
+    cancel(&orders, &id, "").await.expect("cancelled");
+    world.send(&id, "late-pickup", picked_up("shp-1")).await;
+    world.send(&id, "late-assignment", assigned("shp-2")).await;
+    world.send(&id, "late-delivery", delivered("shp-1")).await;
+    orders.wait_metric(REFUSED, 4.0).await;
+    let cancelled = wait_state(&orders.client, &id, OrderState::Cancelled).await;
+    assert_eq!(
+        cancelled.history.len(),
+        5,
+        "placed, reserved, confirmed, dispatching, cancelled"
+    );
+    assert_eq!(cancelled.cancel_reason(), CancelReason::BuyerCancelled);
+    world
+        .wait_event(&id, |p| matches!(p, Payload::OrderCancelled(_)))
+        .await;
+    let cancellations = world
+        .events_of(&id)
+        .into_iter()
+        .filter(|e| matches!(e.payload, Some(Payload::OrderCancelled(_))))
+        .count();
+    assert_eq!(cancellations, 1);
+}
+
+#[tokio::test]
+async fn cancel_is_for_the_buyer_and_only_until_pickup() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 1)];
+    let id = place(&orders.client, &lines).await.order_id;
+    let mut client = orders.client.clone();
+
+    let other_buyer = client
+        .cancel_order(CancelOrderRequest {
+            order_id: id.clone(),
+            buyer_id: "someone-else".to_owned(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(other_buyer.code(), Code::PermissionDenied);
+    let missing = client
+        .cancel_order(CancelOrderRequest {
+            order_id: "ord_missing".to_owned(),
+            buyer_id: "buyer-hangzhou-1".to_owned(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(missing.code(), Code::NotFound);
+
+    world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    world.send(&id, "authorized", authorized()).await;
+    world.send(&id, "assigned", assigned("shp-1")).await;
+    world.send(&id, "picked", picked_up("shp-1")).await;
+    wait_state(&orders.client, &id, OrderState::InTransit).await;
+    let too_late = client
+        .cancel_order(CancelOrderRequest {
+            order_id: id.clone(),
+            buyer_id: "buyer-hangzhou-1".to_owned(),
+            reason: String::new(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(too_late.code(), Code::FailedPrecondition);
+    assert!(
+        too_late.message().contains("IN_TRANSIT"),
+        "{}",
+        too_late.message()
+    );
+    let order = wait_state(&orders.client, &id, OrderState::InTransit).await;
+    assert_eq!(order.history.len(), 5, "nothing changed");
+}
+
+#[tokio::test]
+async fn watch_order_sees_every_transition_in_order_and_ends() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 2)];
+    let id = place(&orders.client, &lines).await.order_id;
+
+    let mut first = orders
+        .client
+        .clone()
+        .watch_order(WatchOrderRequest {
+            order_id: id.clone(),
+        })
+        .await
+        .expect("watching")
+        .into_inner();
+    // A second watcher that leaves early must not disturb the first.
+    let quitter = orders
+        .client
+        .clone()
+        .watch_order(WatchOrderRequest {
+            order_id: id.clone(),
+        })
+        .await
+        .expect("watching")
+        .into_inner();
+    drop(quitter);
+
+    let initial = first
+        .message()
+        .await
+        .expect("stream")
+        .expect("first message");
+    assert!(initial.transition.is_none());
+    assert_eq!(
+        initial.order.as_ref().map(|o| o.state()),
+        Some(OrderState::Placed)
+    );
+
+    let driving = async {
+        world
+            .send(&id, "reserved", stock_reserved(&lines, None))
+            .await;
+        world.send(&id, "authorized", authorized()).await;
+        world.send(&id, "assigned", assigned("shp-1")).await;
+        world.send(&id, "picked", picked_up("shp-1")).await;
+        world.send(&id, "delivered", delivered("shp-1")).await;
+    };
+    let watching = async {
+        let mut seen = Vec::new();
+        while let Some(update) = first.message().await.expect("stream") {
+            let transition = update.transition.expect("a transition");
+            seen.push(transition.to());
+        }
+        seen
+    };
+    let ((), seen) = tokio::join!(
+        driving,
+        tokio::time::timeout(Duration::from_secs(60), watching)
+    );
+    assert_eq!(
+        seen.expect("the stream ends at the terminal state"),
+        vec![
+            OrderState::Reserved,
+            OrderState::Confirmed,
+            OrderState::Dispatching,
+            OrderState::InTransit,
+            OrderState::Delivered,
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_pending_deadline_fires_after_a_restart() {
+    let world = World::with(|config| config.orders.payment_deadline_secs = 4).await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 1)];
+    let id = place(&orders.client, &lines).await.order_id;
+    world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    wait_state(&orders.client, &id, OrderState::Reserved).await;
+
+    // Down while the deadline is pending; two replicas come back.
+    orders.stop().await;
+    let first = world.start().await;
+    let second = world.start().await;
+    let order = wait_state(&first.client, &id, OrderState::Cancelled).await;
+    assert_eq!(order.cancel_reason(), CancelReason::PaymentDeadline);
+    let reserved_at = order.history[1].at.expect("time");
+    let cancelled_at = order.history[2].at.expect("time");
+    assert!(
+        cancelled_at.seconds - reserved_at.seconds >= 3,
+        "not before the deadline"
+    );
+
+    // Fired once: one cancellation in the history and one event on the bus,
+    // even with two replicas watching the same deadlines.
+    let deadlines = format!("{}orders:deadlines:{{east}}", world.config.redis.key_prefix);
+    let mut redis = redis::Client::open(world.redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    harvest_testkit::eventually(Duration::from_secs(10), || {
+        let mut redis = redis.clone();
+        let key = deadlines.clone();
+        async move {
+            let pending: i64 = redis::cmd("ZCARD")
+                .arg(key)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            (pending == 0).then_some(())
+        }
+    })
+    .await
+    .expect("the deadline is done with");
+    let _: () = redis::cmd("PING")
+        .query_async(&mut redis)
+        .await
+        .expect("ping");
+    let order = wait_state(&second.client, &id, OrderState::Cancelled).await;
+    assert_eq!(order.history.len(), 3);
+    world
+        .wait_event(&id, |p| matches!(p, Payload::OrderCancelled(_)))
+        .await;
+    let cancellations = world
+        .events_of(&id)
+        .into_iter()
+        .filter(|e| matches!(e.payload, Some(Payload::OrderCancelled(_))))
+        .count();
+    assert_eq!(cancellations, 1);
+}
