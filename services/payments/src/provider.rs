@@ -54,6 +54,16 @@ pub enum Decision {
     Declined { reason: String },
 }
 
+impl Decision {
+    /// The provider's reference of an approval, or the reason of a decline.
+    pub fn into_reference(self) -> Result<String, String> {
+        match self {
+            Decision::Approved { reference } => Ok(reference),
+            Decision::Declined { reason } => Err(reason),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     /// Worth trying again later.

@@ -229,6 +229,11 @@ impl<P: PaymentProvider> Payments<P> {
         };
         match self.store.open(order, &new).await? {
             Transition::Changed(_) | Transition::Unchanged(Some(Stage::Authorizing)) => {
+                // Listed as pending while the provider is asked, so that one
+                // whose provider never answers can be found.
+                self.store
+                    .reindex(order.as_str(), Stage::Authorizing.payment_state())
+                    .await?;
                 let payment = self.load(order).await?;
                 self.complete_authorization(&payment).await?;
             }
@@ -362,14 +367,9 @@ impl<P: PaymentProvider> Payments<P> {
         let (order, region, decision) = self
             .ask(payment, Operation::Capture, "capture", plan.amount_fen)
             .await?;
-        let reference = match decision {
-            Decision::Approved { reference } => reference,
-            Decision::Declined { reason } => {
-                return Err(StepError::Refused(format!(
-                    "the provider declined the capture of order {order}: {reason}"
-                )));
-            }
-        };
+        let reference = decision
+            .into_reference()
+            .map_err(|reason| declined("capture", &order, &reason))?;
         let mut entries = vec![LedgerEntry {
             provider_reference: reference.clone(),
             ..ledger_entry(&order, LedgerEntryKind::Capture, "", plan.amount_fen)
@@ -492,14 +492,9 @@ impl<P: PaymentProvider> Payments<P> {
         let (order, region, decision) = self
             .ask(payment, Operation::Void, "void", payment.authorized)
             .await?;
-        let reference = match decision {
-            Decision::Approved { reference } => reference,
-            Decision::Declined { reason } => {
-                return Err(StepError::Refused(format!(
-                    "the provider declined the void of order {order}: {reason}"
-                )));
-            }
-        };
+        let reference = decision
+            .into_reference()
+            .map_err(|reason| declined("void", &order, &reason))?;
         let entry = LedgerEntry {
             provider_reference: reference,
             ..ledger_entry(&order, LedgerEntryKind::Void, "", payment.authorized)
@@ -594,13 +589,11 @@ impl<P: PaymentProvider> Payments<P> {
         let (order, region, decision) = self
             .ask(&payment, Operation::Refund, &step, record.amount)
             .await?;
-        let reference = match decision {
-            Decision::Approved { reference } => reference,
-            Decision::Declined { reason } => {
+        let reference = match decision.into_reference() {
+            Ok(reference) => reference,
+            Err(reason) => {
                 self.store.finish_refund(&order, field, None).await?;
-                return Err(StepError::Refused(format!(
-                    "the provider declined the refund of order {order}: {reason}"
-                )));
+                return Err(declined("refund", &order, &reason));
             }
         };
         let entry = LedgerEntry {
@@ -641,6 +634,12 @@ impl<P: PaymentProvider> Payments<P> {
         }
         self.announce(&order, &step).await
     }
+}
+
+fn declined(step: &str, order: &Id, reason: &str) -> StepError {
+    StepError::Refused(format!(
+        "the provider declined the {step} of order {order}: {reason}"
+    ))
 }
 
 fn capture_plan(payment: &StoredPayment, capture: &Capture) -> CapturePlan {

@@ -35,6 +35,7 @@ pub struct TestPayments {
     /// Payments' dead letters in the test region.
     pub dead_letters: Probe,
     pub region: Region,
+    pub admin_addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     running: tokio::task::JoinHandle<()>,
     _broker: Broker,
@@ -85,6 +86,7 @@ impl TestPayments {
         let config = test_config(&redis, &broker);
         let app = App::build(config.clone()).await.expect("payments builds");
         let grpc = app.grpc_addr();
+        let admin_addr = app.admin_addr();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let running = tokio::spawn(async move {
@@ -125,6 +127,7 @@ impl TestPayments {
             payment_events,
             dead_letters,
             region,
+            admin_addr,
             shutdown,
             running,
             _broker: broker,
@@ -145,17 +148,16 @@ impl TestPayments {
 
     /// Publishes the OrderDelivered of a reserved order.
     pub async fn deliver(&self, reserved: &Envelope) -> Envelope {
-        let envelope = order_delivered(reserved);
-        self.orders
-            .publish(envelope.clone())
-            .await
-            .expect("published");
-        envelope
+        self.publish_order_event(order_delivered(reserved)).await
     }
 
     /// Publishes an OrderCancelled for `order_id`.
     pub async fn cancel(&self, order_id: &str) -> Envelope {
-        let envelope = order_cancelled(order_id, &self.region);
+        self.publish_order_event(order_cancelled(order_id, &self.region))
+            .await
+    }
+
+    async fn publish_order_event(&self, envelope: Envelope) -> Envelope {
         self.orders
             .publish(envelope.clone())
             .await
@@ -225,6 +227,24 @@ impl TestPayments {
             .await
             .expect("payment found")
             .into_inner()
+    }
+
+    /// The Prometheus page of the admin port.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin_addr)
+            .await
+            .expect("admin port connects");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("request sent");
+        let mut page = String::new();
+        stream
+            .read_to_string(&mut page)
+            .await
+            .expect("response read");
+        page
     }
 
     /// What the sandbox provider remembers of a step of an order.

@@ -95,6 +95,17 @@ async fn authorizes_then_captures_and_pays_each_seller_less_commission() {
     let ledger = audit(&payment);
     let capture = ledger.capture().expect("captured");
     assert_eq!(capture.commission, Fen::parse(905).expect("valid"));
+
+    let metrics = payments.metrics().await;
+    for name in [
+        harvest_payments::metrics::PAYMENTS,
+        harvest_payments::metrics::AMOUNT_FEN,
+        harvest_payments::metrics::PROVIDER_CALLS,
+        harvest_payments::metrics::PROVIDER_SECONDS,
+    ] {
+        assert!(metrics.contains(name), "{name} is exported");
+    }
+    assert!(metrics.contains(r#"outcome="captured""#));
 }
 
 #[tokio::test]
@@ -163,6 +174,18 @@ async fn temporary_provider_failures_are_retried_with_the_same_key() {
         audit(&payment);
     }
 
+    // Every step of a `transient` payment fails first, the capture too.
+    payments.deliver(&quick).await;
+    payments.wait_event(&quick.order_id, is_captured).await;
+    let record = payments
+        .provider_record(&quick.order_id, "capture")
+        .await
+        .expect("the provider saw the capture");
+    assert_eq!(
+        (record.attempts, record.decision.as_deref()),
+        (3, Some("approved"))
+    );
+
     let dead = payments
         .dead_letters
         .wait_for(WAIT, |messages| messages.first().cloned())
@@ -181,6 +204,22 @@ async fn temporary_provider_failures_are_retried_with_the_same_key() {
     );
     let payment = payments.payment(&hopeless.order_id).await;
     assert_eq!(payment.state(), PaymentState::Pending);
+    let pending = payments
+        .client
+        .clone()
+        .list_payments(harvest_proto::payments::v1::ListPaymentsRequest {
+            state: PaymentState::Pending.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    let pending: Vec<String> = pending.payments.into_iter().map(|p| p.order_id).collect();
+    assert_eq!(
+        pending,
+        vec![hopeless.order_id.clone()],
+        "listed as pending"
+    );
     assert!(payment.entries.is_empty());
     let record = payments
         .provider_record(&hopeless.order_id, "authorize")
@@ -344,6 +383,26 @@ async fn redelivered_events_authorize_and_capture_once() {
     }
 }
 
+/// Asks the sandbox for a step of `order`, as an earlier delivery would have.
+async fn ask_provider(
+    payments: &TestPayments,
+    order: &Id,
+    operation: Operation,
+    step: &str,
+) -> Decision {
+    payments
+        .sandbox
+        .execute(&ProviderRequest {
+            operation,
+            idempotency_key: idempotency_key(order, step),
+            order_id: order.clone(),
+            amount: Fen::parse(5_000).expect("valid"),
+            payment_method: "approve".to_owned(),
+        })
+        .await
+        .expect("the provider answers")
+}
+
 #[tokio::test]
 async fn a_step_that_reached_the_provider_before_a_crash_is_not_charged_twice() {
     let payments = TestPayments::start().await;
@@ -365,17 +424,7 @@ async fn a_step_that_reached_the_provider_before_a_crash_is_not_charged_twice() 
         )
         .await
         .expect("opened");
-    let earlier = payments
-        .sandbox
-        .execute(&ProviderRequest {
-            operation: Operation::Authorize,
-            idempotency_key: idempotency_key(&order, "authorize"),
-            order_id: order.clone(),
-            amount: Fen::parse(5_000).expect("valid"),
-            payment_method: "approve".to_owned(),
-        })
-        .await
-        .expect("approved");
+    let earlier = ask_provider(&payments, &order, Operation::Authorize, "authorize").await;
     let Decision::Approved { reference } = earlier else {
         panic!("expected approval, got {earlier:?}");
     };
@@ -396,17 +445,7 @@ async fn a_step_that_reached_the_provider_before_a_crash_is_not_charged_twice() 
 
     // The same for the capture: the provider took the money, the record did
     // not follow.
-    let earlier = payments
-        .sandbox
-        .execute(&ProviderRequest {
-            operation: Operation::Capture,
-            idempotency_key: idempotency_key(&order, "capture"),
-            order_id: order.clone(),
-            amount: Fen::parse(5_000).expect("valid"),
-            payment_method: "approve".to_owned(),
-        })
-        .await
-        .expect("approved");
+    let earlier = ask_provider(&payments, &order, Operation::Capture, "capture").await;
     payments.deliver(&reserved).await;
     payments.wait_event(order.as_str(), is_captured).await;
 
