@@ -1,0 +1,144 @@
+//! The payments service: holds buyers' money when stock is reserved, takes
+//! it when the order is delivered and pays the sellers out less the
+//! platform's commission, and lets go of it (void or refund) when the order
+//! is cancelled.
+//!
+//! It reacts to the `catalog` stream (stock reserved → authorize) and the
+//! `orders` stream (delivered → capture, cancelled → void or refund) of every
+//! region it serves, writes the `payments` stream, and gives operators a gRPC
+//! API to look payments up and refund them. Money moves through a
+//! [`provider::PaymentProvider`]; the built-in [`sandbox`] one needs no
+//! outside service.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod ledger;
+pub mod metrics;
+pub mod provider;
+pub mod reactions;
+pub mod sandbox;
+pub mod steps;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use harvest_bus::consumer::ConsumerSpec;
+use harvest_bus::{Publisher, Stream, Topology};
+use harvest_kit::service::{Listeners, RunError, StartError, Task, consumer_task};
+use harvest_proto::payments::v1::payments_service_server::PaymentsServiceServer;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::config::PaymentsConfig;
+use crate::reactions::PaymentReactions;
+use crate::sandbox::SandboxProvider;
+use crate::steps::Payments;
+use crate::store::PaymentStore;
+
+/// The name of this service in consumer groups, dead-letter topics and traces.
+pub const SERVICE: &str = "payments";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Redis(#[from] harvest_kit::store::ConnectError),
+    #[error("could not create topics")]
+    Topics(#[from] harvest_bus::admin::AdminError),
+    #[error("could not create the event publisher")]
+    Publisher(#[from] harvest_bus::PublishError),
+}
+
+/// A payments service ready to serve: ports bound, Redis and the broker
+/// reached.
+pub struct App {
+    config: PaymentsConfig,
+    listeners: Listeners,
+    payments: Arc<Payments<SandboxProvider>>,
+    publisher: Publisher,
+}
+
+impl App {
+    pub async fn build(config: PaymentsConfig) -> Result<App, BuildError> {
+        config.validate().map_err(BuildError::Config)?;
+        let listeners = Listeners::bind(&config.server).await?;
+        let redis = harvest_kit::store::connect(&config.redis).await?;
+        let store = PaymentStore::new(redis.clone(), &config.redis.key_prefix);
+        let provider =
+            SandboxProvider::new(redis, &config.redis.key_prefix, config.provider.latency());
+        let topology = Topology::new(&config.bus, config.regions.all.clone());
+        if config.bus.ensure_topics {
+            let created =
+                harvest_bus::admin::ensure_topics(&config.bus, &topology.all_topics()).await?;
+            if !created.is_empty() {
+                tracing::info!(count = created.len(), "created topics");
+            }
+        }
+        let publisher = Publisher::new(&config.bus, topology, Stream::Payments)?;
+        let payments = Arc::new(Payments::new(
+            store,
+            publisher.clone(),
+            Arc::new(provider),
+            config.provider.clone(),
+        ));
+        Ok(App {
+            config,
+            listeners,
+            payments,
+            publisher,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listeners.grpc_addr()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.listeners.admin_addr()
+    }
+
+    /// Serves the API and consumes every served region's events until
+    /// `shutdown`, then drains.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let reactions = Arc::new(PaymentReactions::new(
+            self.payments.clone(),
+            self.config.payouts.commission_basis_points,
+        ));
+        let served = self
+            .config
+            .regions
+            .served()
+            .unwrap_or_else(|_| self.config.regions.all.clone());
+        let mut tasks: Vec<(&'static str, Task)> = Vec::new();
+        for region in served.iter() {
+            let spec = ConsumerSpec {
+                service: SERVICE,
+                region: region.clone(),
+                streams: vec![Stream::Catalog, Stream::Orders],
+            };
+            tasks.push(consumer_task(
+                &self.config.bus,
+                &self.publisher,
+                spec,
+                reactions.clone(),
+                &shutdown,
+            ));
+        }
+        tracing::info!(
+            grpc = %self.grpc_addr(),
+            admin = %self.admin_addr(),
+            regions = %served,
+            "payments serving",
+        );
+        let api = PaymentsServiceServer::new(api::PaymentsApi::new(self.payments));
+        let result = self.listeners.serve(api, tasks, shutdown).await;
+        self.publisher.flush(self.config.server.grace_period());
+        result
+    }
+}

@@ -1,0 +1,360 @@
+//! The payments gRPC API: what it accepts, and what it refuses without
+//! changing anything.
+
+use harvest_bus::{Envelope, Payload};
+use harvest_proto::payments::v1::{
+    GetPaymentRequest, LedgerEntryKind, ListPaymentsRequest, Payment, PaymentState, RefundRequest,
+};
+use tonic::Code;
+
+use crate::helpers::{TestPayments, audit, count_entries};
+
+fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, mentions: &str) {
+    let status = result.expect_err("the request must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(mentions),
+        "message {:?} should mention {mentions:?}",
+        status.message()
+    );
+}
+
+fn refund(order_id: &str, amount_fen: i64, key: &str) -> RefundRequest {
+    RefundRequest {
+        order_id: order_id.to_owned(),
+        amount_fen,
+        reason: "bruised apples".to_owned(),
+        idempotency_key: key.to_owned(),
+    }
+}
+
+/// An order paid with `approve`, authorized and, when `deliver`, captured.
+async fn paid_order(payments: &TestPayments, total: i64, deliver: bool) -> Envelope {
+    let reserved = payments.reserve("approve", &[("farmer-li", total)]).await;
+    payments
+        .wait_event(&reserved.order_id, |p| {
+            matches!(p, Payload::PaymentAuthorized(_))
+        })
+        .await;
+    if deliver {
+        payments.deliver(&reserved).await;
+        payments
+            .wait_event(&reserved.order_id, |p| {
+                matches!(p, Payload::PaymentCaptured(_))
+            })
+            .await;
+    }
+    reserved
+}
+
+#[tokio::test]
+async fn refunds_never_exceed_what_was_captured() {
+    let payments = TestPayments::start().await;
+    let mut client = payments.client.clone();
+    let order = paid_order(&payments, 10_000, true).await;
+    let order_id = order.order_id.as_str();
+
+    let first = client
+        .refund(refund(order_id, 3_000, "refund-1"))
+        .await
+        .expect("refunded")
+        .into_inner();
+    assert_eq!(first.state(), PaymentState::PartiallyRefunded);
+    assert_eq!(first.refunded_fen, 3_000);
+
+    // The same request again returns the same result and refunds nothing more.
+    let again = client
+        .refund(refund(order_id, 3_000, "refund-1"))
+        .await
+        .expect("same result")
+        .into_inner();
+    assert_eq!(again, first);
+    // The same key for another request is refused.
+    assert_status(
+        client.refund(refund(order_id, 2_000, "refund-1")).await,
+        Code::AlreadyExists,
+        "idempotency_key",
+    );
+
+    // More than is left: refused, naming the amounts.
+    assert_status(
+        client.refund(refund(order_id, 8_000, "refund-2")).await,
+        Code::FailedPrecondition,
+        "refund of 8000 fen exceeds the 7000 fen left to refund (captured 10000 fen, refunded 3000 fen)",
+    );
+    // The rest (amount 0).
+    let rest = client
+        .refund(refund(order_id, 0, "refund-3"))
+        .await
+        .expect("refunded")
+        .into_inner();
+    assert_eq!(rest.state(), PaymentState::Refunded);
+    assert_eq!(rest.refunded_fen, 10_000);
+    assert_status(
+        client.refund(refund(order_id, 0, "refund-4")).await,
+        Code::FailedPrecondition,
+        "nothing is left to refund",
+    );
+    assert_status(
+        client.refund(refund(order_id, 1, "refund-5")).await,
+        Code::FailedPrecondition,
+        "exceeds the 0 fen left",
+    );
+    // A refused key was not kept: it can serve another request... on
+    // another, captured order.
+    let other = paid_order(&payments, 500, true).await;
+    client
+        .refund(refund(&other.order_id, 200, "refund-2"))
+        .await
+        .expect("refused keys stay free");
+
+    let refunds = payments
+        .wait_events(order_id, 2, |p| matches!(p, Payload::PaymentRefunded(_)))
+        .await;
+    let totals: Vec<(i64, i64)> = refunds
+        .iter()
+        .filter_map(|envelope| match &envelope.payload {
+            Some(Payload::PaymentRefunded(event)) => {
+                Some((event.amount_fen, event.total_refunded_fen))
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(totals.contains(&(3_000, 3_000)), "{totals:?}");
+    assert!(totals.contains(&(7_000, 10_000)), "{totals:?}");
+
+    let payment = payments.payment(order_id).await;
+    assert_eq!(count_entries(&payment, LedgerEntryKind::Refund), 2);
+    let reasons: Vec<&str> = payment
+        .entries
+        .iter()
+        .filter(|entry| entry.kind() == LedgerEntryKind::Refund)
+        .map(|entry| entry.reason.as_str())
+        .collect();
+    assert_eq!(reasons, vec!["bruised apples", "bruised apples"]);
+    audit(&payment);
+    for key in ["refund-1", "refund-3"] {
+        let record = payments
+            .provider_record(order_id, &format!("refund:api:{key}"))
+            .await
+            .expect("the provider saw the refund");
+        assert_eq!(record.decision.as_deref(), Some("approved"));
+        assert_eq!(record.calls, 1, "{key}: paid back once");
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_status_and_change_nothing() {
+    let payments = TestPayments::start().await;
+    let mut client = payments.client.clone();
+    let authorized = paid_order(&payments, 4_000, false).await;
+    let captured = paid_order(&payments, 6_000, true).await;
+    let before: Vec<Payment> = vec![
+        payments.payment(&authorized.order_id).await,
+        payments.payment(&captured.order_id).await,
+    ];
+
+    assert_status(
+        client
+            .get_payment(GetPaymentRequest {
+                order_id: "{bad}".to_owned(),
+            })
+            .await,
+        Code::InvalidArgument,
+        "order_id",
+    );
+    assert_status(
+        client
+            .get_payment(GetPaymentRequest {
+                order_id: "ord_unknown".to_owned(),
+            })
+            .await,
+        Code::NotFound,
+        "ord_unknown",
+    );
+    for (request, mentions) in [
+        (
+            ListPaymentsRequest {
+                page_size: -1,
+                ..Default::default()
+            },
+            "page_size",
+        ),
+        (
+            ListPaymentsRequest {
+                state: 99,
+                ..Default::default()
+            },
+            "state",
+        ),
+        (
+            ListPaymentsRequest {
+                page_token: "not-a-token".to_owned(),
+                ..Default::default()
+            },
+            "page_token",
+        ),
+    ] {
+        assert_status(
+            client.list_payments(request).await,
+            Code::InvalidArgument,
+            mentions,
+        );
+    }
+
+    let captured_id = captured.order_id.as_str();
+    let mut no_reason = refund(captured_id, 100, "k-1");
+    no_reason.reason = "   ".to_owned();
+    let mut no_key = refund(captured_id, 100, "");
+    no_key.idempotency_key.clear();
+    let mut bad_key = refund(captured_id, 100, "k 1");
+    bad_key.idempotency_key = "k {1}".to_owned();
+    for (request, code, mentions) in [
+        (no_reason, Code::InvalidArgument, "reason"),
+        (
+            refund(captured_id, -5, "k-1"),
+            Code::InvalidArgument,
+            "amount_fen",
+        ),
+        (no_key, Code::InvalidArgument, "idempotency_key"),
+        (bad_key, Code::InvalidArgument, "idempotency_key"),
+        (
+            refund("{bad}", 100, "k-1"),
+            Code::InvalidArgument,
+            "order_id",
+        ),
+        (
+            refund("ord_unknown", 100, "k-1"),
+            Code::NotFound,
+            "ord_unknown",
+        ),
+        (
+            refund(&authorized.order_id, 100, "k-1"),
+            Code::FailedPrecondition,
+            "only captured payments can be refunded",
+        ),
+        (
+            refund(captured_id, 6_001, "k-1"),
+            Code::FailedPrecondition,
+            "exceeds the 6000 fen left",
+        ),
+    ] {
+        assert_status(client.refund(request).await, code, mentions);
+    }
+
+    let after: Vec<Payment> = vec![
+        payments.payment(&authorized.order_id).await,
+        payments.payment(&captured.order_id).await,
+    ];
+    assert_eq!(before, after, "nothing changed");
+    for payment in &after {
+        audit(payment);
+    }
+    assert!(
+        payments
+            .provider_record(captured_id, "refund:api:k-1")
+            .await
+            .is_none(),
+        "the provider was never asked"
+    );
+    // Every refused request left key k-1 free.
+    let refunded = client
+        .refund(refund(captured_id, 6_000, "k-1"))
+        .await
+        .expect("refunded")
+        .into_inner();
+    assert_eq!(refunded.state(), PaymentState::Refunded);
+}
+
+#[tokio::test]
+async fn lists_payments_by_state_in_pages() {
+    let payments = TestPayments::start().await;
+    let mut client = payments.client.clone();
+    let mut authorized = Vec::new();
+    for _ in 0..5 {
+        authorized.push(paid_order(&payments, 1_000, false).await.order_id);
+    }
+    let declined = payments.reserve("decline", &[("farmer-li", 1_000)]).await;
+    payments
+        .wait_event(&declined.order_id, |p| {
+            matches!(p, Payload::PaymentDeclined(_))
+        })
+        .await;
+
+    let list_all = |state: PaymentState, page_size: i32| {
+        let mut client = payments.client.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_payments(ListPaymentsRequest {
+                        state: state.into(),
+                        page_size,
+                        page_token: page_token.clone(),
+                    })
+                    .await
+                    .expect("page")
+                    .into_inner();
+                assert!(page.payments.len() <= page_size as usize);
+                seen.extend(page.payments.into_iter().map(|p| p.order_id));
+                if page.next_page_token.is_empty() {
+                    return seen;
+                }
+                page_token = page.next_page_token;
+            }
+        }
+    };
+    let mut expected = authorized.clone();
+    expected.sort();
+    assert_eq!(list_all(PaymentState::Authorized, 2).await, expected);
+    assert_eq!(
+        list_all(PaymentState::Declined, 2).await,
+        vec![declined.order_id.clone()]
+    );
+    let mut everything = expected.clone();
+    everything.push(declined.order_id.clone());
+    everything.sort();
+    assert_eq!(list_all(PaymentState::Unspecified, 4).await, everything);
+
+    // A token of one listing is no good for another.
+    let page = client
+        .list_payments(ListPaymentsRequest {
+            state: PaymentState::Authorized.into(),
+            page_size: 2,
+            page_token: String::new(),
+        })
+        .await
+        .expect("page")
+        .into_inner();
+    let status = client
+        .list_payments(ListPaymentsRequest {
+            state: PaymentState::Declined.into(),
+            page_size: 2,
+            page_token: page.next_page_token,
+        })
+        .await;
+    assert_status(status, Code::InvalidArgument, "page_token");
+
+    // A captured payment moves from one listing to the other.
+    let first = authorized[0].clone();
+    let reserved = crate::helpers::stock_reserved(
+        &harvest_domain::Id::parse(&first).expect("valid"),
+        &payments.region,
+        "approve",
+        &[("farmer-li", 1_000)],
+    );
+    payments.deliver(&reserved).await;
+    payments
+        .wait_event(&first, |p| matches!(p, Payload::PaymentCaptured(_)))
+        .await;
+    assert_eq!(
+        list_all(PaymentState::Captured, 10).await,
+        vec![first.clone()]
+    );
+    assert!(
+        !list_all(PaymentState::Authorized, 10)
+            .await
+            .contains(&first)
+    );
+}

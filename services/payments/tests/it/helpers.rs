@@ -1,0 +1,371 @@
+use std::time::Duration;
+
+use harvest_bus::{BusConfig, Envelope, Payload, Publisher, Stream, Topology, new_envelope};
+use harvest_domain::{Id, Region, Regions, deterministic_id, new_id};
+use harvest_kit::{RedisConfig, RegionsConfig, Secret, ServerConfig};
+use harvest_payments::config::ProviderConfig;
+use harvest_payments::ledger::Ledger;
+use harvest_payments::sandbox::{SandboxProvider, SandboxRecord};
+use harvest_payments::store::PaymentStore;
+use harvest_payments::{App, PaymentsConfig};
+use harvest_proto::common::v1::{CancelReason, OrderLine, OrderState};
+use harvest_proto::events::v1::{OrderCancelled, OrderDelivered, ReservedLine, StockReserved};
+use harvest_proto::payments::v1::payments_service_client::PaymentsServiceClient;
+use harvest_proto::payments::v1::{GetPaymentRequest, LedgerEntryKind, Payment};
+use harvest_testkit::kafka::{Probe, RawMessage};
+use harvest_testkit::{Broker, Redis, unique_name};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A running payments service with its own Redis, broker, topics and groups.
+pub struct TestPayments {
+    pub config: PaymentsConfig,
+    pub client: PaymentsServiceClient<Channel>,
+    pub store: PaymentStore,
+    pub sandbox: SandboxProvider,
+    /// Writes the `catalog` stream, as the catalog would.
+    pub catalog: Publisher,
+    /// Writes the `orders` stream, as the orders service would.
+    pub orders: Publisher,
+    /// Everything payments publishes in the test region.
+    pub payment_events: Probe,
+    /// Payments' dead letters in the test region.
+    pub dead_letters: Probe,
+    pub region: Region,
+    pub admin_addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<()>,
+    _broker: Broker,
+    _redis: Redis,
+}
+
+impl Drop for TestPayments {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        self.running.abort();
+    }
+}
+
+pub fn test_config(redis: &Redis, broker: &Broker) -> PaymentsConfig {
+    let prefix = unique_name();
+    PaymentsConfig {
+        server: ServerConfig::local(0, 0),
+        bus: BusConfig {
+            brokers: broker.bootstrap(),
+            topic_prefix: format!("{prefix}."),
+            partitions: 3,
+            session_timeout_ms: 6_000,
+            handler_backoff_ms: 20,
+            handler_max_attempts: 3,
+            ..BusConfig::default()
+        },
+        redis: RedisConfig {
+            url: Secret::new(redis.url()),
+            key_prefix: format!("{prefix}:"),
+        },
+        regions: RegionsConfig {
+            all: Regions::try_from(vec!["east".to_owned(), "north".to_owned()]).expect("valid"),
+            serve: Vec::new(),
+        },
+        provider: ProviderConfig {
+            max_attempts: 3,
+            backoff_ms: 10,
+            latency_ms: 0,
+        },
+        ..PaymentsConfig::default()
+    }
+}
+
+impl TestPayments {
+    pub async fn start() -> Self {
+        let redis = Redis::start().expect("redis starts");
+        let broker = Broker::start().expect("broker starts");
+        let config = test_config(&redis, &broker);
+        let app = App::build(config.clone()).await.expect("payments builds");
+        let grpc = app.grpc_addr();
+        let admin_addr = app.admin_addr();
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let running = tokio::spawn(async move {
+            app.run_until_stopped(stop).await.expect("payments runs");
+        });
+
+        let client = PaymentsServiceClient::connect(format!("http://{grpc}"))
+            .await
+            .expect("grpc connects");
+        let connection = harvest_kit::store::connect(&config.redis)
+            .await
+            .expect("redis connects");
+        let store = PaymentStore::new(connection.clone(), &config.redis.key_prefix);
+        let sandbox = SandboxProvider::new(connection, &config.redis.key_prefix, Duration::ZERO);
+        let topology = Topology::new(&config.bus, config.regions.all.clone());
+        let region = Region::parse("east").expect("valid");
+        let catalog =
+            Publisher::new(&config.bus, topology.clone(), Stream::Catalog).expect("publisher");
+        let orders =
+            Publisher::new(&config.bus, topology.clone(), Stream::Orders).expect("publisher");
+        let payment_events = Probe::start(
+            &broker.bootstrap(),
+            &[topology.topic(Stream::Payments, &region)],
+        )
+        .expect("probe");
+        let dead_letters = Probe::start(
+            &broker.bootstrap(),
+            &[topology.dead_letter_topic("payments", &region)],
+        )
+        .expect("probe");
+        TestPayments {
+            config,
+            client,
+            store,
+            sandbox,
+            catalog,
+            orders,
+            payment_events,
+            dead_letters,
+            region,
+            admin_addr,
+            shutdown,
+            running,
+            _broker: broker,
+            _redis: redis,
+        }
+    }
+
+    /// Publishes a StockReserved for a new order paid with `method`, with one
+    /// line per (seller, line total).
+    pub async fn reserve(&self, method: &str, lines: &[(&str, i64)]) -> Envelope {
+        let envelope = stock_reserved(&new_id("ord"), &self.region, method, lines);
+        self.catalog
+            .publish(envelope.clone())
+            .await
+            .expect("published");
+        envelope
+    }
+
+    /// Publishes the OrderDelivered of a reserved order.
+    pub async fn deliver(&self, reserved: &Envelope) -> Envelope {
+        self.publish_order_event(order_delivered(reserved)).await
+    }
+
+    /// Publishes an OrderCancelled for `order_id`.
+    pub async fn cancel(&self, order_id: &str) -> Envelope {
+        self.publish_order_event(order_cancelled(order_id, &self.region))
+            .await
+    }
+
+    async fn publish_order_event(&self, envelope: Envelope) -> Envelope {
+        self.orders
+            .publish(envelope.clone())
+            .await
+            .expect("published");
+        envelope
+    }
+
+    /// Waits for a payments event of `order_id` matching `wanted`.
+    pub async fn wait_event(&self, order_id: &str, wanted: impl Fn(&Payload) -> bool) -> Envelope {
+        self.payment_events
+            .wait_for(WAIT, |messages| {
+                decode_all(messages).into_iter().find(|envelope| {
+                    envelope.order_id == order_id && envelope.payload.as_ref().is_some_and(&wanted)
+                })
+            })
+            .await
+            .unwrap_or_else(|| panic!("no matching payments event for {order_id}"))
+    }
+
+    /// Waits until at least `count` payments events of `order_id` match.
+    pub async fn wait_events(
+        &self,
+        order_id: &str,
+        count: usize,
+        wanted: impl Fn(&Payload) -> bool,
+    ) -> Vec<Envelope> {
+        self.payment_events
+            .wait_for(WAIT, |messages| {
+                let found: Vec<Envelope> = decode_all(messages)
+                    .into_iter()
+                    .filter(|envelope| {
+                        envelope.order_id == order_id
+                            && envelope.payload.as_ref().is_some_and(&wanted)
+                    })
+                    .collect();
+                (found.len() >= count).then_some(found)
+            })
+            .await
+            .unwrap_or_else(|| panic!("fewer than {count} matching payments events for {order_id}"))
+    }
+
+    /// Every payments event of `order_id` read so far.
+    pub fn events_of(&self, order_id: &str) -> Vec<Envelope> {
+        decode_all(&self.payment_events.messages())
+            .into_iter()
+            .filter(|envelope| envelope.order_id == order_id)
+            .collect()
+    }
+
+    /// Waits until payments has handled the event (it remembers handled
+    /// event ids with the payment).
+    pub async fn wait_handled(&self, event: &Envelope) {
+        harvest_testkit::eventually(WAIT, || async {
+            let payment = self.store.payment(&event.order_id).await.ok().flatten()?;
+            payment.seen(&event.event_id).map(|_| ())
+        })
+        .await
+        .unwrap_or_else(|| panic!("event {} was not handled", event.event_type));
+    }
+
+    pub async fn payment(&self, order_id: &str) -> Payment {
+        self.client
+            .clone()
+            .get_payment(GetPaymentRequest {
+                order_id: order_id.to_owned(),
+            })
+            .await
+            .expect("payment found")
+            .into_inner()
+    }
+
+    /// The Prometheus page of the admin port.
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(self.admin_addr)
+            .await
+            .expect("admin port connects");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("request sent");
+        let mut page = String::new();
+        stream
+            .read_to_string(&mut page)
+            .await
+            .expect("response read");
+        page
+    }
+
+    /// What the sandbox provider remembers of a step of an order.
+    pub async fn provider_record(&self, order_id: &str, step: &str) -> Option<SandboxRecord> {
+        self.sandbox
+            .record(&format!("{order_id}:{step}"))
+            .await
+            .expect("sandbox record")
+    }
+}
+
+/// Replays a payment's ledger, checking every rule, and checks that its
+/// totals agree with the ledger.
+pub fn audit(payment: &Payment) -> Ledger {
+    let ledger = Ledger::from_entries(&payment.entries)
+        .unwrap_or_else(|problem| panic!("ledger of {}: {problem}", payment.order_id));
+    ledger.check().expect("invariants hold");
+    assert_eq!(
+        (
+            ledger.authorized().get(),
+            ledger.captured().get(),
+            ledger.refunded().get()
+        ),
+        (
+            payment.authorized_fen,
+            payment.captured_fen,
+            payment.refunded_fen
+        ),
+        "totals of {} agree with its ledger",
+        payment.order_id
+    );
+    assert!(payment.authorized_fen >= payment.captured_fen);
+    assert!(payment.captured_fen >= payment.refunded_fen && payment.refunded_fen >= 0);
+    ledger
+}
+
+pub fn count_entries(payment: &Payment, kind: LedgerEntryKind) -> usize {
+    payment
+        .entries
+        .iter()
+        .filter(|entry| entry.kind() == kind)
+        .count()
+}
+
+pub fn decode_all(messages: &[RawMessage]) -> Vec<Envelope> {
+    messages
+        .iter()
+        .filter_map(|message| Envelope::decode(message.payload.as_slice()).ok())
+        .collect()
+}
+
+fn reserved_lines(lines: &[(&str, i64)]) -> Vec<ReservedLine> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(index, (seller_id, line_total))| ReservedLine {
+            product_id: format!("prd_{index}"),
+            seller_id: (*seller_id).to_owned(),
+            quantity: 1,
+            unit_price_fen: *line_total,
+            line_total_fen: *line_total,
+            product_name: format!("product {index}"),
+            ..ReservedLine::default()
+        })
+        .collect()
+}
+
+pub fn stock_reserved(
+    order_id: &Id,
+    region: &Region,
+    method: &str,
+    lines: &[(&str, i64)],
+) -> Envelope {
+    new_envelope(
+        &deterministic_id("evt", &[order_id.as_str(), "catalog", "stock-outcome"]),
+        order_id,
+        region,
+        "catalog",
+        Payload::StockReserved(StockReserved {
+            buyer_id: "buyer-1".to_owned(),
+            payment_method: method.to_owned(),
+            lines: reserved_lines(lines),
+            total_fen: lines.iter().map(|(_, total)| total).sum(),
+            pickups: Vec::new(),
+        }),
+    )
+}
+
+pub fn order_delivered(reserved: &Envelope) -> Envelope {
+    let Some(Payload::StockReserved(stock)) = &reserved.payload else {
+        panic!("not a reservation: {reserved:?}");
+    };
+    let order_id = Id::parse(&reserved.order_id).expect("valid");
+    let region = Region::parse(&reserved.region).expect("valid");
+    new_envelope(
+        &deterministic_id("evt", &[order_id.as_str(), "orders", "delivered"]),
+        &order_id,
+        &region,
+        "orders",
+        Payload::OrderDelivered(OrderDelivered {
+            lines: stock.lines.clone(),
+            total_fen: stock.total_fen,
+        }),
+    )
+}
+
+pub fn order_cancelled(order_id: &str, region: &Region) -> Envelope {
+    let order_id = Id::parse(order_id).expect("valid");
+    new_envelope(
+        &deterministic_id("evt", &[order_id.as_str(), "orders", "cancelled"]),
+        &order_id,
+        region,
+        "orders",
+        Payload::OrderCancelled(OrderCancelled {
+            reason: CancelReason::BuyerCancelled.into(),
+            detail: "changed my mind".to_owned(),
+            lines: vec![OrderLine {
+                product_id: "prd_0".to_owned(),
+                quantity: 1,
+            }],
+            previous_state: OrderState::Confirmed.into(),
+        }),
+    )
+}
