@@ -161,13 +161,7 @@ impl DeliveryApi {
         }
         // In line first, so a crash between the step and its event is
         // finished by the sweeper.
-        self.dispatcher
-            .schedule_in(
-                &current.region,
-                &shipment_id,
-                self.dispatcher.settings().claim_lease(),
-            )
-            .await?;
+        self.dispatcher.hold(&current.region, &shipment_id).await?;
         let store_step = match &step {
             CourierStep::PickUp => Step::PickUp { courier: &courier },
             CourierStep::Deliver {

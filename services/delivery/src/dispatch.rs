@@ -97,15 +97,11 @@ impl Dispatcher {
         self.bell.subscribe()
     }
 
-    /// Puts the shipment in line for the sweeper at `now + delay`: the safety
-    /// net under a step about to be taken.
-    pub async fn schedule_in(
-        &self,
-        region: &Region,
-        shipment_id: &Id,
-        delay: Duration,
-    ) -> Result<(), DispatchError> {
-        let at = now_ms() + delay.as_millis() as i64;
+    /// Puts the shipment in line for the sweeper a lease from now: the safety
+    /// net under a step about to be taken. The sweeper steps in only should
+    /// the step not finish (the step's own `advance` takes it out of line).
+    pub async fn hold(&self, region: &Region, shipment_id: &Id) -> Result<(), DispatchError> {
+        let at = now_ms() + self.settings.claim_lease_ms as i64;
         self.store.schedule(region, shipment_id, at).await?;
         Ok(())
     }

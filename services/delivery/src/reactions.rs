@@ -127,9 +127,7 @@ impl ShipmentReactions {
             };
             // In line first: should this handler stop half-way, the sweeper
             // carries the shipment on.
-            self.dispatcher
-                .schedule_in(region, &shipment_id, settings.retry_interval())
-                .await?;
+            self.dispatcher.hold(region, &shipment_id).await?;
             let now = now_ms();
             let created = store
                 .create_shipment(&NewShipment {
@@ -171,13 +169,7 @@ impl ShipmentReactions {
                 tracing::info!(shipment_id = %shipment_id, state = shipment.state.as_str(), "shipment left as it is");
                 continue;
             }
-            self.dispatcher
-                .schedule_in(
-                    &shipment.region,
-                    &shipment_id,
-                    self.dispatcher.settings().claim_lease(),
-                )
-                .await?;
+            self.dispatcher.hold(&shipment.region, &shipment_id).await?;
             self.dispatcher.step(&shipment_id, Step::Withdraw).await?;
             if let Some(shipment) = self.dispatcher.advance(&shipment_id).await? {
                 tracing::info!(shipment_id = %shipment_id, state = shipment.state.as_str(), "shipment withdrawn");

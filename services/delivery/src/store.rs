@@ -299,7 +299,7 @@ impl DeliveryStore {
     /// Couriers of `pool` within `radius_km` of `point`, nearest first, that
     /// looked able to take a shipment when read (available, spare capacity,
     /// cold chain when needed). The claim script decides for sure.
-    #[tracing::instrument(skip_all, fields(pool = %pool, cold_chain))]
+    #[tracing::instrument(skip_all, fields(pool = %pool, cold_chain = cold_chain))]
     pub async fn nearby_couriers(
         &self,
         pool: &Region,

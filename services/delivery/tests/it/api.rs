@@ -15,9 +15,7 @@ use harvest_proto::events::v1::ShipmentFailureReason;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::helpers::{
-    HANGZHOU, TestDelivery, WAIT, count_by_kind, courier_request, offset, pickup,
-};
+use crate::helpers::{HANGZHOU, TestDelivery, WAIT, count_by_kind, courier_request, offset};
 
 fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, mentions: &str) {
     let status = result.expect_err("the request must fail");
@@ -54,9 +52,7 @@ async fn one_assigned_shipment() -> (TestDelivery, Id, String) {
     delivery
         .courier("other", "east", offset(HANGZHOU, 9.0, 0.0), 2, false)
         .await;
-    let order = delivery
-        .confirm(vec![pickup("tea", "Zhejiang", HANGZHOU, false)])
-        .await;
+    let order = delivery.confirm_at("tea", HANGZHOU, false).await;
     let assigned = delivery.assigned(&order).await;
     assert_eq!(assigned.courier_id, "mine");
     (delivery, order, assigned.shipment_id)
@@ -172,18 +168,13 @@ async fn only_the_assigned_courier_picks_up_and_delivers() {
     );
 
     // Each step was published once, in order, whatever was repeated.
-    let kinds: Vec<String> = delivery
-        .events_of(&order)
-        .into_iter()
-        .map(|envelope| envelope.event_type)
-        .collect();
     assert_eq!(
-        kinds,
+        delivery.event_types_of(&order),
         [
-            "harvest.events.v1.ShipmentCreated",
-            "harvest.events.v1.CourierAssigned",
-            "harvest.events.v1.ShipmentPickedUp",
-            "harvest.events.v1.ShipmentDelivered",
+            "ShipmentCreated",
+            "CourierAssigned",
+            "ShipmentPickedUp",
+            "ShipmentDelivered",
         ]
     );
 }
@@ -428,9 +419,7 @@ async fn streams_send_open_assignments_then_new_ones() {
     delivery
         .courier("bystander", "east", offset(HANGZHOU, -60.0, 0.0), 5, false)
         .await;
-    let first = delivery
-        .confirm(vec![pickup("tea", "Zhejiang", HANGZHOU, false)])
-        .await;
+    let first = delivery.confirm_at("tea", HANGZHOU, false).await;
     let first_shipment = delivery.assigned(&first).await.shipment_id;
 
     let mut client = delivery.client.clone();
@@ -462,12 +451,7 @@ async fn streams_send_open_assignments_then_new_ones() {
     assert!(opened.assigned_at.is_some());
 
     let second = delivery
-        .confirm(vec![pickup(
-            "tea",
-            "Zhejiang",
-            offset(HANGZHOU, 0.5, 0.5),
-            false,
-        )])
+        .confirm_at("tea", offset(HANGZHOU, 0.5, 0.5), false)
         .await;
     let second_shipment = delivery.assigned(&second).await.shipment_id;
     let arrived = next(&mut stream).await;
@@ -480,12 +464,7 @@ async fn streams_send_open_assignments_then_new_ones() {
     let quiet = tokio::time::timeout(Duration::from_millis(700), bystander_stream.next()).await;
     assert!(quiet.is_err(), "nothing for the bystander yet");
     let far_order = delivery
-        .confirm(vec![pickup(
-            "rice",
-            "Zhejiang",
-            offset(HANGZHOU, -60.0, 0.5),
-            false,
-        )])
+        .confirm_at("rice", offset(HANGZHOU, -60.0, 0.5), false)
         .await;
     let far_shipment = delivery.assigned(&far_order).await.shipment_id;
     let bystanders = next(&mut bystander_stream).await;

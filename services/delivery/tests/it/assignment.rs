@@ -32,9 +32,7 @@ async fn assigns_the_nearest_available_courier_with_spare_capacity() {
         .courier("far", "east", offset(point, -20.0, 0.0), 3, false)
         .await;
 
-    let first = delivery
-        .confirm(vec![pickup("tea", "Zhejiang", point, false)])
-        .await;
+    let first = delivery.confirm_at("tea", point, false).await;
     let assigned = delivery.assigned(&first).await;
     assert_eq!(assigned.courier_id, "near");
     assert!(
@@ -47,26 +45,16 @@ async fn assigns_the_nearest_available_courier_with_spare_capacity() {
     assert!(assigned.ship_to.is_some());
 
     // The nearest is full now; the next nearest takes the next one.
-    let second = delivery
-        .confirm(vec![pickup("tea", "Zhejiang", point, false)])
-        .await;
+    let second = delivery.confirm_at("tea", point, false).await;
     assert_eq!(delivery.assigned(&second).await.courier_id, "middle");
     assert_eq!(delivery.load_of("near").await, 1);
     assert_eq!(delivery.load_of("middle").await, 1);
     assert_eq!(delivery.load_of("resting").await, 0);
 
     // Created comes before assigned, on the order's partition.
-    let kinds: Vec<String> = delivery
-        .events_of(&first)
-        .into_iter()
-        .map(|envelope| envelope.event_type)
-        .collect();
     assert_eq!(
-        kinds,
-        [
-            "harvest.events.v1.ShipmentCreated",
-            "harvest.events.v1.CourierAssigned"
-        ]
+        delivery.event_types_of(&first),
+        ["ShipmentCreated", "CourierAssigned"]
     );
     let message = delivery
         .events
@@ -91,20 +79,14 @@ async fn cold_chain_goods_never_go_to_a_courier_without_cold_chain() {
         .courier("fridge-van", "east", offset(point, 30.0, 0.0), 1, true)
         .await;
 
-    let frozen = delivery
-        .confirm(vec![pickup("dumplings", "Zhejiang", point, true)])
-        .await;
+    let frozen = delivery.confirm_at("dumplings", point, true).await;
     assert_eq!(delivery.assigned(&frozen).await.courier_id, "fridge-van");
-    let dry = delivery
-        .confirm(vec![pickup("walnuts", "Zhejiang", point, false)])
-        .await;
+    let dry = delivery.confirm_at("walnuts", point, false).await;
     assert_eq!(delivery.assigned(&dry).await.courier_id, "tricycle");
 
     // The only cold-chain courier is full: the nearby tricycle has room, but
     // the shipment waits for cold chain and fails without it.
-    let more_frozen = delivery
-        .confirm(vec![pickup("dumplings", "Zhejiang", point, true)])
-        .await;
+    let more_frozen = delivery.confirm_at("dumplings", point, true).await;
     let failed = delivery.failed(&more_frozen).await;
     assert_eq!(failed.reason(), ShipmentFailureReason::NoCourier);
     assert!(failed.courier_id.is_empty());
@@ -170,25 +152,14 @@ async fn capacity_holds_under_100_concurrent_confirmations() {
     );
 
     // Every shipment ends assigned or failed for want of a courier.
-    let wanted: BTreeSet<&str> = orders.iter().map(Id::as_str).collect();
-    let settled = delivery
-        .events
-        .wait_for(Duration::from_secs(60), |messages| {
-            let finished: BTreeSet<String> = decode_all(messages)
-                .into_iter()
-                .filter(|envelope| wanted.contains(envelope.order_id.as_str()))
-                .filter(|envelope| {
-                    matches!(
-                        envelope.payload,
-                        Some(Payload::CourierAssigned(_) | Payload::ShipmentFailed(_))
-                    )
-                })
-                .map(|envelope| envelope.order_id)
-                .collect();
-            (finished.len() == orders.len()).then_some(())
+    delivery
+        .wait_for_each(&orders, Duration::from_secs(60), |payload| {
+            matches!(
+                payload,
+                Payload::CourierAssigned(_) | Payload::ShipmentFailed(_)
+            )
         })
         .await;
-    assert!(settled.is_some(), "every shipment is settled in time");
 
     let envelopes = decode_all(&delivery.events.messages());
     let mut per_courier: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -227,9 +198,7 @@ async fn capacity_holds_under_100_concurrent_confirmations() {
 #[tokio::test]
 async fn without_a_courier_the_search_is_retried_until_the_deadline() {
     let delivery = TestDelivery::start_with(|config| config.assignment.deadline_secs = 2).await;
-    let order = delivery
-        .confirm(vec![pickup("honey", "Zhejiang", HANGZHOU, false)])
-        .await;
+    let order = delivery.confirm_at("honey", HANGZHOU, false).await;
     let failed = delivery.failed(&order).await;
     assert_eq!(failed.reason(), ShipmentFailureReason::NoCourier);
     assert!(failed.detail.contains("no courier"), "{}", failed.detail);
@@ -266,9 +235,7 @@ async fn without_a_courier_the_search_is_retried_until_the_deadline() {
 #[tokio::test]
 async fn a_courier_who_turns_up_later_gets_the_waiting_shipment() {
     let delivery = TestDelivery::start().await;
-    let order = delivery
-        .confirm(vec![pickup("chilli", "Zhejiang", HANGZHOU, false)])
-        .await;
+    let order = delivery.confirm_at("chilli", HANGZHOU, false).await;
     delivery
         .wait_event(&order, |payload| {
             matches!(payload, Payload::ShipmentCreated(_)).then_some(())
@@ -310,20 +277,11 @@ async fn two_replicas_assign_each_waiting_shipment_once() {
             .await
             .expect("published");
     }
-    let wanted: BTreeSet<&str> = orders.iter().map(Id::as_str).collect();
-    let all_created = delivery
-        .events
-        .wait_for(WAIT, |messages| {
-            let created = decode_all(messages)
-                .into_iter()
-                .filter(|envelope| wanted.contains(envelope.order_id.as_str()))
-                .filter(|envelope| matches!(envelope.payload, Some(Payload::ShipmentCreated(_))))
-                .map(|envelope| envelope.order_id)
-                .collect::<BTreeSet<_>>();
-            (created.len() == orders.len()).then_some(())
+    delivery
+        .wait_for_each(&orders, WAIT, |payload| {
+            matches!(payload, Payload::ShipmentCreated(_))
         })
         .await;
-    assert!(all_created.is_some(), "every shipment is created");
 
     // Both replicas' sweepers now race for the same waiting shipments.
     let capacities = [("x", 6), ("y", 9), ("z", 5)];

@@ -235,6 +235,35 @@ impl TestDelivery {
         }
     }
 
+    /// Publishes an OrderConfirmed of one pickup in Zhejiang (east).
+    pub async fn confirm_at(&self, point: &str, at: (f64, f64), cold_chain: bool) -> Id {
+        self.confirm(vec![pickup(point, "Zhejiang", at, cold_chain)])
+            .await
+    }
+
+    /// Waits until every one of `orders` has an event matching `wanted`.
+    pub async fn wait_for_each(
+        &self,
+        orders: &[Id],
+        timeout: Duration,
+        wanted: impl Fn(&Payload) -> bool,
+    ) {
+        let remaining: std::collections::BTreeSet<&str> = orders.iter().map(Id::as_str).collect();
+        let found = self
+            .events
+            .wait_for(timeout, |messages| {
+                let matched: std::collections::BTreeSet<String> = decode_all(messages)
+                    .into_iter()
+                    .filter(|envelope| remaining.contains(envelope.order_id.as_str()))
+                    .filter(|envelope| envelope.payload.as_ref().is_some_and(&wanted))
+                    .map(|envelope| envelope.order_id)
+                    .collect();
+                (matched.len() == remaining.len()).then_some(())
+            })
+            .await;
+        assert!(found.is_some(), "every order has the event in time");
+    }
+
     pub async fn cancel(&self, order_id: &Id) {
         self.orders
             .publish(order_cancelled(order_id, &self.region))
@@ -248,6 +277,18 @@ impl TestDelivery {
         decode_all(&self.events.messages())
             .into_iter()
             .filter(|envelope| envelope.order_id == order_id.as_str())
+            .collect()
+    }
+
+    /// The types of the order's distinct events read so far (without the
+    /// package), in the order of its partition: repeats of an event id are
+    /// dropped, as a consumer would.
+    pub fn event_types_of(&self, order_id: &Id) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        self.events_of(order_id)
+            .into_iter()
+            .filter(|envelope| seen.insert(envelope.event_id.clone()))
+            .map(|envelope| envelope.event_type.replace("harvest.events.v1.", ""))
             .collect()
     }
 

@@ -162,9 +162,7 @@ async fn cancellation_withdraws_what_is_not_picked_up_and_frees_the_courier() {
     assert_eq!(state_of(bamboo_shipment).await, ShipmentState::Withdrawn);
 
     // The freed courier takes the next order at once.
-    let next = delivery
-        .confirm(vec![pickup("bamboo", "Zhejiang", bamboo_point, false)])
-        .await;
+    let next = delivery.confirm_at("bamboo", bamboo_point, false).await;
     assert_eq!(delivery.assigned(&next).await.courier_id, "bamboo-runner");
     assert_eq!(
         count_by_kind(&delivery.events_of(&order)).get("withdrawn"),
@@ -175,9 +173,7 @@ async fn cancellation_withdraws_what_is_not_picked_up_and_frees_the_courier() {
 #[tokio::test]
 async fn a_waiting_shipment_of_a_cancelled_order_is_withdrawn_and_never_assigned() {
     let delivery = TestDelivery::start().await;
-    let order = delivery
-        .confirm(vec![pickup("honey", "Zhejiang", HANGZHOU, false)])
-        .await;
+    let order = delivery.confirm_at("honey", HANGZHOU, false).await;
     delivery
         .wait_event(&order, |payload| {
             matches!(payload, Payload::ShipmentCreated(_)).then_some(())
@@ -204,9 +200,7 @@ async fn a_waiting_shipment_of_a_cancelled_order_is_withdrawn_and_never_assigned
     delivery
         .courier("eager", "east", offset(HANGZHOU, 1.0, 0.0), 3, false)
         .await;
-    let next = delivery
-        .confirm(vec![pickup("honey", "Zhejiang", HANGZHOU, false)])
-        .await;
+    let next = delivery.confirm_at("honey", HANGZHOU, false).await;
     assert_eq!(delivery.assigned(&next).await.courier_id, "eager");
     assert_eq!(delivery.load_of("eager").await, 1);
     assert_eq!(
@@ -297,9 +291,7 @@ async fn malformed_events_are_dead_lettered_and_others_ignored() {
     assert!(reason.contains("no pickups"), "{reason}");
 
     // The consumer carries on.
-    let next = delivery
-        .confirm(vec![pickup("tea", "Zhejiang", HANGZHOU, false)])
-        .await;
+    let next = delivery.confirm_at("tea", HANGZHOU, false).await;
     assert_eq!(delivery.assigned(&next).await.courier_id, "steady");
     delivery.handled_up_to(placed_partition).await;
     assert!(delivery.events_of(&order_id).is_empty());
