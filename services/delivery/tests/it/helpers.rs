@@ -88,6 +88,18 @@ impl Drop for Replica {
     }
 }
 
+impl Replica {
+    /// Stands in for a replica that is gone.
+    fn killed() -> Replica {
+        let channel = Channel::from_static("http://127.0.0.1:9").connect_lazy();
+        Replica {
+            client: DeliveryServiceClient::new(channel),
+            shutdown: CancellationToken::new(),
+            running: tokio::spawn(async {}),
+        }
+    }
+}
+
 async fn run(config: DeliveryConfig) -> Replica {
     let app = App::build(config).await.expect("delivery builds");
     let grpc = app.grpc_addr();
@@ -148,6 +160,17 @@ impl TestDelivery {
             region,
             _redis: redis,
         }
+    }
+
+    /// Kills the service at once, as a crash would.
+    pub fn kill(&mut self) {
+        self._service = Replica::killed();
+    }
+
+    /// Starts the service again on the same Redis, broker, topics and groups.
+    pub async fn start_again(&mut self) {
+        self._service = self.replica().await;
+        self.client = self._service.client.clone();
     }
 
     /// Starts a second replica of this service.

@@ -3,12 +3,15 @@
 //! malformed events go to the dead-letter topic.
 
 use harvest_bus::{Payload, new_envelope};
-use harvest_domain::{deterministic_id, new_id};
+use harvest_domain::{Id, deterministic_id, new_id};
 use harvest_proto::delivery::v1::{ConfirmPickupRequest, GetShipmentRequest, ShipmentState};
 use harvest_proto::events::v1::{OrderConfirmed, OrderPlaced};
 
+use harvest_delivery::store::{Claim, Step, StepOutcome};
+use harvest_proto::common::v1::GeoPoint;
+
 use crate::helpers::{
-    HANGZHOU, TestDelivery, WAIT, count_by_kind, decode_all, offset, order_cancelled,
+    HANGZHOU, SHIJIAZHUANG, TestDelivery, WAIT, count_by_kind, decode_all, offset, order_cancelled,
     order_confirmed, pickup,
 };
 
@@ -301,4 +304,97 @@ async fn malformed_events_are_dead_lettered_and_others_ignored() {
         dead.iter()
             .all(|message| message.key.as_deref() != Some(placed_id.as_str().as_bytes()))
     );
+}
+
+#[tokio::test]
+async fn work_cut_short_by_a_crash_is_finished_from_redis() {
+    let mut delivery = TestDelivery::start().await;
+    // Goods in Hebei and no north courier yet: both shipments wait.
+    let waiting = delivery
+        .confirm(vec![pickup("millet", "Hebei", SHIJIAZHUANG, false)])
+        .await;
+    let abandoned = delivery
+        .confirm(vec![pickup("dates", "Hebei", SHIJIAZHUANG, false)])
+        .await;
+    let shipment_of = |order: &Id| {
+        let order = order.clone();
+        let store = delivery.store.clone();
+        async move {
+            harvest_testkit::eventually(WAIT, || async {
+                store.order_shipments(&order).await.ok()?.into_iter().next()
+            })
+            .await
+            .expect("shipment created")
+        }
+    };
+    let waiting_shipment = shipment_of(&waiting).await;
+    let abandoned_shipment = shipment_of(&abandoned).await;
+    // Registered far away, so that nobody assigns it before the crash.
+    delivery
+        .courier(
+            "north-1",
+            "north",
+            offset(SHIJIAZHUANG, 900.0, 0.0),
+            3,
+            false,
+        )
+        .await;
+    let north = Id::parse("north-1").expect("valid");
+    let pool = harvest_domain::Region::parse("north").expect("valid");
+    delivery.kill();
+
+    // As if the replica died half-way through its work on each shipment: one
+    // is assigned in Redis but its event was never published; the other
+    // holds a unit of the courier that it never got.
+    let store = &delivery.store;
+    let near = GeoPoint {
+        latitude: SHIJIAZHUANG.0,
+        longitude: SHIJIAZHUANG.1 + 0.01,
+    };
+    store
+        .update_courier_status(&north, true, Some(&near), 0)
+        .await
+        .expect("redis");
+    for shipment in [&waiting_shipment, &abandoned_shipment] {
+        store.record_claim(shipment, &north).await.expect("redis");
+        let claim = store
+            .claim_courier(&north, shipment, &pool, false, 0)
+            .await
+            .expect("redis");
+        assert_eq!(claim, Claim::Claimed);
+    }
+    let assigned = store
+        .step(
+            &waiting_shipment,
+            Step::Assign {
+                courier: &north,
+                distance_meters: 1_000,
+            },
+            1,
+        )
+        .await
+        .expect("redis");
+    assert_eq!(assigned, StepOutcome::Changed);
+    assert_eq!(delivery.load_of("north-1").await, 2);
+
+    delivery.start_again().await;
+
+    // The restarted service announces the assignment...
+    let event = delivery.assigned(&waiting).await;
+    assert_eq!(event.courier_id, "north-1");
+    assert_eq!(event.shipment_id, waiting_shipment.as_str());
+    // ...and the other shipment still gets its courier, whose capacity is
+    // counted once.
+    let event = delivery.assigned(&abandoned).await;
+    assert_eq!(event.courier_id, "north-1");
+    assert_eq!(delivery.load_of("north-1").await, 2);
+
+    // Withdrawing one gives its unit back, claims included.
+    delivery.cancel(&abandoned).await;
+    delivery
+        .wait_event(&abandoned, |payload| {
+            matches!(payload, Payload::ShipmentWithdrawn(_)).then_some(())
+        })
+        .await;
+    assert_eq!(delivery.load_of("north-1").await, 1);
 }
