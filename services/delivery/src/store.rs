@@ -424,14 +424,7 @@ impl DeliveryStore {
     }
 
     pub async fn claims(&self, shipment_id: &Id) -> Result<Vec<Id>, StoreError> {
-        let mut redis = self.redis.clone();
-        let members: Vec<String> = redis
-            .smembers(self.claims_key(shipment_id.as_str()))
-            .await?;
-        Ok(members
-            .iter()
-            .filter_map(|member| Id::parse(member).ok())
-            .collect())
+        self.id_set(self.claims_key(shipment_id.as_str())).await
     }
 
     /// Creates the shipment unless it exists; true when created.
@@ -537,10 +530,14 @@ impl DeliveryStore {
     // ----- orders -----
 
     pub async fn order_shipments(&self, order_id: &Id) -> Result<Vec<Id>, StoreError> {
+        self.id_set(self.order_shipments_key(order_id.as_str()))
+            .await
+    }
+
+    /// The ids in a set, sorted; members that are not ids are skipped.
+    async fn id_set(&self, key: String) -> Result<Vec<Id>, StoreError> {
         let mut redis = self.redis.clone();
-        let members: Vec<String> = redis
-            .smembers(self.order_shipments_key(order_id.as_str()))
-            .await?;
+        let members: Vec<String> = redis.smembers(key).await?;
         let mut ids: Vec<Id> = members
             .iter()
             .filter_map(|member| Id::parse(member).ok())
