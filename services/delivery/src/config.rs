@@ -126,6 +126,16 @@ impl DeliveryConfig {
     }
 }
 
+impl harvest_kit::cli::ServiceConfig for DeliveryConfig {
+    fn validate(&self) -> Result<(), String> {
+        DeliveryConfig::validate(self)
+    }
+
+    fn telemetry(&self) -> &TelemetryConfig {
+        &self.telemetry
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

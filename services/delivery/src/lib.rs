@@ -23,9 +23,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use harvest_bus::consumer::{self, ConsumerSpec};
+use harvest_bus::consumer::ConsumerSpec;
 use harvest_bus::{Publisher, Stream, Topology};
-use harvest_kit::service::{Listeners, RunError, StartError, Task};
+use harvest_kit::service::{Listeners, RunError, StartError, Task, consumer_task};
 use harvest_proto::delivery::v1::delivery_service_server::DeliveryServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -112,17 +112,12 @@ impl App {
                 region: region.clone(),
                 streams: vec![Stream::Orders],
             };
-            let bus = self.config.bus.clone();
-            let publisher = self.publisher.clone();
-            let handler = reactions.clone();
-            let stop = shutdown.clone();
-            tasks.push((
-                "an event consumer",
-                Box::pin(async move {
-                    consumer::run(&bus, publisher, spec, handler, stop)
-                        .await
-                        .map_err(Into::into)
-                }),
+            tasks.push(consumer_task(
+                &self.config.bus,
+                &self.publisher,
+                spec,
+                reactions.clone(),
+                &shutdown,
             ));
             tasks.push((
                 "a shipment sweeper",

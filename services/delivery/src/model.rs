@@ -189,28 +189,16 @@ pub fn parse_id(field: &str, value: &str) -> Result<Id, DeliveryError> {
 
 /// Trimmed text that is present, not too long and free of control characters.
 pub fn text(field: &str, value: &str, max_chars: usize) -> Result<String, DeliveryError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(DeliveryError::invalid(field, "is required"));
-    }
-    optional_text(field, trimmed, max_chars)
+    harvest_domain::clean_text(value, max_chars)
+        .map_err(|error| DeliveryError::invalid(field, error))
 }
 
+/// Like [`text`], but may be empty.
 fn optional_text(field: &str, value: &str, max_chars: usize) -> Result<String, DeliveryError> {
-    let trimmed = value.trim();
-    if trimmed.chars().count() > max_chars {
-        return Err(DeliveryError::invalid(
-            field,
-            format!("must be at most {max_chars} characters"),
-        ));
+    if value.trim().is_empty() {
+        return Ok(String::new());
     }
-    if trimmed.chars().any(char::is_control) {
-        return Err(DeliveryError::invalid(
-            field,
-            "must not contain control characters",
-        ));
-    }
-    Ok(trimmed.to_owned())
+    text(field, value, max_chars)
 }
 
 /// A valid point, when one is given.

@@ -14,9 +14,8 @@ use harvest_proto::delivery::v1::{
     Courier, RegisterCourierRequest, UpdateCourierStatusRequest, Vehicle,
 };
 use harvest_proto::events::v1::{OrderCancelled, OrderConfirmed, Pickup};
-use harvest_testkit::kafka::{Probe, RawMessage};
+use harvest_testkit::kafka::Probe;
 use harvest_testkit::{Broker, Redis, unique_name};
-use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -446,12 +445,7 @@ pub fn order_cancelled(order_id: &Id, region: &Region) -> Envelope {
     )
 }
 
-pub fn decode_all(messages: &[RawMessage]) -> Vec<Envelope> {
-    messages
-        .iter()
-        .filter_map(|message| Envelope::decode(message.payload.as_slice()).ok())
-        .collect()
-}
+pub use harvest_testkit::kafka::envelopes as decode_all;
 
 /// Distinct events (by id) of each payload kind among `envelopes`.
 pub fn count_by_kind(envelopes: &[Envelope]) -> BTreeMap<&'static str, usize> {
