@@ -1,0 +1,412 @@
+//! The delivery service's gRPC API, for courier systems.
+//!
+//! Every request is checked before anything is written; a courier acts only
+//! on shipments given to it; a step the shipment already took returns the
+//! shipment and publishes nothing new.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use harvest_domain::Id;
+use harvest_proto::delivery::v1::delivery_service_server::DeliveryService;
+use harvest_proto::delivery::v1::{
+    Assignment, ConfirmDeliveryRequest, ConfirmPickupRequest, Courier, GetShipmentRequest,
+    RegisterCourierRequest, ReportFailureRequest, Shipment, StreamAssignmentsRequest,
+    UpdateCourierStatusRequest,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::dispatch::Dispatcher;
+use crate::error::DeliveryError;
+use crate::metrics;
+use crate::model::{self, FailureKind, State, StoredShipment, now_ms, timestamp};
+use crate::store::{Step, StepOutcome};
+
+/// Assignments buffered for a slow stream before it waits.
+const STREAM_BUFFER: usize = 32;
+
+pub struct DeliveryApi {
+    dispatcher: Arc<Dispatcher>,
+    shutdown: CancellationToken,
+}
+
+/// A courier's step, checked.
+enum CourierStep {
+    PickUp,
+    Deliver {
+        recipient_name: String,
+        proof_reference: String,
+    },
+    Fail {
+        reason: String,
+    },
+}
+
+impl CourierStep {
+    fn verb(&self) -> &'static str {
+        match self {
+            CourierStep::PickUp => "picked up",
+            CourierStep::Deliver { .. } => "delivered",
+            CourierStep::Fail { .. } => "reported failed",
+        }
+    }
+
+    /// Whether the step is possible from `shipment`'s state (or was already
+    /// taken).
+    fn possible_from(&self, shipment: &StoredShipment) -> bool {
+        match self {
+            CourierStep::PickUp => matches!(shipment.state, State::Assigned | State::PickedUp),
+            CourierStep::Deliver { .. } => {
+                matches!(shipment.state, State::PickedUp | State::Delivered)
+            }
+            CourierStep::Fail { .. } => {
+                shipment.state.is_open()
+                    || (shipment.state == State::Failed
+                        && shipment.failure == Some(FailureKind::DeliveryFailed))
+            }
+        }
+    }
+}
+
+fn cannot(step: &CourierStep, shipment_id: &Id, state: State) -> DeliveryError {
+    DeliveryError::FailedPrecondition(format!(
+        "shipment {shipment_id} is {}; it cannot be {} now",
+        state.as_str().replace('_', " "),
+        step.verb()
+    ))
+}
+
+impl DeliveryApi {
+    /// `shutdown` ends the open assignment streams, so the server can drain.
+    pub fn new(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) -> Self {
+        DeliveryApi {
+            dispatcher,
+            shutdown,
+        }
+    }
+
+    async fn existing_courier(&self, courier_id: &str) -> Result<Courier, DeliveryError> {
+        let id = model::parse_id("courier_id", courier_id)?;
+        self.dispatcher
+            .store()
+            .courier(&id)
+            .await?
+            .ok_or_else(|| DeliveryError::NotFound(format!("courier {id} is not registered")))
+    }
+
+    async fn existing_shipment(&self, shipment_id: &Id) -> Result<StoredShipment, DeliveryError> {
+        self.dispatcher
+            .store()
+            .shipment(shipment_id)
+            .await?
+            .ok_or_else(|| {
+                DeliveryError::NotFound(format!("shipment {shipment_id} does not exist"))
+            })
+    }
+
+    #[tracing::instrument(skip_all, fields(courier_id = %request.courier_id))]
+    async fn register_courier(
+        &self,
+        request: RegisterCourierRequest,
+    ) -> Result<Courier, DeliveryError> {
+        let courier = model::new_courier(&request, self.dispatcher.regions())?;
+        let stored = self
+            .dispatcher
+            .store()
+            .register_courier(&courier, now_ms())
+            .await?;
+        tracing::info!(courier_id = %stored.courier_id, region = %stored.region, "courier registered");
+        Ok(stored)
+    }
+
+    #[tracing::instrument(skip_all, fields(courier_id = %request.courier_id))]
+    async fn update_courier_status(
+        &self,
+        request: UpdateCourierStatusRequest,
+    ) -> Result<Courier, DeliveryError> {
+        let courier_id = model::parse_id("courier_id", &request.courier_id)?;
+        let location = model::location("location", request.location.as_ref())?;
+        self.dispatcher
+            .store()
+            .update_courier_status(&courier_id, request.available, location.as_ref(), now_ms())
+            .await?
+            .ok_or_else(|| {
+                DeliveryError::NotFound(format!("courier {courier_id} is not registered"))
+            })
+    }
+
+    /// Takes a courier's step on its shipment, then publishes what follows.
+    #[tracing::instrument(skip_all, fields(courier_id = %courier_id, shipment_id = %shipment_id))]
+    async fn courier_step(
+        &self,
+        courier_id: &str,
+        shipment_id: &str,
+        step: CourierStep,
+    ) -> Result<Shipment, DeliveryError> {
+        let courier = model::parse_id("courier_id", courier_id)?;
+        let shipment_id = model::parse_id("shipment_id", shipment_id)?;
+        self.existing_courier(courier.as_str()).await?;
+        let current = self.existing_shipment(&shipment_id).await?;
+        if !current.belongs_to(&courier) {
+            return Err(DeliveryError::PermissionDenied(format!(
+                "shipment {shipment_id} is not assigned to courier {courier}"
+            )));
+        }
+        if !step.possible_from(&current) {
+            return Err(cannot(&step, &shipment_id, current.state));
+        }
+        // In line first, so a crash between the step and its event is
+        // finished by the sweeper.
+        self.dispatcher.hold(&current.region, &shipment_id).await?;
+        let store_step = match &step {
+            CourierStep::PickUp => Step::PickUp { courier: &courier },
+            CourierStep::Deliver {
+                recipient_name,
+                proof_reference,
+            } => Step::Deliver {
+                courier: &courier,
+                recipient_name,
+                proof_reference,
+            },
+            CourierStep::Fail { reason } => Step::Fail {
+                courier: &courier,
+                reason,
+            },
+        };
+        let refusal = match self.dispatcher.step(&shipment_id, store_step).await? {
+            StepOutcome::Changed => {
+                tracing::info!(step = step.verb(), "courier step taken");
+                None
+            }
+            StepOutcome::Unchanged => None,
+            // The shipment moved between the check and the step.
+            StepOutcome::Forbidden => Some(DeliveryError::PermissionDenied(format!(
+                "shipment {shipment_id} is not assigned to courier {courier}"
+            ))),
+            StepOutcome::Refused(state) => Some(cannot(&step, &shipment_id, state)),
+            StepOutcome::Missing => Some(DeliveryError::NotFound(format!(
+                "shipment {shipment_id} does not exist"
+            ))),
+        };
+        if let Some(refusal) = refusal {
+            self.dispatcher
+                .store()
+                .unschedule(&current.region, shipment_id.as_str())
+                .await?;
+            return Err(refusal);
+        }
+        let shipment = self
+            .dispatcher
+            .advance(&shipment_id)
+            .await?
+            .ok_or_else(|| {
+                DeliveryError::NotFound(format!("shipment {shipment_id} does not exist"))
+            })?;
+        Ok(shipment.to_proto())
+    }
+
+    #[tracing::instrument(skip_all, fields(courier_id = %request.courier_id))]
+    async fn stream_assignments(
+        &self,
+        request: StreamAssignmentsRequest,
+    ) -> Result<ReceiverStream<Result<Assignment, Status>>, DeliveryError> {
+        let courier = self.existing_courier(&request.courier_id).await?;
+        let courier_id = model::parse_id("courier_id", &courier.courier_id)?;
+        let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
+        let feed = AssignmentFeed {
+            dispatcher: self.dispatcher.clone(),
+            courier_id,
+            bell: self.dispatcher.assignments_bell(),
+            poll: self.dispatcher.settings().stream_poll(),
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(feed.run(sender));
+        Ok(ReceiverStream::new(receiver))
+    }
+}
+
+/// Feeds one StreamAssignments call: the courier's open assignments, then
+/// each new one. Looks when this replica assigns the courier something, and
+/// every poll interval for what other replicas assign. One feed's failure or
+/// disconnect touches no other.
+struct AssignmentFeed {
+    dispatcher: Arc<Dispatcher>,
+    courier_id: Id,
+    bell: broadcast::Receiver<Id>,
+    poll: Duration,
+    shutdown: CancellationToken,
+}
+
+impl AssignmentFeed {
+    #[tracing::instrument(skip_all, fields(courier_id = %self.courier_id))]
+    async fn run(mut self, sender: mpsc::Sender<Result<Assignment, Status>>) {
+        ::metrics::gauge!(metrics::ASSIGNMENT_STREAMS).increment(1.0);
+        tracing::debug!("assignment stream opened");
+        let mut sent: HashSet<Id> = HashSet::new();
+        let shutdown = self.shutdown.clone();
+        loop {
+            match self.send_new(&sender, &mut sent).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(error) => {
+                    tracing::warn!(error.cause_chain = ?error, "could not read assignments; will retry");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = sender.closed() => break,
+                () = self.wait_for_bell() => {}
+            }
+        }
+        ::metrics::gauge!(metrics::ASSIGNMENT_STREAMS).decrement(1.0);
+        tracing::debug!("assignment stream closed");
+    }
+
+    /// Sends the open assignments not sent yet. False once the caller is gone.
+    async fn send_new(
+        &self,
+        sender: &mpsc::Sender<Result<Assignment, Status>>,
+        sent: &mut HashSet<Id>,
+    ) -> Result<bool, DeliveryError> {
+        let store = self.dispatcher.store();
+        let open: Vec<Id> = store
+            .open_shipments(&self.courier_id)
+            .await?
+            .iter()
+            .filter_map(|id| Id::parse(id).ok())
+            .collect();
+        // Forget what is no longer open, so memory stays bounded.
+        sent.retain(|id| open.contains(id));
+        for shipment_id in open {
+            if sent.contains(&shipment_id) {
+                continue;
+            }
+            let Some(shipment) = store.shipment(&shipment_id).await? else {
+                continue;
+            };
+            // A claim still being decided, or one lost to another courier.
+            if !(shipment.state.is_open() && shipment.belongs_to(&self.courier_id)) {
+                continue;
+            }
+            let assignment = Assignment {
+                assigned_at: shipment.assigned_at_ms.map(timestamp),
+                shipment: Some(shipment.to_proto()),
+            };
+            if sender.send(Ok(assignment)).await.is_err() {
+                return Ok(false);
+            }
+            sent.insert(shipment_id);
+        }
+        Ok(true)
+    }
+
+    /// Returns when this courier's bell rings, or when it is time to poll.
+    async fn wait_for_bell(&mut self) {
+        let deadline = tokio::time::sleep(self.poll);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => return,
+                rung = self.bell.recv() => match rung {
+                    Ok(courier) if courier == self.courier_id => return,
+                    Ok(_) => {}
+                    // Missed some rings: look now.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        (&mut deadline).await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl DeliveryService for DeliveryApi {
+    async fn register_courier(
+        &self,
+        request: Request<RegisterCourierRequest>,
+    ) -> Result<Response<Courier>, Status> {
+        Ok(Response::new(
+            self.register_courier(request.into_inner()).await?,
+        ))
+    }
+
+    async fn update_courier_status(
+        &self,
+        request: Request<UpdateCourierStatusRequest>,
+    ) -> Result<Response<Courier>, Status> {
+        Ok(Response::new(
+            self.update_courier_status(request.into_inner()).await?,
+        ))
+    }
+
+    type StreamAssignmentsStream = ReceiverStream<Result<Assignment, Status>>;
+
+    async fn stream_assignments(
+        &self,
+        request: Request<StreamAssignmentsRequest>,
+    ) -> Result<Response<Self::StreamAssignmentsStream>, Status> {
+        Ok(Response::new(
+            self.stream_assignments(request.into_inner()).await?,
+        ))
+    }
+
+    async fn confirm_pickup(
+        &self,
+        request: Request<ConfirmPickupRequest>,
+    ) -> Result<Response<Shipment>, Status> {
+        let request = request.into_inner();
+        let shipment = self
+            .courier_step(
+                &request.courier_id,
+                &request.shipment_id,
+                CourierStep::PickUp,
+            )
+            .await?;
+        Ok(Response::new(shipment))
+    }
+
+    async fn confirm_delivery(
+        &self,
+        request: Request<ConfirmDeliveryRequest>,
+    ) -> Result<Response<Shipment>, Status> {
+        let request = request.into_inner();
+        let step = CourierStep::Deliver {
+            recipient_name: model::recipient_name(&request.recipient_name)?,
+            proof_reference: model::proof_reference(&request.proof_reference)?,
+        };
+        let shipment = self
+            .courier_step(&request.courier_id, &request.shipment_id, step)
+            .await?;
+        Ok(Response::new(shipment))
+    }
+
+    async fn report_failure(
+        &self,
+        request: Request<ReportFailureRequest>,
+    ) -> Result<Response<Shipment>, Status> {
+        let request = request.into_inner();
+        let step = CourierStep::Fail {
+            reason: model::failure_reason(&request.reason)?,
+        };
+        let shipment = self
+            .courier_step(&request.courier_id, &request.shipment_id, step)
+            .await?;
+        Ok(Response::new(shipment))
+    }
+
+    async fn get_shipment(
+        &self,
+        request: Request<GetShipmentRequest>,
+    ) -> Result<Response<Shipment>, Status> {
+        let shipment_id = model::parse_id("shipment_id", &request.into_inner().shipment_id)?;
+        let shipment = self.existing_shipment(&shipment_id).await?;
+        Ok(Response::new(shipment.to_proto()))
+    }
+}

@@ -1,0 +1,138 @@
+//! The delivery service: couriers, the shipments of confirmed orders, and
+//! which courier carries which shipment.
+//!
+//! Courier systems register couriers, report where they are, follow their
+//! assignments and confirm pickups and deliveries over gRPC. The service reacts
+//! to the `orders` stream of every region it serves (a confirmed order gets a
+//! shipment per pickup point and the nearest courier able to carry it; a
+//! cancelled order's shipments are withdrawn) and writes the `delivery`
+//! stream, which courier systems consume too (see `docs/courier-events.md`).
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod dispatch;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod model;
+pub mod reactions;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use harvest_bus::consumer::ConsumerSpec;
+use harvest_bus::{Publisher, Stream, Topology};
+use harvest_kit::service::{Listeners, RunError, StartError, Task, consumer_task};
+use harvest_proto::delivery::v1::delivery_service_server::DeliveryServiceServer;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::config::DeliveryConfig;
+use crate::dispatch::Dispatcher;
+use crate::reactions::ShipmentReactions;
+use crate::store::DeliveryStore;
+
+/// The name of this service in consumer groups, dead-letter topics and traces.
+pub const SERVICE: &str = "delivery";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Redis(#[from] harvest_kit::store::ConnectError),
+    #[error("could not create topics")]
+    Topics(#[from] harvest_bus::admin::AdminError),
+    #[error("could not create the event publisher")]
+    Publisher(#[from] harvest_bus::PublishError),
+}
+
+/// A delivery service ready to serve: ports bound, Redis and the broker reached.
+pub struct App {
+    config: DeliveryConfig,
+    listeners: Listeners,
+    store: DeliveryStore,
+    publisher: Publisher,
+}
+
+impl App {
+    pub async fn build(config: DeliveryConfig) -> Result<App, BuildError> {
+        config.validate().map_err(BuildError::Config)?;
+        let listeners = Listeners::bind(&config.server).await?;
+        let redis = harvest_kit::store::connect(&config.redis).await?;
+        let store = DeliveryStore::new(redis, &config.redis.key_prefix);
+        let topology = Topology::new(&config.bus, config.regions.all.clone());
+        if config.bus.ensure_topics {
+            let created =
+                harvest_bus::admin::ensure_topics(&config.bus, &topology.all_topics()).await?;
+            if !created.is_empty() {
+                tracing::info!(count = created.len(), "created topics");
+            }
+        }
+        let publisher = Publisher::new(&config.bus, topology, Stream::Delivery)?;
+        Ok(App {
+            config,
+            listeners,
+            store,
+            publisher,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.listeners.grpc_addr()
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.listeners.admin_addr()
+    }
+
+    /// Serves the API, consumes every served region's order events and sweeps
+    /// its waiting shipments until `shutdown`, then drains.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let dispatcher = Arc::new(Dispatcher::new(
+            self.store.clone(),
+            self.publisher.clone(),
+            self.config.regions.all.clone(),
+            self.config.assignment.clone(),
+        ));
+        let reactions = Arc::new(ShipmentReactions::new(dispatcher.clone()));
+        let served = self
+            .config
+            .regions
+            .served()
+            .unwrap_or_else(|_| self.config.regions.all.clone());
+        let mut tasks: Vec<(&'static str, Task)> = Vec::new();
+        for region in served.iter() {
+            let spec = ConsumerSpec {
+                service: SERVICE,
+                region: region.clone(),
+                streams: vec![Stream::Orders],
+            };
+            tasks.push(consumer_task(
+                &self.config.bus,
+                &self.publisher,
+                spec,
+                reactions.clone(),
+                &shutdown,
+            ));
+            tasks.push((
+                "a shipment sweeper",
+                Box::pin(dispatcher.clone().sweep(region.clone(), shutdown.clone())),
+            ));
+        }
+        tracing::info!(
+            grpc = %self.grpc_addr(),
+            admin = %self.admin_addr(),
+            regions = %served,
+            "delivery serving",
+        );
+        let api = DeliveryServiceServer::new(api::DeliveryApi::new(dispatcher, shutdown.clone()));
+        let result = self.listeners.serve(api, tasks, shutdown).await;
+        self.publisher.flush(self.config.server.grace_period());
+        result
+    }
+}

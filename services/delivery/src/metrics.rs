@@ -1,0 +1,16 @@
+//! The delivery service's metric names, in one place.
+
+/// Counter: shipments created, by `region` (of the order).
+pub const SHIPMENTS_CREATED: &str = "harvest_delivery_shipments_created_total";
+/// Counter: attempts to find a courier, by `outcome` (assigned, no_courier,
+/// lost: another attempt or a cancellation came first).
+pub const ASSIGNMENT_ATTEMPTS: &str = "harvest_delivery_assignment_attempts_total";
+/// Histogram: seconds from a shipment's creation to its assignment.
+pub const ASSIGNMENT_WAIT_SECONDS: &str = "harvest_delivery_assignment_wait_seconds";
+/// Counter: shipments that reached an end, by `outcome` (delivered,
+/// no_courier, delivery_failed, withdrawn).
+pub const SHIPMENTS_FINISHED: &str = "harvest_delivery_shipments_finished_total";
+/// Gauge: shipments waiting for a courier or for follow-up work, by `region`.
+pub const PENDING_SHIPMENTS: &str = "harvest_delivery_pending_shipments";
+/// Gauge: open StreamAssignments calls of this replica.
+pub const ASSIGNMENT_STREAMS: &str = "harvest_delivery_assignment_streams";

@@ -1,0 +1,716 @@
+//! The delivery service's state in Redis.
+//!
+//! Keys are laid out for Redis Cluster: everything about one courier shares
+//! the hash tag `{courier id}`, everything about one shipment `{shipment id}`,
+//! and every script touches one of them only. Indexes (geo, pending) are
+//! written with single-key commands; they are hints that the scripts check.
+//!
+//! ```text
+//! {prefix}delivery:{c}:courier         hash  profile, load, available, latitude, longitude
+//! {prefix}delivery:{c}:open            zset  shipments holding a unit of c's capacity, by claim time
+//! {prefix}delivery:couriers:{r}        geo   couriers of region r by location
+//! {prefix}delivery:cold-couriers:{r}   geo   cold-chain couriers of region r by location
+//! {prefix}delivery:{s}:shipment        hash  contents (Shipment protobuf), state, courier, times,
+//!                                            announced:<event> for each event acknowledged
+//! {prefix}delivery:{s}:claims          set   couriers ever claimed for s (to give back leftovers)
+//! {prefix}delivery:{o}:shipments       set   shipment ids of order o
+//! {prefix}delivery:{o}:cancelled       string  order o was cancelled
+//! {prefix}delivery:pending:{r}         zset  shipments of region r's orders that need work, by
+//!                                            next attempt time (unix ms)
+//! ```
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use harvest_domain::{Id, Region};
+use harvest_proto::common::v1::GeoPoint;
+use harvest_proto::delivery::v1::{Courier, Shipment, Vehicle};
+use prost::Message;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use crate::model::{FailureKind, NewCourier, State, StoredShipment, timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis command failed")]
+    Redis(#[from] redis::RedisError),
+    #[error("stored shipment {0} is corrupt: {1}")]
+    CorruptShipment(String, String),
+    #[error("stored courier {0} is corrupt: {1}")]
+    CorruptCourier(String, String),
+    #[error("unexpected script reply {0:?}")]
+    UnexpectedReply(String),
+}
+
+/// How long a finished shipment, an order's shipment list and a cancellation
+/// are remembered: well past the event streams' retention, so a replayed event
+/// still finds them.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A courier near a pickup point that looked able to take a shipment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    pub courier_id: Id,
+    pub distance_meters: i64,
+}
+
+/// What claiming a unit of a courier's capacity did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    Claimed,
+    /// The shipment already held a unit of this courier.
+    Held,
+    Refused(&'static str),
+}
+
+/// A step of a shipment, with its details.
+#[derive(Clone, Copy, Debug)]
+pub enum Step<'a> {
+    Assign {
+        courier: &'a Id,
+        distance_meters: i64,
+    },
+    Expire {
+        reason: &'a str,
+    },
+    Withdraw,
+    PickUp {
+        courier: &'a Id,
+    },
+    Deliver {
+        courier: &'a Id,
+        recipient_name: &'a str,
+        proof_reference: &'a str,
+    },
+    Fail {
+        courier: &'a Id,
+        reason: &'a str,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepOutcome {
+    Changed,
+    /// The shipment had already taken this very step.
+    Unchanged,
+    /// A courier's step on a shipment that is not the courier's.
+    Forbidden,
+    /// Impossible from the shipment's state.
+    Refused(State),
+    Missing,
+}
+
+/// A shipment to create.
+#[derive(Clone, Debug)]
+pub struct NewShipment<'a> {
+    pub contents: &'a Shipment,
+    pub shipment_id: &'a Id,
+    pub order_id: &'a Id,
+    pub region: &'a Region,
+    pub pool: &'a Region,
+    pub now_ms: i64,
+    pub assign_by_ms: i64,
+}
+
+#[derive(Clone)]
+pub struct DeliveryStore {
+    redis: ConnectionManager,
+    prefix: String,
+}
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        fn $name() -> &'static Script {
+            static SCRIPT: OnceLock<Script> = OnceLock::new();
+            SCRIPT.get_or_init(|| Script::new(include_str!($file)))
+        }
+    };
+}
+
+script!(register_courier_script, "scripts/register_courier.lua");
+script!(update_status_script, "scripts/update_courier_status.lua");
+script!(claim_courier_script, "scripts/claim_courier.lua");
+script!(release_courier_script, "scripts/release_courier.lua");
+script!(create_shipment_script, "scripts/create_shipment.lua");
+script!(transition_script, "scripts/transition.lua");
+script!(claim_due_script, "scripts/claim_due.lua");
+
+impl DeliveryStore {
+    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+        DeliveryStore {
+            redis,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn courier_key(&self, courier: &str) -> String {
+        format!("{}delivery:{{{courier}}}:courier", self.prefix)
+    }
+
+    fn open_key(&self, courier: &str) -> String {
+        format!("{}delivery:{{{courier}}}:open", self.prefix)
+    }
+
+    fn geo_key(&self, region: &str, cold_chain: bool) -> String {
+        let index = if cold_chain {
+            "cold-couriers"
+        } else {
+            "couriers"
+        };
+        format!("{}delivery:{index}:{{{region}}}", self.prefix)
+    }
+
+    fn shipment_key(&self, shipment: &str) -> String {
+        format!("{}delivery:{{{shipment}}}:shipment", self.prefix)
+    }
+
+    fn claims_key(&self, shipment: &str) -> String {
+        format!("{}delivery:{{{shipment}}}:claims", self.prefix)
+    }
+
+    fn order_shipments_key(&self, order: &str) -> String {
+        format!("{}delivery:{{{order}}}:shipments", self.prefix)
+    }
+
+    fn cancelled_key(&self, order: &str) -> String {
+        format!("{}delivery:{{{order}}}:cancelled", self.prefix)
+    }
+
+    fn pending_key(&self, region: &Region) -> String {
+        format!("{}delivery:pending:{{{region}}}", self.prefix)
+    }
+
+    // ----- couriers -----
+
+    /// Registers (or updates) a courier and files it in its region's geo
+    /// indexes. Returns the courier as stored.
+    #[tracing::instrument(skip_all, fields(courier_id = %courier.courier_id))]
+    pub async fn register_courier(
+        &self,
+        courier: &NewCourier,
+        now_ms: i64,
+    ) -> Result<Courier, StoreError> {
+        let mut redis = self.redis.clone();
+        let id = courier.courier_id.as_str();
+        let (latitude, longitude) = coordinates(courier.location.as_ref());
+        let previous_region: String = register_courier_script()
+            .key(self.courier_key(id))
+            .arg(&courier.name)
+            .arg(&courier.home_county)
+            .arg(&courier.home_province)
+            .arg(courier.region.as_str())
+            .arg(courier.vehicle.as_str_name())
+            .arg(u8::from(courier.cold_chain))
+            .arg(courier.capacity)
+            .arg(latitude)
+            .arg(longitude)
+            .arg(now_ms)
+            .invoke_async(&mut redis)
+            .await?;
+        if !previous_region.is_empty() && previous_region != courier.region.as_str() {
+            let _: () = redis::pipe()
+                .zrem(self.geo_key(&previous_region, false), id)
+                .ignore()
+                .zrem(self.geo_key(&previous_region, true), id)
+                .ignore()
+                .query_async(&mut redis)
+                .await?;
+        }
+        let stored = self.courier(&courier.courier_id).await?.ok_or_else(|| {
+            StoreError::CorruptCourier(id.to_owned(), "vanished after registration".to_owned())
+        })?;
+        self.index_courier(&stored).await?;
+        Ok(stored)
+    }
+
+    /// Sets availability and (when given) location. `None` for an unknown
+    /// courier.
+    #[tracing::instrument(skip_all, fields(courier_id = %courier_id))]
+    pub async fn update_courier_status(
+        &self,
+        courier_id: &Id,
+        available: bool,
+        location: Option<&GeoPoint>,
+        now_ms: i64,
+    ) -> Result<Option<Courier>, StoreError> {
+        let mut redis = self.redis.clone();
+        let (latitude, longitude) = coordinates(location);
+        let known: i64 = update_status_script()
+            .key(self.courier_key(courier_id.as_str()))
+            .arg(u8::from(available))
+            .arg(latitude)
+            .arg(longitude)
+            .arg(now_ms)
+            .invoke_async(&mut redis)
+            .await?;
+        if known == 0 {
+            return Ok(None);
+        }
+        let Some(stored) = self.courier(courier_id).await? else {
+            return Ok(None);
+        };
+        if location.is_some() {
+            self.index_courier(&stored).await?;
+        }
+        Ok(Some(stored))
+    }
+
+    /// Files a located courier in its region's geo index, and in the
+    /// cold-chain one exactly when it has cold chain.
+    async fn index_courier(&self, courier: &Courier) -> Result<(), StoreError> {
+        let Some(point) = courier.location else {
+            return Ok(());
+        };
+        let mut redis = self.redis.clone();
+        let id = courier.courier_id.as_str();
+        let mut pipe = redis::pipe();
+        pipe.cmd("GEOADD")
+            .arg(self.geo_key(&courier.region, false))
+            .arg(point.longitude)
+            .arg(point.latitude)
+            .arg(id)
+            .ignore();
+        if courier.cold_chain {
+            pipe.cmd("GEOADD")
+                .arg(self.geo_key(&courier.region, true))
+                .arg(point.longitude)
+                .arg(point.latitude)
+                .arg(id)
+                .ignore();
+        } else {
+            pipe.zrem(self.geo_key(&courier.region, true), id).ignore();
+        }
+        let _: () = pipe.query_async(&mut redis).await?;
+        Ok(())
+    }
+
+    pub async fn courier(&self, courier_id: &Id) -> Result<Option<Courier>, StoreError> {
+        let mut redis = self.redis.clone();
+        let fields: HashMap<String, String> =
+            redis.hgetall(self.courier_key(courier_id.as_str())).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_courier(courier_id, &fields).map(Some)
+    }
+
+    /// Couriers of `pool` within `radius_km` of `point`, nearest first, that
+    /// looked able to take a shipment when read (available, spare capacity,
+    /// cold chain when needed). The claim script decides for sure.
+    #[tracing::instrument(skip_all, fields(pool = %pool, cold_chain = cold_chain))]
+    pub async fn nearby_couriers(
+        &self,
+        pool: &Region,
+        point: &GeoPoint,
+        cold_chain: bool,
+        radius_km: u32,
+        limit: u32,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        let mut redis = self.redis.clone();
+        let found: Vec<(String, f64)> = redis::cmd("GEOSEARCH")
+            .arg(self.geo_key(pool.as_str(), cold_chain))
+            .arg("FROMLONLAT")
+            .arg(point.longitude)
+            .arg(point.latitude)
+            .arg("BYRADIUS")
+            .arg(radius_km)
+            .arg("km")
+            .arg("ASC")
+            .arg("COUNT")
+            .arg(limit)
+            .arg("WITHDIST")
+            .query_async(&mut redis)
+            .await?;
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (courier, _) in &found {
+            pipe.cmd("HMGET").arg(self.courier_key(courier)).arg(&[
+                "available",
+                "load",
+                "capacity",
+                "cold_chain",
+            ]);
+        }
+        type Row = (Option<String>, Option<i64>, Option<i64>, Option<String>);
+        let rows: Vec<Row> = pipe.query_async(&mut redis).await?;
+        let candidates = found
+            .into_iter()
+            .zip(rows)
+            .filter(|(_, (available, load, capacity, cold))| {
+                available.as_deref() == Some("1")
+                    && load.unwrap_or(0) < capacity.unwrap_or(0)
+                    && (!cold_chain || cold.as_deref() == Some("1"))
+            })
+            .filter_map(|((courier, distance_km), _)| {
+                Some(Candidate {
+                    courier_id: Id::parse(&courier).ok()?,
+                    distance_meters: (distance_km * 1_000.0).round() as i64,
+                })
+            })
+            .collect();
+        Ok(candidates)
+    }
+
+    /// Takes a unit of the courier's capacity for the shipment, atomically.
+    pub async fn claim_courier(
+        &self,
+        courier_id: &Id,
+        shipment_id: &Id,
+        pool: &Region,
+        cold_chain: bool,
+        now_ms: i64,
+    ) -> Result<Claim, StoreError> {
+        let mut redis = self.redis.clone();
+        let reply: String = claim_courier_script()
+            .key(self.courier_key(courier_id.as_str()))
+            .key(self.open_key(courier_id.as_str()))
+            .arg(shipment_id.as_str())
+            .arg(pool.as_str())
+            .arg(u8::from(cold_chain))
+            .arg(now_ms)
+            .invoke_async(&mut redis)
+            .await?;
+        Ok(match reply.as_str() {
+            "claimed" => Claim::Claimed,
+            "held" => Claim::Held,
+            "unknown" => Claim::Refused("unknown"),
+            "elsewhere" => Claim::Refused("elsewhere"),
+            "unavailable" => Claim::Refused("unavailable"),
+            "no_cold_chain" => Claim::Refused("no_cold_chain"),
+            "full" => Claim::Refused("full"),
+            _ => return Err(StoreError::UnexpectedReply(reply)),
+        })
+    }
+
+    /// Gives back the unit the shipment holds on the courier, if any.
+    pub async fn release_courier(
+        &self,
+        courier_id: &Id,
+        shipment_id: &Id,
+    ) -> Result<bool, StoreError> {
+        let mut redis = self.redis.clone();
+        let released: i64 = release_courier_script()
+            .key(self.courier_key(courier_id.as_str()))
+            .key(self.open_key(courier_id.as_str()))
+            .arg(shipment_id.as_str())
+            .invoke_async(&mut redis)
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// The shipments holding a unit of the courier's capacity, oldest claim
+    /// first. May include a shipment whose assignment is still being decided.
+    pub async fn open_shipments(&self, courier_id: &Id) -> Result<Vec<String>, StoreError> {
+        let mut redis = self.redis.clone();
+        Ok(redis
+            .zrange(self.open_key(courier_id.as_str()), 0, -1)
+            .await?)
+    }
+
+    // ----- shipments -----
+
+    /// Remembers that the shipment is about to claim the courier, so that a
+    /// claim left over by a crash is given back once the shipment is settled.
+    pub async fn record_claim(&self, shipment_id: &Id, courier_id: &Id) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let _: () = redis
+            .sadd(self.claims_key(shipment_id.as_str()), courier_id.as_str())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn claims(&self, shipment_id: &Id) -> Result<Vec<Id>, StoreError> {
+        self.id_set(self.claims_key(shipment_id.as_str())).await
+    }
+
+    /// Creates the shipment unless it exists; true when created.
+    #[tracing::instrument(skip_all, fields(shipment_id = %shipment.shipment_id))]
+    pub async fn create_shipment(&self, shipment: &NewShipment<'_>) -> Result<bool, StoreError> {
+        let mut redis = self.redis.clone();
+        let reply: String = create_shipment_script()
+            .key(self.shipment_key(shipment.shipment_id.as_str()))
+            .arg(shipment.contents.encode_to_vec())
+            .arg(shipment.order_id.as_str())
+            .arg(shipment.region.as_str())
+            .arg(shipment.pool.as_str())
+            .arg(shipment.now_ms)
+            .arg(shipment.assign_by_ms)
+            .invoke_async(&mut redis)
+            .await?;
+        let order_key = self.order_shipments_key(shipment.order_id.as_str());
+        let _: () = redis::pipe()
+            .sadd(&order_key, shipment.shipment_id.as_str())
+            .ignore()
+            .expire(&order_key, REMEMBER_FOR.as_secs() as i64)
+            .ignore()
+            .query_async(&mut redis)
+            .await?;
+        Ok(reply == "created")
+    }
+
+    pub async fn shipment(&self, shipment_id: &Id) -> Result<Option<StoredShipment>, StoreError> {
+        let mut redis = self.redis.clone();
+        let fields: HashMap<String, Vec<u8>> = redis
+            .hgetall(self.shipment_key(shipment_id.as_str()))
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        parse_shipment(shipment_id, &fields).map(Some)
+    }
+
+    /// Takes one step of a shipment, atomically, if it is possible.
+    #[tracing::instrument(skip_all, fields(shipment_id = %shipment_id))]
+    pub async fn step(
+        &self,
+        shipment_id: &Id,
+        step: Step<'_>,
+        now_ms: i64,
+    ) -> Result<StepOutcome, StoreError> {
+        let (name, courier, first, second) = match step {
+            Step::Assign {
+                courier,
+                distance_meters,
+            } => ("assign", courier.as_str(), distance_meters.to_string(), ""),
+            Step::Expire { reason } => ("expire", "", reason.to_owned(), ""),
+            Step::Withdraw => ("withdraw", "", String::new(), ""),
+            Step::PickUp { courier } => ("pick_up", courier.as_str(), String::new(), ""),
+            Step::Deliver {
+                courier,
+                recipient_name,
+                proof_reference,
+            } => (
+                "deliver",
+                courier.as_str(),
+                recipient_name.to_owned(),
+                proof_reference,
+            ),
+            Step::Fail { courier, reason } => ("fail", courier.as_str(), reason.to_owned(), ""),
+        };
+        let mut redis = self.redis.clone();
+        let (outcome, state, _courier): (String, String, String) = transition_script()
+            .key(self.shipment_key(shipment_id.as_str()))
+            .key(self.claims_key(shipment_id.as_str()))
+            .arg(name)
+            .arg(courier)
+            .arg(now_ms)
+            .arg(REMEMBER_FOR.as_millis() as i64)
+            .arg(first)
+            .arg(second)
+            .invoke_async(&mut redis)
+            .await?;
+        let unexpected = || StoreError::UnexpectedReply(format!("{outcome}|{state}"));
+        Ok(match outcome.as_str() {
+            "changed" => StepOutcome::Changed,
+            "unchanged" => StepOutcome::Unchanged,
+            "forbidden" => StepOutcome::Forbidden,
+            "missing" => StepOutcome::Missing,
+            "refused" => StepOutcome::Refused(State::parse(&state).ok_or_else(unexpected)?),
+            _ => return Err(unexpected()),
+        })
+    }
+
+    /// Notes that the broker acknowledged the shipment's `event`.
+    pub async fn mark_announced(&self, shipment_id: &Id, event: &str) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let _: () = redis
+            .hset(
+                self.shipment_key(shipment_id.as_str()),
+                format!("announced:{event}"),
+                1,
+            )
+            .await?;
+        Ok(())
+    }
+
+    // ----- orders -----
+
+    pub async fn order_shipments(&self, order_id: &Id) -> Result<Vec<Id>, StoreError> {
+        self.id_set(self.order_shipments_key(order_id.as_str()))
+            .await
+    }
+
+    /// The ids in a set, sorted; members that are not ids are skipped.
+    async fn id_set(&self, key: String) -> Result<Vec<Id>, StoreError> {
+        let mut redis = self.redis.clone();
+        let members: Vec<String> = redis.smembers(key).await?;
+        let mut ids: Vec<Id> = members
+            .iter()
+            .filter_map(|member| Id::parse(member).ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub async fn mark_cancelled(&self, order_id: &Id) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let _: () = redis
+            .set_ex(
+                self.cancelled_key(order_id.as_str()),
+                1,
+                REMEMBER_FOR.as_secs(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn is_cancelled(&self, order_id: &Id) -> Result<bool, StoreError> {
+        let mut redis = self.redis.clone();
+        Ok(redis.exists(self.cancelled_key(order_id.as_str())).await?)
+    }
+
+    // ----- pending work -----
+
+    /// Makes the shipment due at `at_ms` (earlier or later than before).
+    pub async fn schedule(
+        &self,
+        region: &Region,
+        shipment_id: &Id,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let _: () = redis
+            .zadd(self.pending_key(region), shipment_id.as_str(), at_ms)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn unschedule(&self, region: &Region, shipment_id: &str) -> Result<(), StoreError> {
+        let mut redis = self.redis.clone();
+        let _: () = redis.zrem(self.pending_key(region), shipment_id).await?;
+        Ok(())
+    }
+
+    /// Takes up to `limit` due shipments for `lease`.
+    pub async fn claim_due(
+        &self,
+        region: &Region,
+        now_ms: i64,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut redis = self.redis.clone();
+        Ok(claim_due_script()
+            .key(self.pending_key(region))
+            .arg(now_ms)
+            .arg(lease.as_millis() as i64)
+            .arg(limit)
+            .invoke_async(&mut redis)
+            .await?)
+    }
+
+    pub async fn pending_count(&self, region: &Region) -> Result<u64, StoreError> {
+        let mut redis = self.redis.clone();
+        Ok(redis.zcard(self.pending_key(region)).await?)
+    }
+}
+
+/// Latitude and longitude as script arguments; empty for none.
+fn coordinates(point: Option<&GeoPoint>) -> (String, String) {
+    point.map_or_else(
+        || (String::new(), String::new()),
+        |point| (point.latitude.to_string(), point.longitude.to_string()),
+    )
+}
+
+fn parse_courier(courier_id: &Id, fields: &HashMap<String, String>) -> Result<Courier, StoreError> {
+    let corrupt = |what: &str| StoreError::CorruptCourier(courier_id.to_string(), what.to_owned());
+    let text = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    let number = |name: &str| -> Result<i64, StoreError> {
+        fields
+            .get(name)
+            .map_or(Ok(0), |value| value.parse().map_err(|_| corrupt(name)))
+    };
+    let vehicle = Vehicle::from_str_name(&text("vehicle")).ok_or_else(|| corrupt("vehicle"))?;
+    let location = match (fields.get("latitude"), fields.get("longitude")) {
+        (Some(latitude), Some(longitude)) => Some(GeoPoint {
+            latitude: latitude.parse().map_err(|_| corrupt("latitude"))?,
+            longitude: longitude.parse().map_err(|_| corrupt("longitude"))?,
+        }),
+        _ => None,
+    };
+    Ok(Courier {
+        courier_id: courier_id.to_string(),
+        name: text("name"),
+        home_county: text("home_county"),
+        home_province: text("home_province"),
+        region: text("region"),
+        vehicle: vehicle.into(),
+        cold_chain: text("cold_chain") == "1",
+        capacity: number("capacity")? as i32,
+        load: number("load")? as i32,
+        available: text("available") == "1",
+        location,
+        registered_at: Some(timestamp(number("registered_at_ms")?)),
+    })
+}
+
+fn parse_shipment(
+    shipment_id: &Id,
+    fields: &HashMap<String, Vec<u8>>,
+) -> Result<StoredShipment, StoreError> {
+    let corrupt =
+        |what: &str| StoreError::CorruptShipment(shipment_id.to_string(), what.to_owned());
+    let text = |name: &str| -> Result<String, StoreError> {
+        fields.get(name).map_or(Ok(String::new()), |value| {
+            String::from_utf8(value.clone()).map_err(|_| corrupt(name))
+        })
+    };
+    let time = |name: &str| -> Result<Option<i64>, StoreError> {
+        let value = text(name)?;
+        if value.is_empty() {
+            return Ok(None);
+        }
+        value.parse().map(Some).map_err(|_| corrupt(name))
+    };
+    let required_time = |name: &str| time(name)?.ok_or_else(|| corrupt(name));
+    let contents = Shipment::decode(
+        fields
+            .get("contents")
+            .map(Vec::as_slice)
+            .ok_or_else(|| corrupt("contents"))?,
+    )
+    .map_err(|_| corrupt("contents"))?;
+    let courier_id = text("courier_id")?;
+    let failure_kind = text("failure_kind")?;
+    let announced: BTreeSet<String> = fields
+        .keys()
+        .filter_map(|field| field.strip_prefix("announced:"))
+        .map(str::to_owned)
+        .collect();
+    Ok(StoredShipment {
+        shipment_id: shipment_id.clone(),
+        order_id: Id::parse(&text("order_id")?).map_err(|_| corrupt("order_id"))?,
+        region: Region::parse(&text("region")?).map_err(|_| corrupt("region"))?,
+        pool: Region::parse(&text("pool")?).map_err(|_| corrupt("pool"))?,
+        state: State::parse(&text("state")?).ok_or_else(|| corrupt("state"))?,
+        courier_id: if courier_id.is_empty() {
+            None
+        } else {
+            Some(Id::parse(&courier_id).map_err(|_| corrupt("courier_id"))?)
+        },
+        contents,
+        created_at_ms: required_time("created_at_ms")?,
+        updated_at_ms: required_time("updated_at_ms")?,
+        assign_by_ms: required_time("assign_by_ms")?,
+        assigned_at_ms: time("assigned_at_ms")?,
+        distance_meters: time("distance_m")?.unwrap_or(0),
+        picked_up_at_ms: time("picked_up_at_ms")?,
+        delivered_at_ms: time("delivered_at_ms")?,
+        recipient_name: text("recipient_name")?,
+        proof_reference: text("proof_reference")?,
+        failed_at_ms: time("failed_at_ms")?,
+        failure: if failure_kind.is_empty() {
+            None
+        } else {
+            Some(FailureKind::parse(&failure_kind).ok_or_else(|| corrupt("failure_kind"))?)
+        },
+        failure_reason: text("failure_reason")?,
+        withdrawn_at_ms: time("withdrawn_at_ms")?,
+        announced,
+    })
+}
