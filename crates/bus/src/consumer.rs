@@ -185,13 +185,24 @@ pub async fn run<H: Handler>(
 
     drop(partitions);
     while tasks.join_next().await.is_some() {}
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => {}
+    // Committing and leaving the group wait on the broker: keep that off the
+    // async workers.
+    let closing = consumer.clone();
+    let committed = tokio::task::spawn_blocking(move || {
+        let committed = closing.commit_consumer_state(CommitMode::Sync);
+        closing.unsubscribe();
+        committed
+    })
+    .await;
+    match committed {
+        Ok(Ok(())) => {}
         // Nothing stored since the last commit.
-        Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-        Err(error) => tracing::warn!(%group, error.cause_chain = ?error, "final commit failed"),
+        Ok(Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset))) => {}
+        Ok(Err(error)) => tracing::warn!(%group, error.cause_chain = ?error, "final commit failed"),
+        Err(error) => {
+            tracing::warn!(%group, error.cause_chain = ?error, "final commit did not run")
+        }
     }
-    consumer.unsubscribe();
     tracing::info!(%group, "consumer stopped");
     Ok(())
 }

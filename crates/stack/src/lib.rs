@@ -4,7 +4,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod seed;
 pub mod servers;
 mod stack;
 

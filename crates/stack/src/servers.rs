@@ -175,19 +175,34 @@ pub struct BrokerOptions {
 impl BrokerServer {
     pub fn start(options: &BrokerOptions) -> anyhow::Result<Self> {
         let binary = nisshi_binary()?;
-        let storage = match &options.sqlite_file {
+        // The broker resolves a SQLite path against its working directory, an
+        // absolute one included: run it in the file's directory and name the
+        // file alone.
+        let (storage, working_dir) = match &options.sqlite_file {
             Some(file) => {
-                if let Some(dir) = file.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                format!("sqlite://{}", file.display())
+                let dir = file
+                    .parent()
+                    .filter(|dir| !dir.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                std::fs::create_dir_all(dir)?;
+                let name = file
+                    .file_name()
+                    .context("the broker's SQLite file has no name")?;
+                (
+                    format!("sqlite://{}", name.to_string_lossy()),
+                    Some(dir.to_path_buf()),
+                )
             }
-            None => "memory://nisshi/".to_owned(),
+            None => ("memory://nisshi/".to_owned(), None),
         };
         retry_on_port_clash(|port| {
             let url = format!("tcp://127.0.0.1:{port}");
             let (stdout, stderr) = output(options.log.as_deref())?;
-            let child = Command::new(&binary)
+            let mut command = Command::new(&binary);
+            if let Some(dir) = &working_dir {
+                command.current_dir(dir);
+            }
+            let child = command
                 .args([
                     "broker",
                     "--listener-url",

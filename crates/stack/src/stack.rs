@@ -79,6 +79,9 @@ pub struct StackOptions {
     pub otlp_endpoint: Option<String>,
     /// Extra `HARVEST_…` settings for every service.
     pub env: Vec<(String, String)>,
+    /// Extra `HARVEST_…` settings for one service (services refuse settings
+    /// they do not know).
+    pub service_env: Vec<(ServiceKind, String, String)>,
     pub log_filter: String,
 }
 
@@ -93,6 +96,7 @@ impl StackOptions {
             bin_dir: None,
             otlp_endpoint: None,
             env: Vec::new(),
+            service_env: Vec::new(),
             log_filter: "info,rdkafka=warn".to_owned(),
         }
     }
@@ -241,6 +245,14 @@ impl Stack {
             command.env("HARVEST_TELEMETRY__OTLP_ENDPOINT", endpoint);
         }
         for (key, value) in &self.options.env {
+            command.env(key, value);
+        }
+        for (_, key, value) in self
+            .options
+            .service_env
+            .iter()
+            .filter(|(for_kind, ..)| *for_kind == kind)
+        {
             command.env(key, value);
         }
         let child = command

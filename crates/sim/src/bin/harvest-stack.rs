@@ -1,0 +1,377 @@
+//! `harvest-stack`: runs Harvest locally, in one command.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use harvest_bus::{BusConfig, Topology};
+use harvest_domain::{Region, Regions};
+use harvest_sim::couriers::CourierBehavior;
+use harvest_sim::storefront::{Spike, Traffic};
+use harvest_sim::{Clients, Plan, report, seed};
+use harvest_stack::{ServiceKind, Stack, StackOptions};
+use tokio_util::sync::CancellationToken;
+
+/// Runs Harvest on this machine: a Kafka-protocol broker, Redis, the topics
+/// and the four services, each as its own process on free loopback ports.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StackArgs {
+    /// Where logs and data go; cleared at start.
+    #[arg(long, default_value = "target/harvest")]
+    state_dir: PathBuf,
+    /// Where the service binaries are (default: next to this one).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Export every service's spans to this OTLP/gRPC collector.
+    #[arg(long)]
+    otlp_endpoint: Option<String>,
+    /// The regions of the deployment, comma-separated.
+    #[arg(long, default_value = "north,east,south,southwest")]
+    regions: String,
+    /// Partitions of each regional stream.
+    #[arg(long, default_value_t = 2)]
+    partitions: i32,
+    /// Keep the broker's events in memory instead of on disk.
+    #[arg(long)]
+    in_memory: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start everything, seed produce and couriers, drive simulated buyers
+    /// and couriers with a festival spike in one region, print a live table
+    /// per region and, at the end (or on Ctrl-C), a summary with the
+    /// invariant checks; then stop everything.
+    Demo {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// Seconds of simulated traffic.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Orders per second in each region.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        /// The region with a festival spike ("none" for no spike).
+        #[arg(long, default_value = "east")]
+        spike_region: String,
+        /// How many times its normal rate the spiking region sees.
+        #[arg(long, default_value_t = 5.0)]
+        spike_factor: f64,
+        /// When the spike starts, in seconds from the start of traffic.
+        #[arg(long, default_value_t = 20)]
+        spike_at: u64,
+        /// How long the spike lasts, in seconds.
+        #[arg(long, default_value_t = 15)]
+        spike_for: u64,
+        /// Seconds to wait after the traffic for every order to finish.
+        #[arg(long, default_value_t = 90)]
+        drain: u64,
+    },
+    /// Start everything with a sample catalog and couriers, print the
+    /// endpoints, and run until Ctrl-C.
+    Run {
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Print the topics of a deployment, and create the missing ones with
+    /// --create.
+    Topics {
+        /// Brokers to create the topics on.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Every region of the deployment, comma-separated.
+        #[arg(long, default_value_t = Regions::default().to_string())]
+        regions: String,
+        #[arg(long, default_value_t = BusConfig::default().partitions)]
+        partitions: i32,
+        #[arg(long, default_value_t = BusConfig::default().replication_factor)]
+        replication_factor: i32,
+        /// Prepended to every topic name.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Create the missing topics on --brokers.
+        #[arg(long)]
+        create: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo {
+            stack,
+            duration,
+            rate,
+            spike_region,
+            spike_factor,
+            spike_at,
+            spike_for,
+            drain,
+        } => {
+            let spike = (spike_region != "none").then_some((
+                spike_region,
+                spike_factor,
+                spike_at,
+                spike_for,
+            ));
+            demo(stack, duration, rate, spike, drain).await
+        }
+        Command::Run { stack } => run(stack).await,
+        Command::Topics {
+            brokers,
+            regions,
+            partitions,
+            replication_factor,
+            prefix,
+            create,
+        } => {
+            topics(
+                brokers,
+                regions,
+                partitions,
+                replication_factor,
+                prefix,
+                create,
+            )
+            .await
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(3),
+        Err(error) => {
+            eprintln!("harvest-stack: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Settings that make a local run lively: short deadlines, quick retries.
+fn local_settings() -> Vec<(ServiceKind, String, String)> {
+    [
+        (
+            ServiceKind::Orders,
+            "HARVEST_ORDERS__PAYMENT_DEADLINE_SECS",
+            "60",
+        ),
+        (
+            ServiceKind::Delivery,
+            "HARVEST_ASSIGNMENT__RETRY_INTERVAL_MS",
+            "500",
+        ),
+        (
+            ServiceKind::Delivery,
+            "HARVEST_ASSIGNMENT__DEADLINE_SECS",
+            "30",
+        ),
+        (
+            ServiceKind::Delivery,
+            "HARVEST_ASSIGNMENT__STREAM_POLL_MS",
+            "250",
+        ),
+    ]
+    .into_iter()
+    .map(|(kind, key, value)| (kind, key.to_owned(), value.to_owned()))
+    .collect()
+}
+
+async fn start(args: &StackArgs) -> anyhow::Result<Stack> {
+    if args.state_dir.exists() {
+        std::fs::remove_dir_all(&args.state_dir)
+            .with_context(|| format!("clearing {}", args.state_dir.display()))?;
+    }
+    let mut options = StackOptions::new(&args.state_dir);
+    options.durable = !args.in_memory;
+    let names: Vec<String> = args
+        .regions
+        .split(',')
+        .map(|r| r.trim().to_owned())
+        .collect();
+    options.regions = Regions::try_from(names).context("--regions")?;
+    options.partitions = args.partitions;
+    options.bin_dir.clone_from(&args.bin_dir);
+    options.otlp_endpoint.clone_from(&args.otlp_endpoint);
+    options.service_env = local_settings();
+    println!("starting redis, the broker and the four services…");
+    let stack = Stack::start(options).await?;
+    println!("  broker    {}", stack.bootstrap());
+    println!("  redis     {}", stack.redis_url());
+    for kind in ServiceKind::ALL {
+        let grpc = stack
+            .grpc_addr(kind)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let admin = stack
+            .admin_addr(kind)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!(
+            "  {kind:<9} grpc {grpc:<16} metrics http://{admin}/metrics  log {}",
+            stack.log_file(kind).display()
+        );
+    }
+    Ok(stack)
+}
+
+/// Ctrl-C once cancels `token`; a second time exits at once.
+fn interrupt() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted: finishing up (Ctrl-C again to quit at once)");
+            cancel.cancel();
+        }
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    token
+}
+
+async fn demo(
+    args: StackArgs,
+    duration: u64,
+    rate: f64,
+    spike: Option<(String, f64, u64, u64)>,
+    drain: u64,
+) -> anyhow::Result<bool> {
+    let stop = interrupt();
+    let stack = start(&args).await?;
+    let regions: Vec<Region> = stack.options().regions.iter().cloned().collect();
+    let spike = match spike {
+        None => None,
+        Some((region, factor, at, length)) => Some(Spike {
+            region: stack
+                .options()
+                .regions
+                .resolve(&region)
+                .context("--spike-region")?,
+            factor,
+            start: Duration::from_secs(at),
+            length: Duration::from_secs(length),
+        }),
+    };
+    if let Some(spike) = &spike {
+        println!(
+            "traffic: {rate} orders/s in each of {} regions for {duration} s; {} at {}× from {} s to {} s",
+            regions.len(),
+            spike.region,
+            spike.factor,
+            spike.start.as_secs(),
+            (spike.start + spike.length).as_secs()
+        );
+    }
+    let plan = Plan {
+        traffic: Traffic {
+            regions,
+            rate_per_region: rate,
+            duration: Duration::from_secs(duration),
+            spike,
+            declined: 0.03,
+            flaky_payment: 0.05,
+            buyer_cancels: 0.03,
+            max_in_flight: 2_000,
+        },
+        couriers: CourierBehavior::default(),
+        couriers_per_point: 4,
+        courier_capacity: 20,
+        drain_timeout: Duration::from_secs(drain),
+    };
+    println!(
+        "seeding produce from villages in eleven provinces and couriers at every collection point…"
+    );
+    let outcome = harvest_sim::run(&stack, &plan, stop, |tick| {
+        print!("{}", report::tick_table(tick))
+    })
+    .await;
+    println!("stopping every process…");
+    stack.stop();
+    let summary = outcome?;
+    println!();
+    print!("{}", report::summary(&summary));
+    Ok(summary.findings.all_clear())
+}
+
+async fn run(args: StackArgs) -> anyhow::Result<bool> {
+    let stop = interrupt();
+    let stack = start(&args).await?;
+    let mut clients = Clients::connect(&stack).await?;
+    let products = seed::seed_catalog(&mut clients.catalog).await?;
+    let fleet = harvest_sim::couriers::register_fleet(
+        &mut clients.delivery,
+        &stack.options().regions,
+        2,
+        10,
+    )
+    .await?;
+    println!(
+        "seeded {} products and {} couriers",
+        products.len(),
+        fleet.len()
+    );
+    println!();
+    println!("point the harvest client at it:");
+    for kind in ServiceKind::ALL {
+        println!(
+            "  export HARVEST_{}_URL={}",
+            kind.name().to_uppercase(),
+            stack.endpoint(kind).unwrap_or_default()
+        );
+    }
+    println!("running (Ctrl-C to stop)");
+    stop.cancelled().await;
+    println!("stopping every process…");
+    stack.stop();
+    Ok(true)
+}
+
+async fn topics(
+    brokers: String,
+    regions: String,
+    partitions: i32,
+    replication_factor: i32,
+    prefix: String,
+    create: bool,
+) -> anyhow::Result<bool> {
+    let names: Vec<String> = regions.split(',').map(|r| r.trim().to_owned()).collect();
+    let regions = Regions::try_from(names).context("--regions")?;
+    let bus = BusConfig {
+        brokers,
+        topic_prefix: prefix,
+        partitions,
+        replication_factor,
+        ..BusConfig::default()
+    };
+    bus.validate().map_err(anyhow::Error::msg)?;
+    let topics = Topology::new(&bus, regions).all_topics();
+    for topic in &topics {
+        println!(
+            "{:<48} partitions {:>3}  replication {}  retention {} h",
+            topic.name,
+            topic.partitions,
+            topic.replication_factor,
+            topic.retention_ms / 3_600_000
+        );
+    }
+    if create {
+        let created = harvest_bus::admin::ensure_topics(&bus, &topics).await?;
+        println!(
+            "created {} of {} topics on {}",
+            created.len(),
+            topics.len(),
+            bus.brokers
+        );
+    }
+    Ok(true)
+}

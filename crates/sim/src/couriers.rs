@@ -1,0 +1,299 @@
+//! Simulated couriers: a fleet registered near the collection points, each
+//! following its stream of assignments, picking up and delivering after a
+//! while, and now and then failing a delivery.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use harvest_domain::{Regions, default_region_of_province};
+use harvest_proto::common::v1::GeoPoint;
+use harvest_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
+use harvest_proto::delivery::v1::{
+    ConfirmDeliveryRequest, ConfirmPickupRequest, Courier, RegisterCourierRequest,
+    ReportFailureRequest, StreamAssignmentsRequest, Vehicle,
+};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::seed::SAMPLE_PRODUCTS;
+
+/// How simulated couriers behave.
+#[derive(Clone, Debug)]
+pub struct CourierBehavior {
+    /// From assignment to pickup, uniformly within.
+    pub pickup_after: (Duration, Duration),
+    /// From pickup to delivery, uniformly within.
+    pub deliver_after: (Duration, Duration),
+    /// Share of deliveries that fail.
+    pub failures: f64,
+}
+
+impl Default for CourierBehavior {
+    fn default() -> Self {
+        CourierBehavior {
+            pickup_after: (Duration::from_millis(300), Duration::from_millis(1_500)),
+            deliver_after: (Duration::from_millis(500), Duration::from_millis(2_500)),
+            failures: 0.01,
+        }
+    }
+}
+
+/// What the fleet did.
+#[derive(Debug, Default)]
+pub struct FleetCounts {
+    pub assignments: AtomicU64,
+    pub picked_up: AtomicU64,
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// Registers `per_point` couriers near every sample collection point, half of
+/// them with cold chain. Each joins the region of the point's province; where
+/// the deployment lacks that region (the delivery service then looks in the
+/// buyer's region), the point's couriers are spread over every region.
+pub async fn register_fleet(
+    delivery: &mut DeliveryServiceClient<Channel>,
+    regions: &Regions,
+    per_point: usize,
+    capacity: i32,
+) -> Result<Vec<Courier>, tonic::Status> {
+    let deployed: Vec<String> = regions.iter().map(ToString::to_string).collect();
+    let vehicles = [
+        Vehicle::Van,
+        Vehicle::Tricycle,
+        Vehicle::Truck,
+        Vehicle::Motorcycle,
+    ];
+    let mut fleet = Vec::new();
+    for sample in SAMPLE_PRODUCTS {
+        let home = default_region_of_province(sample.province)
+            .filter(|region| deployed.iter().any(|known| known == region));
+        let count = match home {
+            Some(_) => per_point,
+            None => per_point.max(deployed.len()),
+        };
+        for index in 0..count {
+            let region = match home {
+                Some(region) => region.to_owned(),
+                None => deployed[index % deployed.len()].clone(),
+            };
+            // A few kilometres around the point, in a ring.
+            let angle = index as f64 * std::f64::consts::TAU / count as f64;
+            let courier = delivery
+                .register_courier(RegisterCourierRequest {
+                    courier_id: format!("courier-{}-{index}", sample.seller_id),
+                    name: format!("{} courier {}", sample.county, index + 1),
+                    home_county: sample.county.to_owned(),
+                    home_province: sample.province.to_owned(),
+                    region,
+                    vehicle: vehicles[index % vehicles.len()].into(),
+                    cold_chain: index % 2 == 0,
+                    capacity,
+                    location: Some(GeoPoint {
+                        latitude: sample.latitude + 0.03 * angle.sin(),
+                        longitude: sample.longitude + 0.03 * angle.cos(),
+                    }),
+                })
+                .await?
+                .into_inner();
+            fleet.push(courier);
+        }
+    }
+    Ok(fleet)
+}
+
+fn between(range: (Duration, Duration)) -> Duration {
+    let (low, high) = range;
+    if high <= low {
+        return low;
+    }
+    rand::rng().random_range(low..high)
+}
+
+/// Runs every courier of `fleet` until `stop`.
+pub async fn run_fleet(
+    delivery: DeliveryServiceClient<Channel>,
+    fleet: Vec<Courier>,
+    behavior: CourierBehavior,
+    counts: Arc<FleetCounts>,
+    stop: CancellationToken,
+) {
+    let mut couriers = tokio::task::JoinSet::new();
+    for courier in fleet {
+        couriers.spawn(run_courier(
+            delivery.clone(),
+            courier.courier_id,
+            behavior.clone(),
+            counts.clone(),
+            stop.clone(),
+        ));
+    }
+    while couriers.join_next().await.is_some() {}
+}
+
+async fn run_courier(
+    delivery: DeliveryServiceClient<Channel>,
+    courier_id: String,
+    behavior: CourierBehavior,
+    counts: Arc<FleetCounts>,
+    stop: CancellationToken,
+) {
+    // Assignments already being worked on: the stream repeats open ones when
+    // it reconnects.
+    let working: Arc<Mutex<HashSet<String>>> = Arc::default();
+    while !stop.is_cancelled() {
+        let request = StreamAssignmentsRequest {
+            courier_id: courier_id.clone(),
+        };
+        let mut stream = match delivery.clone().stream_assignments(request).await {
+            Ok(stream) => stream.into_inner(),
+            Err(_) => {
+                // The delivery service may be restarting.
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return,
+                next = stream.message() => next,
+            };
+            let Ok(Some(assignment)) = next else {
+                break;
+            };
+            let Some(shipment) = assignment.shipment else {
+                continue;
+            };
+            let fresh = working
+                .lock()
+                .map(|mut working| working.insert(shipment.shipment_id.clone()))
+                .unwrap_or(false);
+            if !fresh {
+                continue;
+            }
+            counts.assignments.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(carry(
+                delivery.clone(),
+                courier_id.clone(),
+                shipment.shipment_id,
+                behavior.clone(),
+                counts.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+}
+
+/// Picks a shipment up and delivers it (or fails to), as a courier would.
+async fn carry(
+    delivery: DeliveryServiceClient<Channel>,
+    courier_id: String,
+    shipment_id: String,
+    behavior: CourierBehavior,
+    counts: Arc<FleetCounts>,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        () = stop.cancelled() => return,
+        () = tokio::time::sleep(between(behavior.pickup_after)) => {}
+    }
+    let pickup = ConfirmPickupRequest {
+        courier_id: courier_id.clone(),
+        shipment_id: shipment_id.clone(),
+    };
+    if retry(
+        &stop,
+        || {
+            let (mut client, request) = (delivery.clone(), pickup.clone());
+            async move { client.confirm_pickup(request).await }
+        },
+        &counts,
+    )
+    .await
+    .is_none()
+    {
+        return;
+    }
+    counts.picked_up.fetch_add(1, Ordering::Relaxed);
+    tokio::select! {
+        () = stop.cancelled() => return,
+        () = tokio::time::sleep(between(behavior.deliver_after)) => {}
+    }
+    if rand::rng().random::<f64>() < behavior.failures {
+        let failure = ReportFailureRequest {
+            courier_id,
+            shipment_id,
+            reason: "nobody at the address, phone unanswered".to_owned(),
+        };
+        if retry(
+            &stop,
+            || {
+                let (mut client, request) = (delivery.clone(), failure.clone());
+                async move { client.report_failure(request).await }
+            },
+            &counts,
+        )
+        .await
+        .is_some()
+        {
+            counts.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        return;
+    }
+    let delivered = ConfirmDeliveryRequest {
+        courier_id,
+        shipment_id,
+        recipient_name: "the buyer".to_owned(),
+        proof_reference: String::new(),
+    };
+    if retry(
+        &stop,
+        || {
+            let (mut client, request) = (delivery.clone(), delivered.clone());
+            async move { client.confirm_delivery(request).await }
+        },
+        &counts,
+    )
+    .await
+    .is_some()
+    {
+        counts.delivered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Calls until the service answers for good: an unreachable service (a
+/// restart) is retried for up to a minute; a refusal (the shipment was
+/// withdrawn) ends it.
+async fn retry<T, F, Fut>(stop: &CancellationToken, mut call: F, counts: &FleetCounts) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    for _ in 0..200 {
+        match call().await {
+            Ok(response) => return Some(response.into_inner()),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Unknown
+                ) =>
+            {
+                tokio::select! {
+                    () = stop.cancelled() => return None,
+                    () = tokio::time::sleep(Duration::from_millis(300)) => {}
+                }
+            }
+            Err(_) => {
+                counts.refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        }
+    }
+    None
+}
