@@ -94,6 +94,24 @@ impl Summary {
     }
 }
 
+/// What a simulation talks to: the services' APIs and the broker.
+#[derive(Clone)]
+pub struct Target {
+    pub clients: Clients,
+    pub bootstrap: String,
+    pub topology: Topology,
+}
+
+impl Target {
+    pub async fn of(stack: &Stack) -> anyhow::Result<Target> {
+        Ok(Target {
+            clients: Clients::connect(stack).await?,
+            bootstrap: stack.bootstrap(),
+            topology: Topology::new(&stack.bus_config(), stack.options().regions.clone()),
+        })
+    }
+}
+
 /// The gRPC clients of a running stack.
 #[derive(Clone)]
 pub struct Clients {
@@ -125,25 +143,24 @@ impl Clients {
 /// order to end, and checks the invariants. `on_tick` is called about once a
 /// second; `stop` ends the traffic early (the checks still run).
 pub async fn run(
-    stack: &Stack,
+    target: &Target,
     plan: &Plan,
     stop: CancellationToken,
     mut on_tick: impl FnMut(&Tick),
 ) -> anyhow::Result<Summary> {
-    let mut clients = Clients::connect(stack).await?;
+    let mut clients = target.clients.clone();
     let products = seed::seed_catalog(&mut clients.catalog)
         .await
         .context("seeding the catalog")?;
     let fleet = couriers::register_fleet(
         &mut clients.delivery,
-        &stack.options().regions,
+        target.topology.regions(),
         plan.couriers_per_point,
         plan.courier_capacity,
     )
     .await
     .context("registering couriers")?;
-    let topology = Topology::new(&stack.bus_config(), stack.options().regions.clone());
-    let observer = Observer::start(&stack.bootstrap(), &topology)?;
+    let observer = Observer::start(&target.bootstrap, &target.topology)?;
 
     let started = Instant::now();
     let calls = Arc::new(Mutex::new(Calls::default()));

@@ -114,6 +114,8 @@ pub struct Stack {
     bin_dir: PathBuf,
     // Declared before the servers so that services stop first.
     services: BTreeMap<ServiceKind, RunningService>,
+    /// Where each service listened, so that a restart keeps its addresses.
+    addresses: BTreeMap<ServiceKind, (SocketAddr, SocketAddr)>,
     broker: Option<BrokerServer>,
     redis: Option<RedisServer>,
 }
@@ -143,6 +145,7 @@ impl Stack {
             options,
             bin_dir,
             services: BTreeMap::new(),
+            addresses: BTreeMap::new(),
             broker: Some(broker),
             redis: Some(redis),
         };
@@ -207,7 +210,8 @@ impl Stack {
             .join(format!("{kind}.log"))
     }
 
-    /// Starts (or restarts) one service and waits until it serves.
+    /// Starts (or restarts, on the same ports) one service and waits until
+    /// it serves.
     pub async fn start_service(&mut self, kind: ServiceKind) -> anyhow::Result<()> {
         let binary = self.bin_dir.join(kind.binary());
         if !binary.is_file() {
@@ -216,8 +220,13 @@ impl Stack {
                 binary.display()
             );
         }
-        let grpc_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let admin_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let (grpc_addr, admin_addr) = match self.addresses.get(&kind) {
+            Some(addresses) => *addresses,
+            None => (
+                SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+                SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            ),
+        };
         let log_path = self.log_file(kind);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -260,6 +269,7 @@ impl Stack {
             .with_context(|| format!("starting {}", binary.display()))?;
         let mut guard = ChildGuard::new(kind.binary(), child);
         wait_for_health(kind, grpc_addr, &mut guard, &log_path).await?;
+        self.addresses.insert(kind, (grpc_addr, admin_addr));
         self.services.insert(
             kind,
             RunningService {

@@ -10,7 +10,7 @@ use harvest_bus::{BusConfig, Topology};
 use harvest_domain::{Region, Regions};
 use harvest_sim::couriers::CourierBehavior;
 use harvest_sim::storefront::{Spike, Traffic};
-use harvest_sim::{Clients, Plan, report, seed};
+use harvest_sim::{Clients, Plan, Target, report, seed};
 use harvest_stack::{ServiceKind, Stack, StackOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -291,7 +291,8 @@ async fn demo(
     println!(
         "seeding produce from villages in eleven provinces and couriers at every collection point…"
     );
-    let outcome = harvest_sim::run(&stack, &plan, stop, |tick| {
+    let target = Target::of(&stack).await?;
+    let outcome = harvest_sim::run(&target, &plan, stop, |tick| {
         print!("{}", report::tick_table(tick))
     })
     .await;

@@ -1,0 +1,383 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use harvest_domain::{Regions, deterministic_id};
+use harvest_proto::catalog::v1::{
+    Category, CollectionPointInput, CreateProductRequest, GetStockRequest, Product,
+    ReceiveStockLotRequest, Stock, Unit,
+};
+use harvest_proto::common::v1::{
+    Address, Date, GeoPoint, OrderLine, OrderState, Origin, Seller, SellerKind,
+};
+use harvest_proto::delivery::v1::{
+    GetShipmentRequest, RegisterCourierRequest, Shipment, ShipmentState, Vehicle,
+};
+use harvest_proto::orders::v1::{GetOrderRequest, Order, PlaceOrderRequest};
+use harvest_proto::payments::v1::{GetPaymentRequest, Payment, PaymentState};
+use harvest_sim::Clients;
+use harvest_stack::{ServiceKind, Stack, StackOptions};
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Seconds a reserved order may stay unpaid in these tests.
+pub const PAYMENT_DEADLINE_SECS: u64 = 6;
+/// Seconds a shipment may wait for a courier in these tests.
+pub const COURIER_DEADLINE_SECS: u64 = 5;
+
+/// A running Harvest: broker, Redis and the four services as processes.
+pub struct System {
+    pub stack: Stack,
+    pub clients: Clients,
+    state_dir: PathBuf,
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+impl System {
+    pub async fn start() -> System {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut StackOptions)) -> System {
+        let state_dir =
+            std::env::temp_dir().join(format!("harvest-e2e-{}", uuid::Uuid::new_v4().simple()));
+        let mut options = StackOptions::new(&state_dir);
+        options.regions =
+            Regions::try_from(vec!["east".to_owned(), "north".to_owned()]).expect("valid");
+        options.partitions = 2;
+        options.env = vec![(
+            "HARVEST_BUS__SESSION_TIMEOUT_MS".to_owned(),
+            "6000".to_owned(),
+        )];
+        let set = |kind, key: &str, value: String| (kind, key.to_owned(), value);
+        options.service_env = vec![
+            set(
+                ServiceKind::Orders,
+                "HARVEST_ORDERS__PAYMENT_DEADLINE_SECS",
+                PAYMENT_DEADLINE_SECS.to_string(),
+            ),
+            set(
+                ServiceKind::Orders,
+                "HARVEST_ORDERS__DEADLINE_POLL_MS",
+                "100".to_owned(),
+            ),
+            set(
+                ServiceKind::Orders,
+                "HARVEST_ORDERS__OUTBOX_STALE_SECS",
+                "2".to_owned(),
+            ),
+            set(
+                ServiceKind::Delivery,
+                "HARVEST_ASSIGNMENT__RETRY_INTERVAL_MS",
+                "300".to_owned(),
+            ),
+            set(
+                ServiceKind::Delivery,
+                "HARVEST_ASSIGNMENT__DEADLINE_SECS",
+                COURIER_DEADLINE_SECS.to_string(),
+            ),
+            set(
+                ServiceKind::Delivery,
+                "HARVEST_ASSIGNMENT__STREAM_POLL_MS",
+                "200".to_owned(),
+            ),
+        ];
+        adjust(&mut options);
+        let stack = Stack::start(options).await.expect("the stack starts");
+        let clients = Clients::connect(&stack).await.expect("clients connect");
+        System {
+            stack,
+            clients,
+            state_dir,
+        }
+    }
+
+    /// A product of a cooperative at a collection point, with `stock` units
+    /// in one lot good for a month.
+    pub async fn product(&self, name: &str, point: &Point, stock: i64) -> Product {
+        let mut catalog = self.clients.catalog.clone();
+        let product = catalog
+            .create_product(CreateProductRequest {
+                seller: Some(Seller {
+                    seller_id: format!("coop-{}", point.county.to_lowercase()),
+                    name: format!("{} cooperative", point.county),
+                    kind: SellerKind::Cooperative.into(),
+                    origin: Some(Origin {
+                        village: "Dongcun".to_owned(),
+                        county: point.county.to_owned(),
+                        province: point.province.to_owned(),
+                    }),
+                }),
+                name: name.to_owned(),
+                category: Category::Fruit.into(),
+                unit: Unit::Box.into(),
+                price_fen: 5_000,
+                perishable: false,
+                shelf_life_days: 0,
+                cold_chain: false,
+                collection_point: Some(CollectionPointInput {
+                    name: format!("{} collection point", point.county),
+                    location: Some(point.location()),
+                }),
+                request_id: String::new(),
+            })
+            .await
+            .expect("product created")
+            .into_inner();
+        if stock > 0 {
+            let today = harvest_domain::Date::today();
+            let date = |d: harvest_domain::Date| {
+                let (year, month, day) = d.ymd();
+                Date { year, month, day }
+            };
+            catalog
+                .receive_stock_lot(ReceiveStockLotRequest {
+                    product_id: product.product_id.clone(),
+                    lot_id: "lot-1".to_owned(),
+                    quantity: stock,
+                    harvest_date: Some(date(today)),
+                    best_before: Some(date(today.plus_days(30))),
+                })
+                .await
+                .expect("stock received");
+        }
+        product
+    }
+
+    /// A courier next to `point`.
+    pub async fn courier(&self, id: &str, point: &Point, capacity: i32) {
+        self.clients
+            .delivery
+            .clone()
+            .register_courier(RegisterCourierRequest {
+                courier_id: id.to_owned(),
+                name: format!("courier {id}"),
+                home_county: point.county.to_owned(),
+                home_province: point.province.to_owned(),
+                region: point.region.to_owned(),
+                vehicle: Vehicle::Van.into(),
+                cold_chain: true,
+                capacity,
+                location: Some(GeoPoint {
+                    latitude: point.latitude + 0.01,
+                    longitude: point.longitude + 0.01,
+                }),
+            })
+            .await
+            .expect("courier registered");
+    }
+
+    pub fn order_request(
+        &self,
+        key: &str,
+        buyer: &str,
+        lines: &[(&Product, i64)],
+        payment: &str,
+    ) -> PlaceOrderRequest {
+        PlaceOrderRequest {
+            idempotency_key: key.to_owned(),
+            buyer_id: buyer.to_owned(),
+            region: "east".to_owned(),
+            ship_to: Some(Address {
+                recipient: "Chen Jing".to_owned(),
+                phone: "+86 137 1234 5678".to_owned(),
+                province: "Jiangsu".to_owned(),
+                county: "Gulou".to_owned(),
+                street: "8 Zhongshan Road".to_owned(),
+                location: None,
+            }),
+            lines: lines
+                .iter()
+                .map(|(product, quantity)| OrderLine {
+                    product_id: product.product_id.clone(),
+                    quantity: *quantity,
+                })
+                .collect(),
+            payment_method: payment.to_owned(),
+        }
+    }
+
+    pub async fn place(&self, lines: &[(&Product, i64)], payment: &str) -> Order {
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        let request = self.order_request(&key, "buyer-nanjing-1", lines, payment);
+        self.clients
+            .orders
+            .clone()
+            .place_order(request)
+            .await
+            .expect("order placed")
+            .into_inner()
+    }
+
+    pub async fn order(&self, order_id: &str) -> Order {
+        self.clients
+            .orders
+            .clone()
+            .get_order(GetOrderRequest {
+                order_id: order_id.to_owned(),
+            })
+            .await
+            .expect("order")
+            .into_inner()
+    }
+
+    /// Waits until the order is in `state`; fails at once if it ends in
+    /// another final state.
+    pub async fn wait_order(&self, order_id: &str, state: OrderState) -> Order {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let order = self.order(order_id).await;
+            if order.state() == state {
+                return order;
+            }
+            let ended = matches!(order.state(), OrderState::Delivered | OrderState::Cancelled);
+            assert!(
+                !ended,
+                "order {order_id} ended {:?} ({:?}: {}), not {state:?}",
+                order.state(),
+                order.cancel_reason(),
+                order.cancel_detail
+            );
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {order_id} stuck at {:?}, not {state:?}",
+                order.state()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn stock(&self, product: &Product) -> Stock {
+        self.clients
+            .catalog
+            .clone()
+            .get_stock(GetStockRequest {
+                product_id: product.product_id.clone(),
+            })
+            .await
+            .expect("stock")
+            .into_inner()
+    }
+
+    pub async fn payment(&self, order_id: &str) -> Option<Payment> {
+        self.clients
+            .payments
+            .clone()
+            .get_payment(GetPaymentRequest {
+                order_id: order_id.to_owned(),
+            })
+            .await
+            .ok()
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn wait_payment(&self, order_id: &str, state: PaymentState) -> Payment {
+        let found = poll(|| async {
+            self.payment(order_id)
+                .await
+                .filter(|payment| payment.state() == state)
+        })
+        .await;
+        let last = self.payment(order_id).await.map(|p| p.state());
+        found.unwrap_or_else(|| panic!("payment of {order_id} is {last:?}, not {state:?}"))
+    }
+
+    /// The shipment of `order_id` from `product`'s collection point, once it
+    /// exists.
+    pub async fn shipment(&self, order_id: &str, product: &Product) -> Shipment {
+        let point = product.collection_point.as_ref().expect("point");
+        let shipment_id = deterministic_id("shp", &[order_id, &point.pickup_point_id]).to_string();
+        poll(|| async {
+            self.clients
+                .delivery
+                .clone()
+                .get_shipment(GetShipmentRequest {
+                    shipment_id: shipment_id.clone(),
+                })
+                .await
+                .ok()
+                .map(tonic::Response::into_inner)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no shipment {shipment_id} for order {order_id}"))
+    }
+
+    pub async fn wait_shipment(
+        &self,
+        order_id: &str,
+        product: &Product,
+        state: ShipmentState,
+    ) -> Shipment {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let shipment = self.shipment(order_id, product).await;
+            if shipment.state() == state {
+                return shipment;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "shipment of {order_id} is {:?}, not {state:?}",
+                shipment.state()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Polls `check` every 100 ms for up to a minute.
+pub async fn poll<T, F, Fut>(mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(found) = check().await {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A collection point: where goods wait and couriers come.
+pub struct Point {
+    pub county: &'static str,
+    pub province: &'static str,
+    pub region: &'static str,
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+impl Point {
+    pub fn location(&self) -> GeoPoint {
+        GeoPoint {
+            latitude: self.latitude,
+            longitude: self.longitude,
+        }
+    }
+}
+
+/// In Zhejiang (east), where the tests' couriers work.
+pub const ANJI: Point = Point {
+    county: "Anji",
+    province: "Zhejiang",
+    region: "east",
+    latitude: 30.63,
+    longitude: 119.68,
+};
+
+/// In Hebei (north), where no courier works.
+pub const FUPING: Point = Point {
+    county: "Fuping",
+    province: "Hebei",
+    region: "north",
+    latitude: 38.85,
+    longitude: 114.20,
+};

@@ -1,0 +1,289 @@
+//! Every way an order can end, across the four services.
+
+use harvest_proto::common::v1::{CancelReason, OrderState};
+use harvest_proto::delivery::v1::{
+    ConfirmDeliveryRequest, ConfirmPickupRequest, ReportFailureRequest, ShipmentState,
+};
+use harvest_proto::orders::v1::CancelOrderRequest;
+use harvest_proto::payments::v1::{LedgerEntryKind, PaymentState};
+use tonic::Code;
+
+use crate::helpers::{ANJI, FUPING, System};
+
+const COURIER: &str = "courier-anji-1";
+
+async fn pick_up(system: &System, shipment_id: &str) {
+    system
+        .clients
+        .delivery
+        .clone()
+        .confirm_pickup(ConfirmPickupRequest {
+            courier_id: COURIER.to_owned(),
+            shipment_id: shipment_id.to_owned(),
+        })
+        .await
+        .expect("picked up");
+}
+
+#[tokio::test]
+async fn every_way_an_order_ends() {
+    let system = System::start().await;
+    system.courier(COURIER, &ANJI, 10).await;
+    let happy = system.product("Anji white tea, 250 g", &ANJI, 20).await;
+    let regretted = system.product("Bamboo shoots, 1 kg", &ANJI, 20).await;
+    let undelivered = system.product("Yunwu tea, 250 g", &ANJI, 20).await;
+    let declined = system.product("Hickory nuts, 500 g", &ANJI, 20).await;
+    let sold_out = system.product("Lotus seeds, 500 g", &ANJI, 0).await;
+    let remote = system.product("Fuping jujubes, 1 kg", &FUPING, 10).await;
+    let unpaid = system.product("Chestnuts, 1 kg", &ANJI, 20).await;
+
+    let delivered = async {
+        let order = system.place(&[(&happy, 2)], "approve").await;
+        let id = order.order_id.as_str();
+        let shipment = system
+            .wait_shipment(id, &happy, ShipmentState::Assigned)
+            .await;
+        assert_eq!(shipment.courier_id, COURIER);
+        pick_up(&system, &shipment.shipment_id).await;
+        system.wait_order(id, OrderState::InTransit).await;
+        system
+            .clients
+            .delivery
+            .clone()
+            .confirm_delivery(ConfirmDeliveryRequest {
+                courier_id: COURIER.to_owned(),
+                shipment_id: shipment.shipment_id.clone(),
+                recipient_name: "Chen Jing".to_owned(),
+                proof_reference: "photo-0001".to_owned(),
+            })
+            .await
+            .expect("delivered");
+        let order = system.wait_order(id, OrderState::Delivered).await;
+        assert_eq!(order.total_fen, 10_000);
+        let payment = system.wait_payment(id, PaymentState::Captured).await;
+        assert_eq!(payment.captured_fen, 10_000, "captured on delivery");
+        let paid_out: i64 = payment
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind(),
+                    LedgerEntryKind::Payout | LedgerEntryKind::Commission
+                )
+            })
+            .map(|e| e.amount_fen)
+            .sum();
+        assert_eq!(
+            paid_out, 10_000,
+            "payouts and commission add up to the capture"
+        );
+        assert!(
+            payment
+                .entries
+                .iter()
+                .any(|e| e.kind() == LedgerEntryKind::Payout && e.seller_id == "coop-anji")
+        );
+        let stock = crate::helpers::poll(|| async {
+            let stock = system.stock(&happy).await;
+            (stock.on_hand == 18).then_some(stock)
+        })
+        .await
+        .expect("picked-up stock is committed");
+        assert_eq!((stock.reserved, stock.available), (0, 18));
+    };
+
+    let cancelled_by_buyer = async {
+        let order = system.place(&[(&regretted, 3)], "approve").await;
+        let id = order.order_id.as_str();
+        let shipment = system
+            .wait_shipment(id, &regretted, ShipmentState::Assigned)
+            .await;
+        system
+            .clients
+            .orders
+            .clone()
+            .cancel_order(CancelOrderRequest {
+                order_id: id.to_owned(),
+                buyer_id: order.buyer_id.clone(),
+                reason: "found it cheaper".to_owned(),
+            })
+            .await
+            .expect("cancelled");
+        let order = system.wait_order(id, OrderState::Cancelled).await;
+        assert_eq!(order.cancel_reason(), CancelReason::BuyerCancelled);
+        system.wait_payment(id, PaymentState::Voided).await;
+        system
+            .wait_shipment(id, &regretted, ShipmentState::Withdrawn)
+            .await;
+        let stock = crate::helpers::poll(|| async {
+            let stock = system.stock(&regretted).await;
+            (stock.reserved == 0).then_some(stock)
+        })
+        .await
+        .expect("stock released");
+        assert_eq!((stock.on_hand, stock.available), (20, 20));
+        // The courier cannot pick up a withdrawn shipment.
+        let refused = system
+            .clients
+            .delivery
+            .clone()
+            .confirm_pickup(ConfirmPickupRequest {
+                courier_id: COURIER.to_owned(),
+                shipment_id: shipment.shipment_id.clone(),
+            })
+            .await
+            .expect_err("withdrawn");
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+    };
+
+    let failed_delivery = async {
+        let order = system.place(&[(&undelivered, 1)], "approve").await;
+        let id = order.order_id.as_str();
+        let shipment = system
+            .wait_shipment(id, &undelivered, ShipmentState::Assigned)
+            .await;
+        pick_up(&system, &shipment.shipment_id).await;
+        system.wait_order(id, OrderState::InTransit).await;
+        system
+            .clients
+            .delivery
+            .clone()
+            .report_failure(ReportFailureRequest {
+                courier_id: COURIER.to_owned(),
+                shipment_id: shipment.shipment_id.clone(),
+                reason: "address does not exist".to_owned(),
+            })
+            .await
+            .expect("failure reported");
+        let order = system.wait_order(id, OrderState::Cancelled).await;
+        assert_eq!(order.cancel_reason(), CancelReason::DeliveryFailed);
+        // Money is taken only on delivery: the buyer's authorization is
+        // released in full.
+        let payment = system.wait_payment(id, PaymentState::Voided).await;
+        assert_eq!(payment.captured_fen, 0);
+        let stock = system.stock(&undelivered).await;
+        assert_eq!(stock.reserved, 0, "the goods left with the courier");
+    };
+
+    let out_of_stock = async {
+        let order = system.place(&[(&sold_out, 1)], "approve").await;
+        let order = system
+            .wait_order(&order.order_id, OrderState::Cancelled)
+            .await;
+        assert_eq!(order.cancel_reason(), CancelReason::OutOfStock);
+        assert!(
+            system
+                .payment(&order.order_id)
+                .await
+                .is_none_or(|p| p.authorized_fen == 0)
+        );
+    };
+
+    let payment_declined = async {
+        let order = system
+            .place(&[(&declined, 4)], "decline:card expired")
+            .await;
+        let order = system
+            .wait_order(&order.order_id, OrderState::Cancelled)
+            .await;
+        assert_eq!(order.cancel_reason(), CancelReason::PaymentDeclined);
+        assert!(
+            order.cancel_detail.contains("card expired"),
+            "{}",
+            order.cancel_detail
+        );
+        crate::helpers::poll(|| async {
+            (system.stock(&declined).await.reserved == 0).then_some(())
+        })
+        .await
+        .expect("stock released");
+    };
+
+    let no_courier = async {
+        let order = system.place(&[(&remote, 1)], "approve").await;
+        let id = order.order_id.as_str();
+        let order = system.wait_order(id, OrderState::Cancelled).await;
+        assert_eq!(order.cancel_reason(), CancelReason::NoCourier);
+        system
+            .wait_shipment(id, &remote, ShipmentState::Failed)
+            .await;
+        system.wait_payment(id, PaymentState::Voided).await;
+        crate::helpers::poll(|| async {
+            (system.stock(&remote).await.reserved == 0).then_some(())
+        })
+        .await
+        .expect("stock released");
+    };
+
+    let payment_deadline = async {
+        // In the other region, so that the slow provider holds up nobody else.
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        let mut request =
+            system.order_request(&key, "buyer-beijing-1", &[(&unpaid, 1)], "slow:9000");
+        request.region = "north".to_owned();
+        let order = system
+            .clients
+            .orders
+            .clone()
+            .place_order(request)
+            .await
+            .expect("placed")
+            .into_inner();
+        let id = order.order_id.as_str();
+        let order = system.wait_order(id, OrderState::Cancelled).await;
+        assert_eq!(order.cancel_reason(), CancelReason::PaymentDeadline);
+        crate::helpers::poll(|| async {
+            (system.stock(&unpaid).await.reserved == 0).then_some(())
+        })
+        .await
+        .expect("stock released");
+        // The late authorization is voided: no money held for a cancelled order.
+        let payment = system.wait_payment(id, PaymentState::Voided).await;
+        assert_eq!(payment.captured_fen, 0);
+    };
+
+    let one_key_one_order = async {
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        let request = system.order_request(&key, "buyer-nanjing-2", &[(&declined, 1)], "decline");
+        let attempts = (0..10).map(|_| {
+            let mut orders = system.clients.orders.clone();
+            let request = request.clone();
+            async move {
+                orders
+                    .place_order(request)
+                    .await
+                    .expect("placed")
+                    .into_inner()
+                    .order_id
+            }
+        });
+        let ids: std::collections::HashSet<String> = futures::future::join_all(attempts)
+            .await
+            .into_iter()
+            .collect();
+        assert_eq!(ids.len(), 1, "one order for one key: {ids:?}");
+        let mut different = request.clone();
+        different.lines[0].quantity = 2;
+        let refused = system
+            .clients
+            .orders
+            .clone()
+            .place_order(different)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), Code::AlreadyExists);
+        let id = ids.into_iter().next().expect("one");
+        system.wait_order(&id, OrderState::Cancelled).await;
+    };
+
+    tokio::join!(
+        delivered,
+        cancelled_by_buyer,
+        failed_delivery,
+        out_of_stock,
+        payment_declined,
+        no_courier,
+        payment_deadline,
+        one_key_one_order,
+    );
+}
