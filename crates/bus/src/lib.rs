@@ -22,7 +22,7 @@ pub mod event;
 pub mod metrics;
 mod publisher;
 pub mod topology;
-mod trace;
+pub mod trace;
 
 pub use config::BusConfig;
 pub use consumer::{Handler, HandlerError, IncomingEvent};

@@ -17,6 +17,40 @@ pub(crate) fn current_context_fields() -> Vec<(String, String)> {
     fields.0
 }
 
+/// The W3C `traceparent` of the current span, if it is being traced: for
+/// keeping with a record, so later work on it joins the same trace.
+pub fn current_traceparent() -> Option<String> {
+    current_context_fields()
+        .into_iter()
+        .find(|(key, _)| key == "traceparent")
+        .map(|(_, value)| value)
+}
+
+/// Makes `span` a child of `traceparent` (as kept by
+/// [`current_traceparent`]); nothing happens for an empty or invalid one.
+pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+    if traceparent.is_empty() {
+        return;
+    }
+    let fields = [("traceparent".to_owned(), traceparent.to_owned())];
+    let context = TraceContextPropagator::new().extract(&FieldExtractor(&fields));
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}
+
+struct FieldExtractor<'a>(&'a [(String, String)]);
+
+impl Extractor for FieldExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
 struct FieldCollector(Vec<(String, String)>);
 
 impl Injector for FieldCollector {

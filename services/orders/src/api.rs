@@ -321,6 +321,7 @@ fn new_record(valid: &ValidOrder, order_id: &str) -> Result<StoredOrder, OrderEr
         placed_lines: valid.lines.clone(),
         payment_method: valid.payment_method.clone(),
         outbox: vec![placed],
+        traceparent: harvest_bus::trace::current_traceparent().unwrap_or_default(),
         ..StoredOrder::default()
     })
 }

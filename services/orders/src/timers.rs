@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use harvest_domain::Region;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::saga::{Applied, Input, Saga};
 
@@ -27,7 +28,12 @@ pub async fn run_deadlines(
         match saga.store().claim_due(&region, DEADLINE_LEASE, BATCH).await {
             Ok(due) => {
                 for (kind, order_id) in due {
-                    match saga.apply(&order_id, &Input::Deadline(kind)).await {
+                    let span = tracing::info_span!("deadline", ?kind, %order_id);
+                    if let Ok(Some(stored)) = saga.store().load(&order_id).await {
+                        harvest_bus::trace::set_parent(&span, &stored.record.traceparent);
+                    }
+                    let applied = saga.apply(&order_id, &Input::Deadline(kind)).instrument(span).await;
+                    match applied {
                         Ok(applied) => {
                             if let Applied::Accepted(_) = applied {
                                 tracing::info!(%order_id, ?kind, "deadline passed; order cancelled");
@@ -68,7 +74,11 @@ pub async fn run_outbox_sweeper(
         match saga.store().stale_outboxes(&region, stale, BATCH).await {
             Ok(orders) => {
                 for order_id in orders {
-                    if let Err(error) = saga.flush(&order_id).await {
+                    let span = tracing::info_span!("publish left-over events", %order_id);
+                    if let Ok(Some(stored)) = saga.store().load(&order_id).await {
+                        harvest_bus::trace::set_parent(&span, &stored.record.traceparent);
+                    }
+                    if let Err(error) = saga.flush(&order_id).instrument(span).await {
                         tracing::warn!(%order_id, error.cause_chain = ?error, "could not publish left-over events");
                     }
                 }
