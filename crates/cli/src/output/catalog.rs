@@ -52,15 +52,17 @@ pub fn json_pickup_point(point: Option<&PickupPoint>) -> Value {
 /// A pickup point for people: its name and id, then where it is.
 pub fn pickup_point(point: Option<&PickupPoint>) -> Option<String> {
     let p = point?;
-    let mut text = format!("{} ({})", p.name, p.pickup_point_id);
+    let name = format!("{} ({})", p.name, p.pickup_point_id);
     let place = origin_text(p.origin.as_ref());
-    let at = super::point(p.location.as_ref());
-    let whereabouts = join_present(&[&place, at.as_deref().unwrap_or("")]);
-    if !whereabouts.is_empty() {
-        text.push('\n');
-        text.push_str(&whereabouts);
+    let whereabouts = match super::point(p.location.as_ref()) {
+        Some(at) if place.is_empty() => at,
+        Some(at) => format!("{place} ({at})"),
+        None => place,
+    };
+    if whereabouts.is_empty() {
+        return Some(name);
     }
-    Some(text)
+    Some(format!("{name}\n{whereabouts}"))
 }
 
 pub fn product_json(product: &Product) -> Value {
@@ -341,6 +343,27 @@ lot-2       300      300        300         0  2025-06-02  -
                 "Pickup      Fengqi village square (pp_fengqi)\n            35.7600, 109.4300\n"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn pickup_points_show_where_they_are() {
+        let mut product = apples();
+        if let Some(point) = product.collection_point.as_mut() {
+            point.origin = product.seller.as_ref().and_then(|s| s.origin.clone());
+        }
+        assert_eq!(
+            pickup_point(product.collection_point.as_ref()).as_deref(),
+            Some(
+                "Fengqi village square (pp_fengqi)\nFengqi, Luochuan, Shaanxi (35.7600, 109.4300)"
+            )
+        );
+        if let Some(point) = product.collection_point.as_mut() {
+            point.location = None;
+        }
+        assert_eq!(
+            pickup_point(product.collection_point.as_ref()).as_deref(),
+            Some("Fengqi village square (pp_fengqi)\nFengqi, Luochuan, Shaanxi")
         );
     }
 

@@ -188,6 +188,7 @@ pub fn update_human(update: &OrderUpdate) -> String {
     let Some(order) = update.order.as_ref() else {
         return String::new();
     };
+    let cancellation = cancellation(order);
     let mut text = match &update.transition {
         None => format!(
             "{}  {} is {}",
@@ -209,8 +210,15 @@ pub fn update_human(update: &OrderUpdate) -> String {
             text
         }
     };
-    if let Some(cancelled) = cancellation(order) {
-        text.push_str(&format!("\n  cancelled: {cancelled}"));
+    if let Some(cancelled) = cancellation {
+        // A transition line already shows the detail; the reason is news.
+        let shown = match &update.transition {
+            Some(transition) if transition.detail == order.cancel_detail => {
+                short_name::<CancelReason>(order.cancel_reason)
+            }
+            _ => cancelled,
+        };
+        text.push_str(&format!("\n  cancelled: {shown}"));
     }
     text
 }
@@ -397,7 +405,15 @@ AT                    FROM      TO         CAUSE                                
         };
         assert_eq!(
             update_human(&last),
-            "2025-06-01T08:01:35Z  RESERVED -> CANCELLED  harvest.orders.v1.OrdersService/CancelOrder (changed my mind)\n  cancelled: BUYER_CANCELLED: changed my mind"
+            "2025-06-01T08:01:35Z  RESERVED -> CANCELLED  harvest.orders.v1.OrdersService/CancelOrder (changed my mind)\n  cancelled: BUYER_CANCELLED"
+        );
+        let already = OrderUpdate {
+            order: Some(cancelled_order()),
+            transition: None,
+        };
+        assert_eq!(
+            update_human(&already),
+            "2025-06-01T08:01:35Z  ord_1 is CANCELLED\n  cancelled: BUYER_CANCELLED: changed my mind"
         );
         let json = update_json(&last);
         assert_eq!(json["transition"]["to"], "CANCELLED");
