@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use harvest_proto::common::v1::GeoPoint;
+use harvest_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
 use harvest_proto::delivery::v1::{
     ConfirmDeliveryRequest, ConfirmPickupRequest, GetShipmentRequest, RegisterCourierRequest,
     ReportFailureRequest, StreamAssignmentsRequest, UpdateCourierStatusRequest, Vehicle,
 };
 
 use crate::args;
-use crate::connect::Context;
+use crate::connect::{Context, Traced};
 use crate::enums::enum_parser;
 use crate::error::{CliError, RpcResultExt, Service};
 use crate::output::delivery as view;
@@ -166,11 +167,31 @@ pub struct FailArgs {
 }
 
 pub async fn courier(context: &Context, command: CourierCommand) -> Result<(), CliError> {
-    match command {
-        CourierCommand::Register(request) => register(context, request).await,
-        CourierCommand::Status(request) => status(context, request).await,
-        CourierCommand::Assignments(request) => assignments(context, request).await,
+    let mut client = context.delivery().await?;
+    let courier = match command {
+        CourierCommand::Register(request) => {
+            client
+                .register_courier(context.unary(register_request(request)))
+                .await
+        }
+        CourierCommand::Status(request) => {
+            client
+                .update_courier_status(context.unary(UpdateCourierStatusRequest {
+                    courier_id: request.courier_id,
+                    location: Some(request.location.point()),
+                    available: request.availability.available,
+                }))
+                .await
+        }
+        CourierCommand::Assignments(request) => {
+            return assignments(context, client, request).await;
+        }
     }
+    .answered_by(Service::Delivery)?;
+    context
+        .printer
+        .show(&courier, view::courier_human, view::courier_json)?;
+    Ok(())
 }
 
 fn register_request(request: RegisterArgs) -> RegisterCourierRequest {
@@ -187,40 +208,12 @@ fn register_request(request: RegisterArgs) -> RegisterCourierRequest {
     }
 }
 
-async fn register(context: &Context, request: RegisterArgs) -> Result<(), CliError> {
-    let courier = context
-        .delivery()
-        .await?
-        .register_courier(context.unary(register_request(request)))
-        .await
-        .answered_by(Service::Delivery)?;
-    context
-        .printer
-        .show(&courier, view::courier_human, view::courier_json)?;
-    Ok(())
-}
-
-async fn status(context: &Context, request: StatusArgs) -> Result<(), CliError> {
-    let courier = context
-        .delivery()
-        .await?
-        .update_courier_status(context.unary(UpdateCourierStatusRequest {
-            courier_id: request.courier_id,
-            location: Some(request.location.point()),
-            available: request.availability.available,
-        }))
-        .await
-        .answered_by(Service::Delivery)?;
-    context
-        .printer
-        .show(&courier, view::courier_human, view::courier_json)?;
-    Ok(())
-}
-
-async fn assignments(context: &Context, request: AssignmentsArgs) -> Result<(), CliError> {
-    let mut stream = context
-        .delivery()
-        .await?
+async fn assignments(
+    context: &Context,
+    mut client: DeliveryServiceClient<Traced>,
+    request: AssignmentsArgs,
+) -> Result<(), CliError> {
+    let mut stream = client
         .stream_assignments(StreamAssignmentsRequest {
             courier_id: request.courier_id,
         })

@@ -98,13 +98,33 @@ pub struct CancelArgs {
 }
 
 pub async fn run(context: &Context, command: OrderCommand) -> Result<Outcome, CliError> {
-    match command {
-        OrderCommand::Place(request) => place(context, request).await?,
-        OrderCommand::Show(OrderId { order_id }) => show(context, order_id).await?,
-        OrderCommand::List(request) => list(context, request).await?,
+    let order = match command {
+        OrderCommand::Place(request) => return place(context, request).await,
+        OrderCommand::List(request) => return list(context, request).await,
         OrderCommand::Watch(OrderId { order_id }) => return watch(context, order_id).await,
-        OrderCommand::Cancel(request) => cancel(context, request).await?,
+        OrderCommand::Show(OrderId { order_id }) => {
+            context
+                .orders()
+                .await?
+                .get_order(context.unary(GetOrderRequest { order_id }))
+                .await
+        }
+        OrderCommand::Cancel(request) => {
+            context
+                .orders()
+                .await?
+                .cancel_order(context.unary(CancelOrderRequest {
+                    order_id: request.order_id,
+                    buyer_id: request.buyer,
+                    reason: request.reason.unwrap_or_default(),
+                }))
+                .await
+        }
     }
+    .answered_by(Service::Orders)?;
+    context
+        .printer
+        .show(&order, view::order_human, view::order_json)?;
     Ok(Outcome::Done)
 }
 
@@ -134,7 +154,7 @@ fn place_request(request: PlaceArgs, key: String) -> PlaceOrderRequest {
     }
 }
 
-async fn place(context: &Context, request: PlaceArgs) -> Result<(), CliError> {
+async fn place(context: &Context, request: PlaceArgs) -> Result<Outcome, CliError> {
     let key = request
         .key
         .clone()
@@ -153,23 +173,10 @@ async fn place(context: &Context, request: PlaceArgs) -> Result<(), CliError> {
     context
         .printer
         .show(&(order, key), view::placed_human, view::placed_json)?;
-    Ok(())
+    Ok(Outcome::Done)
 }
 
-async fn show(context: &Context, order_id: String) -> Result<(), CliError> {
-    let order = context
-        .orders()
-        .await?
-        .get_order(context.unary(GetOrderRequest { order_id }))
-        .await
-        .answered_by(Service::Orders)?;
-    context
-        .printer
-        .show(&order, view::order_human, view::order_json)?;
-    Ok(())
-}
-
-async fn list(context: &Context, request: ListArgs) -> Result<(), CliError> {
+async fn list(context: &Context, request: ListArgs) -> Result<Outcome, CliError> {
     let client = context.orders().await?;
     let orders = collect_pages(request.paging, |page_token, page_size| {
         let mut client = client.clone();
@@ -190,7 +197,7 @@ async fn list(context: &Context, request: ListArgs) -> Result<(), CliError> {
     context
         .printer
         .show(&orders[..], view::orders_human, view::orders_json)?;
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 /// How a watch ends, from the state an update carries.
@@ -229,23 +236,6 @@ async fn watch(context: &Context, order_id: String) -> Result<Outcome, CliError>
             return Ok(outcome);
         }
     }
-}
-
-async fn cancel(context: &Context, request: CancelArgs) -> Result<(), CliError> {
-    let order = context
-        .orders()
-        .await?
-        .cancel_order(context.unary(CancelOrderRequest {
-            order_id: request.order_id,
-            buyer_id: request.buyer,
-            reason: request.reason.unwrap_or_default(),
-        }))
-        .await
-        .answered_by(Service::Orders)?;
-    context
-        .printer
-        .show(&order, view::order_human, view::order_json)?;
-    Ok(())
 }
 
 #[cfg(test)]
