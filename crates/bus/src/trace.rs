@@ -43,7 +43,10 @@ struct FieldExtractor<'a>(&'a [(String, String)]);
 
 impl Extractor for FieldExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     fn keys(&self) -> Vec<&str> {

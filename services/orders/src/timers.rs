@@ -32,7 +32,10 @@ pub async fn run_deadlines(
                     if let Ok(Some(stored)) = saga.store().load(&order_id).await {
                         harvest_bus::trace::set_parent(&span, &stored.record.traceparent);
                     }
-                    let applied = saga.apply(&order_id, &Input::Deadline(kind)).instrument(span).await;
+                    let applied = saga
+                        .apply(&order_id, &Input::Deadline(kind))
+                        .instrument(span)
+                        .await;
                     match applied {
                         Ok(applied) => {
                             if let Applied::Accepted(_) = applied {

@@ -1,0 +1,8 @@
+//! `harvest` as a person runs it: the built binary as a subprocess, against a
+//! real catalog and orders service started in-process on a private Redis and
+//! Kafka-protocol broker.
+
+mod catalog;
+mod errors;
+mod helpers;
+mod orders;
