@@ -43,11 +43,11 @@ lint: ## Check formatting and run clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-demo: deps build ## Run Harvest locally and walk through it
-	./target/debug/harvest-stack demo
+demo: deps build ## Run the whole system with simulated buyers and couriers (ARGS="--duration 120 …")
+	./target/debug/harvest-stack demo $(ARGS)
 
-run: deps build ## Run Harvest locally until Ctrl-C, printing the endpoints
-	./target/debug/harvest-stack run
+run: deps build ## Run the whole system without simulated traffic until Ctrl-C
+	./target/debug/harvest-stack run $(ARGS)
 
 clean: ## Remove build output and local state
 	$(CARGO) clean

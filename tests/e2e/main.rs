@@ -6,3 +6,4 @@ mod helpers;
 mod restarts;
 mod saga;
 mod tracing;
+mod walkthrough;

@@ -240,7 +240,11 @@ async fn assignments(
             None => break,
         }
     }
-    if printer.json {
+    if printer.quiet {
+        for assignment in &open {
+            printer.show(assignment, view::assignment_line, view::assignment_json)?;
+        }
+    } else if printer.json {
         // One object per line, as with --follow, so a script reads both alike.
         for assignment in &open {
             printer.write(&view::assignment_json(assignment).to_string())?;

@@ -38,8 +38,17 @@ use crate::output::Printer;
 #[command(name = "harvest", version, max_term_width = 100)]
 pub struct Cli {
     /// Print JSON: one object per result, one per line for streams.
-    #[arg(long, global = true, help_heading = "Global options")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        conflicts_with = "quiet"
+    )]
     json: bool,
+    /// Print only ids, one per line (for `order watch`, each state reached):
+    /// for scripts, e.g. ORDER=$(harvest -q order place …).
+    #[arg(long, short, global = true, help_heading = "Global options")]
+    quiet: bool,
     /// Seconds a service may take to answer a request.
     #[arg(long, global = true, help_heading = "Global options", value_name = "SECS",
           default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -94,7 +103,10 @@ impl Outcome {
 pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
     let context = Context {
         endpoints: cli.endpoints,
-        printer: Printer { json: cli.json },
+        printer: Printer {
+            json: cli.json,
+            quiet: cli.quiet,
+        },
         timeout: Duration::from_secs(cli.timeout),
     };
     match cli.command {

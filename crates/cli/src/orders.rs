@@ -8,6 +8,7 @@ use harvest_proto::orders::v1::{
 use crate::Outcome;
 use crate::args::{self, Line};
 use crate::connect::{Context, Paging, collect_pages};
+use crate::enums::enum_parser;
 use crate::error::{CliError, RpcResultExt, Service};
 use crate::output::orders as view;
 
@@ -26,7 +27,7 @@ pub enum OrderCommand {
     List(ListArgs),
     /// Print an order's state, then each transition as it happens, until it
     /// is delivered (exit 0) or cancelled (exit 3).
-    Watch(OrderId),
+    Watch(WatchArgs),
     /// Cancel an order on its buyer's behalf; allowed until pickup.
     Cancel(CancelArgs),
 }
@@ -36,6 +37,17 @@ pub struct OrderId {
     /// The order's id, as `order place` printed it.
     #[arg(value_parser = args::id)]
     order_id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// The order's id, as `order place` printed it.
+    #[arg(value_parser = args::id)]
+    order_id: String,
+    /// Stop (exit 0) once the order has reached this state, e.g. dispatching,
+    /// instead of waiting for the end.
+    #[arg(long, value_name = "STATE", value_parser = enum_parser::<OrderState>())]
+    until: Option<OrderState>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,7 +113,7 @@ pub async fn run(context: &Context, command: OrderCommand) -> Result<Outcome, Cl
     let order = match command {
         OrderCommand::Place(request) => return place(context, request).await,
         OrderCommand::List(request) => return list(context, request).await,
-        OrderCommand::Watch(OrderId { order_id }) => return watch(context, order_id).await,
+        OrderCommand::Watch(request) => return watch(context, request).await,
         OrderCommand::Show(OrderId { order_id }) => {
             context
                 .orders()
@@ -170,6 +182,10 @@ async fn place(context: &Context, request: PlaceArgs) -> Result<Outcome, CliErro
                 eprintln!("the order may have been placed: retry with --key {key} to find out");
             }
         })?;
+    if context.printer.quiet {
+        // Only the id goes to stdout; the key is still worth keeping.
+        eprintln!("idempotency key: {key}");
+    }
     context
         .printer
         .show(&(order, key), view::placed_human, view::placed_json)?;
@@ -200,16 +216,34 @@ async fn list(context: &Context, request: ListArgs) -> Result<Outcome, CliError>
     Ok(Outcome::Done)
 }
 
-/// How a watch ends, from the state an update carries.
-fn watch_outcome(state: i32) -> Option<Outcome> {
-    match OrderState::try_from(state) {
-        Ok(OrderState::Delivered) => Some(Outcome::Done),
-        Ok(OrderState::Cancelled) => Some(Outcome::OrderCancelled),
+/// Position along the saga's path, for `--until`.
+fn progress(state: OrderState) -> u8 {
+    match state {
+        OrderState::Unspecified => 0,
+        OrderState::Placed => 1,
+        OrderState::Reserved => 2,
+        OrderState::Confirmed => 3,
+        OrderState::Dispatching => 4,
+        OrderState::InTransit => 5,
+        OrderState::Delivered => 6,
+        OrderState::Cancelled => 7,
+    }
+}
+
+/// How a watch ends, from the state an update carries: at the end of the
+/// order, or once it got as far as `until`.
+fn watch_outcome(state: i32, until: Option<OrderState>) -> Option<Outcome> {
+    let state = OrderState::try_from(state).ok()?;
+    match state {
+        OrderState::Cancelled => Some(Outcome::OrderCancelled),
+        OrderState::Delivered => Some(Outcome::Done),
+        _ if until.is_some_and(|until| progress(state) >= progress(until)) => Some(Outcome::Done),
         _ => None,
     }
 }
 
-async fn watch(context: &Context, order_id: String) -> Result<Outcome, CliError> {
+async fn watch(context: &Context, request: WatchArgs) -> Result<Outcome, CliError> {
+    let WatchArgs { order_id, until } = request;
     let mut updates = context
         .orders()
         .await?
@@ -232,7 +266,7 @@ async fn watch(context: &Context, order_id: String) -> Result<Outcome, CliError>
             .printer
             .show(&update, view::update_human, view::update_json)?;
         let state = update.order.as_ref().map_or(0, |order| order.state);
-        if let Some(outcome) = watch_outcome(state) {
+        if let Some(outcome) = watch_outcome(state, until) {
             return Ok(outcome);
         }
     }
@@ -243,13 +277,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn watch_ends_only_at_terminal_states() {
+    fn watch_ends_at_terminal_states_or_once_far_enough() {
         assert_eq!(
-            watch_outcome(OrderState::Delivered.into()),
+            watch_outcome(OrderState::Delivered.into(), None),
             Some(Outcome::Done)
         );
         assert_eq!(
-            watch_outcome(OrderState::Cancelled.into()),
+            watch_outcome(OrderState::Cancelled.into(), Some(OrderState::Reserved)),
             Some(Outcome::OrderCancelled)
         );
         for state in [
@@ -259,8 +293,19 @@ mod tests {
             OrderState::Dispatching,
             OrderState::InTransit,
         ] {
-            assert_eq!(watch_outcome(state.into()), None, "{state:?}");
+            assert_eq!(watch_outcome(state.into(), None), None, "{state:?}");
         }
+        let until = Some(OrderState::Dispatching);
+        assert_eq!(watch_outcome(OrderState::Confirmed.into(), until), None);
+        assert_eq!(
+            watch_outcome(OrderState::Dispatching.into(), until),
+            Some(Outcome::Done)
+        );
+        assert_eq!(
+            watch_outcome(OrderState::InTransit.into(), until),
+            Some(Outcome::Done),
+            "past it counts"
+        );
     }
 
     #[test]

@@ -205,7 +205,12 @@ pub async fn run(
                 .lock()
                 .map(|c| c.placed_orders.clone())
                 .unwrap_or_default();
-            if observer.unfinished(&placed).is_empty() || tokio::time::Instant::now() >= deadline {
+            let seen_unfinished = observer.unfinished(&placed);
+            // The observer may trail the streams; the orders service decides.
+            let done = seen_unfinished.is_empty()
+                || (seen_unfinished.len() <= 200
+                    && still_open(&clients, &seen_unfinished).await.is_empty());
+            if done || tokio::time::Instant::now() >= deadline {
                 break;
             }
         }
@@ -257,11 +262,39 @@ pub async fn run(
     invariants::check_stock(&mut clients.catalog, &mut findings)
         .await
         .context("auditing stock")?;
-    findings.unfinished_orders = observer.unfinished(&calls.placed_orders);
+    findings.unfinished_orders =
+        still_open(&clients, &observer.unfinished(&calls.placed_orders)).await;
     let endings = observer.endings();
     invariants::check_payments(&clients.payments, &endings, &mut findings).await;
     summary.findings = findings;
     Ok(summary)
+}
+
+/// The orders among `order_ids` that the orders service has not ended
+/// (or could not say).
+async fn still_open(clients: &Clients, order_ids: &[String]) -> Vec<String> {
+    use futures::StreamExt;
+    use harvest_proto::common::v1::OrderState;
+    use harvest_proto::orders::v1::GetOrderRequest;
+    futures::stream::iter(order_ids.iter().cloned().map(|order_id| {
+        let mut orders = clients.orders.clone();
+        async move {
+            let request = GetOrderRequest {
+                order_id: order_id.clone(),
+            };
+            let ended = orders.get_order(request).await.is_ok_and(|order| {
+                matches!(
+                    order.get_ref().state(),
+                    OrderState::Delivered | OrderState::Cancelled
+                )
+            });
+            (!ended).then_some(order_id)
+        }
+    }))
+    .buffer_unordered(32)
+    .filter_map(std::future::ready)
+    .collect()
+    .await
 }
 
 fn merge_counts(

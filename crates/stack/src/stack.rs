@@ -42,6 +42,16 @@ impl ServiceKind {
         }
     }
 
+    /// The gRPC and admin ports the service uses by default.
+    pub fn default_ports(self) -> (u16, u16) {
+        match self {
+            ServiceKind::Catalog => (50051, 9101),
+            ServiceKind::Orders => (50052, 9102),
+            ServiceKind::Payments => (50053, 9103),
+            ServiceKind::Delivery => (50054, 9104),
+        }
+    }
+
     pub fn binary(self) -> String {
         format!("harvest-{}", self.name())
     }
@@ -83,6 +93,9 @@ pub struct StackOptions {
     /// they do not know).
     pub service_env: Vec<(ServiceKind, String, String)>,
     pub log_filter: String,
+    /// Put each service on its default ports when they are free, so that
+    /// clients find it without being told where.
+    pub prefer_default_ports: bool,
 }
 
 impl StackOptions {
@@ -98,6 +111,7 @@ impl StackOptions {
             env: Vec::new(),
             service_env: Vec::new(),
             log_filter: "info,rdkafka=warn".to_owned(),
+            prefer_default_ports: false,
         }
     }
 }
@@ -222,10 +236,18 @@ impl Stack {
         }
         let (grpc_addr, admin_addr) = match self.addresses.get(&kind) {
             Some(addresses) => *addresses,
-            None => (
-                SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-                SocketAddr::from(([127, 0, 0, 1], free_port()?)),
-            ),
+            None => {
+                let (grpc, admin) = kind.default_ports();
+                let port = |preferred: u16| -> anyhow::Result<u16> {
+                    let free = self.options.prefer_default_ports
+                        && std::net::TcpListener::bind(("127.0.0.1", preferred)).is_ok();
+                    if free { Ok(preferred) } else { free_port() }
+                };
+                (
+                    SocketAddr::from(([127, 0, 0, 1], port(grpc)?)),
+                    SocketAddr::from(([127, 0, 0, 1], port(admin)?)),
+                )
+            }
         };
         let log_path = self.log_file(kind);
         let log = std::fs::OpenOptions::new()

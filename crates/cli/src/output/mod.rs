@@ -19,25 +19,50 @@ use harvest_proto::Timestamp;
 use harvest_proto::common::v1::{Address, Date, GeoPoint};
 use serde_json::{Value, json};
 
-/// Where and how results go: to stdout, for people or as JSON.
+/// Where and how results go: to stdout, for people, as JSON, or as bare ids
+/// for scripts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Printer {
     pub json: bool,
+    pub quiet: bool,
+}
+
+/// What a result is known by, for `--quiet`: ids, one per line (a watched
+/// order's state).
+pub trait Ids {
+    fn ids(&self) -> Vec<String>;
+}
+
+impl<T: Ids> Ids for [T] {
+    fn ids(&self) -> Vec<String> {
+        self.iter().flat_map(Ids::ids).collect()
+    }
+}
+
+impl<T: Ids, K> Ids for (T, K) {
+    fn ids(&self) -> Vec<String> {
+        self.0.ids()
+    }
 }
 
 impl Printer {
     /// Prints one result in the chosen form.
-    pub fn show<T: ?Sized>(
+    pub fn show<T: Ids + ?Sized>(
         &self,
         value: &T,
         human: impl FnOnce(&T) -> String,
         json: impl FnOnce(&T) -> Value,
     ) -> std::io::Result<()> {
-        let text = if self.json {
+        let text = if self.quiet {
+            value.ids().join("\n")
+        } else if self.json {
             json(value).to_string()
         } else {
             human(value)
         };
+        if self.quiet && text.is_empty() {
+            return Ok(());
+        }
         self.write(&text)
     }
 
@@ -366,5 +391,73 @@ mod tests {
              Ship to  Zhang Wei\n         Xihu, Zhejiang\n\
              Empty\n"
         );
+    }
+}
+
+mod ids {
+    use harvest_proto::catalog::v1::{Product, Stock};
+    use harvest_proto::delivery::v1::{Assignment, Courier, Shipment};
+    use harvest_proto::orders::v1::{Order, OrderUpdate};
+    use harvest_proto::payments::v1::Payment;
+
+    use super::Ids;
+
+    impl Ids for Product {
+        fn ids(&self) -> Vec<String> {
+            vec![self.product_id.clone()]
+        }
+    }
+
+    impl Ids for Stock {
+        fn ids(&self) -> Vec<String> {
+            vec![self.product_id.clone()]
+        }
+    }
+
+    impl Ids for Order {
+        fn ids(&self) -> Vec<String> {
+            vec![self.order_id.clone()]
+        }
+    }
+
+    /// A watched order is known by where it got to.
+    impl Ids for OrderUpdate {
+        fn ids(&self) -> Vec<String> {
+            self.order
+                .as_ref()
+                .map(|order| {
+                    crate::enums::short_name::<harvest_proto::common::v1::OrderState>(order.state)
+                })
+                .into_iter()
+                .collect()
+        }
+    }
+
+    impl Ids for Courier {
+        fn ids(&self) -> Vec<String> {
+            vec![self.courier_id.clone()]
+        }
+    }
+
+    impl Ids for Shipment {
+        fn ids(&self) -> Vec<String> {
+            vec![self.shipment_id.clone()]
+        }
+    }
+
+    impl Ids for Assignment {
+        fn ids(&self) -> Vec<String> {
+            self.shipment
+                .as_ref()
+                .map(|shipment| shipment.shipment_id.clone())
+                .into_iter()
+                .collect()
+        }
+    }
+
+    impl Ids for Payment {
+        fn ids(&self) -> Vec<String> {
+            vec![self.order_id.clone()]
+        }
     }
 }

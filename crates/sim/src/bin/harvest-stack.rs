@@ -185,7 +185,7 @@ fn local_settings() -> Vec<(ServiceKind, String, String)> {
     .collect()
 }
 
-async fn start(args: &StackArgs) -> anyhow::Result<Stack> {
+async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<Stack> {
     if args.state_dir.exists() {
         std::fs::remove_dir_all(&args.state_dir)
             .with_context(|| format!("clearing {}", args.state_dir.display()))?;
@@ -202,6 +202,7 @@ async fn start(args: &StackArgs) -> anyhow::Result<Stack> {
     options.bin_dir.clone_from(&args.bin_dir);
     options.otlp_endpoint.clone_from(&args.otlp_endpoint);
     options.service_env = local_settings();
+    options.prefer_default_ports = default_ports;
     println!("starting redis, the broker and the four services…");
     let stack = Stack::start(options).await?;
     println!("  broker    {}", stack.bootstrap());
@@ -247,7 +248,7 @@ async fn demo(
     drain: u64,
 ) -> anyhow::Result<bool> {
     let stop = interrupt();
-    let stack = start(&args).await?;
+    let stack = start(&args, false).await?;
     let regions: Vec<Region> = stack.options().regions.iter().cloned().collect();
     let spike = match spike {
         None => None,
@@ -306,29 +307,28 @@ async fn demo(
 
 async fn run(args: StackArgs) -> anyhow::Result<bool> {
     let stop = interrupt();
-    let stack = start(&args).await?;
+    let stack = start(&args, true).await?;
     let mut clients = Clients::connect(&stack).await?;
     let products = seed::seed_catalog(&mut clients.catalog).await?;
-    let fleet = harvest_sim::couriers::register_fleet(
-        &mut clients.delivery,
-        &stack.options().regions,
-        2,
-        10,
-    )
-    .await?;
     println!(
-        "seeded {} products and {} couriers",
-        products.len(),
-        fleet.len()
+        "seeded {} products; no couriers yet: register some with `harvest courier register`",
+        products.len()
     );
     println!();
-    println!("point the harvest client at it:");
-    for kind in ServiceKind::ALL {
-        println!(
-            "  export HARVEST_{}_URL={}",
-            kind.name().to_uppercase(),
-            stack.endpoint(kind).unwrap_or_default()
-        );
+    let on_defaults = ServiceKind::ALL
+        .into_iter()
+        .all(|kind| stack.grpc_addr(kind).map(|addr| addr.port()) == Some(kind.default_ports().0));
+    if on_defaults {
+        println!("the services are on their default ports: `harvest` finds them as it is");
+    } else {
+        println!("some default ports were taken; point the harvest client at the services:");
+        for kind in ServiceKind::ALL {
+            println!(
+                "  export HARVEST_{}_URL={}",
+                kind.name().to_uppercase(),
+                stack.endpoint(kind).unwrap_or_default()
+            );
+        }
     }
     println!("running (Ctrl-C to stop)");
     stop.cancelled().await;
