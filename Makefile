@@ -7,7 +7,7 @@ export PATH := $(CARGO_BIN):$(PATH)
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test lint fmt demo run clean
+.PHONY: help deps build test lint fmt demo run bench clean
 
 help: ## List the commands
 	@echo "Harvest — order fulfillment for rural e-commerce"
@@ -48,6 +48,10 @@ demo: deps build ## Run the whole system with simulated buyers and couriers (ARG
 
 run: deps build ## Run the whole system without simulated traffic until Ctrl-C
 	./target/debug/harvest-stack run $(ARGS)
+
+bench: deps ## Measure rates, a regional spike and a flash sale (release build); writes target/bench/results.json
+	$(CARGO) build --locked --release --workspace --bins
+	./target/release/harvest-bench $(ARGS)
 
 clean: ## Remove build output and local state
 	$(CARGO) clean

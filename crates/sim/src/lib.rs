@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod couriers;
 pub mod invariants;
 pub mod observer;
@@ -148,126 +149,324 @@ pub async fn run(
     stop: CancellationToken,
     mut on_tick: impl FnMut(&Tick),
 ) -> anyhow::Result<Summary> {
-    let mut clients = target.clients.clone();
-    let products = seed::seed_catalog(&mut clients.catalog)
-        .await
-        .context("seeding the catalog")?;
-    let fleet = couriers::register_fleet(
-        &mut clients.delivery,
-        target.topology.regions(),
-        plan.couriers_per_point,
-        plan.courier_capacity,
+    let session = Session::open(
+        target,
+        &Setup {
+            couriers: plan.couriers.clone(),
+            couriers_per_point: plan.couriers_per_point,
+            courier_capacity: plan.courier_capacity,
+            stock_factor: 1,
+        },
     )
-    .await
-    .context("registering couriers")?;
-    let observer = Observer::start(&target.bootstrap, &target.topology)?;
+    .await?;
+    session.traffic(&plan.traffic, &stop, &mut on_tick).await;
+    session.drain(plan.drain_timeout, &stop, &mut on_tick).await;
+    session.finish().await
+}
 
-    let started = Instant::now();
-    let calls = Arc::new(Mutex::new(Calls::default()));
-    let fleet_counts = Arc::new(FleetCounts::default());
-    let couriers_stop = CancellationToken::new();
-    let couriers = tokio::spawn(couriers::run_fleet(
-        clients.delivery.clone(),
-        fleet,
-        plan.couriers.clone(),
-        fleet_counts.clone(),
-        couriers_stop.clone(),
-    ));
-    let traffic_stop = stop.child_token();
-    let mut storefronts = tokio::spawn(storefront::run(
-        clients.orders.clone(),
-        products,
-        plan.traffic.clone(),
-        calls.clone(),
-        traffic_stop.clone(),
-    ));
+/// How a session's world is set up.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub couriers: CourierBehavior,
+    pub couriers_per_point: usize,
+    pub courier_capacity: i32,
+    /// Stock of every sample lot is multiplied by this.
+    pub stock_factor: i64,
+}
 
-    // Traffic, then the drain: one tick a second throughout.
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.tick().await;
-    let mut traffic_done = false;
-    let mut traffic_seconds = 0.0;
-    let mut drain_deadline = None;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = &mut storefronts, if !traffic_done => {
-                traffic_done = true;
-                traffic_seconds = started.elapsed().as_secs_f64();
-                drain_deadline = Some(tokio::time::Instant::now() + plan.drain_timeout);
+/// A seeded system with couriers working and an observer reading the
+/// streams, through which traffic can be run in phases.
+pub struct Session {
+    clients: Clients,
+    observer: Observer,
+    products: Vec<harvest_proto::catalog::v1::Product>,
+    calls: Arc<Mutex<Calls>>,
+    fleet_counts: Arc<FleetCounts>,
+    couriers_stop: CancellationToken,
+    couriers: tokio::task::JoinHandle<()>,
+    started: Instant,
+    traffic_seconds: Mutex<f64>,
+}
+
+/// What one phase of traffic did, for the orders placed in it.
+#[derive(Clone, Debug, Default)]
+pub struct Phase {
+    pub seconds: f64,
+    pub placed: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub place_latency: BTreeMap<String, Samples>,
+    pub placed_to_confirmed: BTreeMap<String, Samples>,
+    pub placed_to_assigned: BTreeMap<String, Samples>,
+    /// Orders of the phase that were neither confirmed nor ended when the
+    /// phase was measured.
+    pub unconfirmed: BTreeMap<String, u64>,
+    pub first_error: Option<String>,
+}
+
+impl Phase {
+    pub fn total(map: &BTreeMap<String, u64>) -> u64 {
+        map.values().sum()
+    }
+}
+
+impl Session {
+    pub async fn open(target: &Target, setup: &Setup) -> anyhow::Result<Session> {
+        let mut clients = target.clients.clone();
+        let products = seed::seed_catalog_with(&mut clients.catalog, setup.stock_factor)
+            .await
+            .context("seeding the catalog")?;
+        let fleet = couriers::register_fleet(
+            &mut clients.delivery,
+            target.topology.regions(),
+            setup.couriers_per_point,
+            setup.courier_capacity,
+        )
+        .await
+        .context("registering couriers")?;
+        let observer = Observer::start(&target.bootstrap, &target.topology)?;
+        let fleet_counts = Arc::new(FleetCounts::default());
+        let couriers_stop = CancellationToken::new();
+        let couriers = tokio::spawn(couriers::run_fleet(
+            clients.delivery.clone(),
+            fleet,
+            setup.couriers.clone(),
+            fleet_counts.clone(),
+            couriers_stop.clone(),
+        ));
+        Ok(Session {
+            clients,
+            observer,
+            products,
+            calls: Arc::new(Mutex::new(Calls::default())),
+            fleet_counts,
+            couriers_stop,
+            couriers,
+            started: Instant::now(),
+            traffic_seconds: Mutex::new(0.0),
+        })
+    }
+
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
+    pub fn products(&self) -> &[harvest_proto::catalog::v1::Product] {
+        &self.products
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// Orders acknowledged so far, in all phases.
+    pub fn placed_orders(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .map(|c| c.placed_orders.clone())
+            .unwrap_or_default()
+    }
+
+    /// Runs the storefronts for the traffic's duration (or until `stop`),
+    /// ticking once a second.
+    pub async fn traffic(
+        &self,
+        traffic: &Traffic,
+        stop: &CancellationToken,
+        on_tick: &mut impl FnMut(&Tick),
+    ) {
+        let began = Instant::now();
+        let traffic_stop = stop.child_token();
+        let mut storefronts = tokio::spawn(storefront::run(
+            self.clients.orders.clone(),
+            self.products.clone(),
+            traffic.clone(),
+            self.calls.clone(),
+            traffic_stop.clone(),
+        ));
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    on_tick(&snapshot(&self.calls, &self.observer, self.started.elapsed(), false));
+                }
+                _ = &mut storefronts => break,
             }
-            () = stop.cancelled(), if drain_deadline.is_some() => break,
         }
-        let tick = snapshot(&calls, &observer, started.elapsed(), traffic_done);
-        on_tick(&tick);
-        if let Some(deadline) = drain_deadline {
-            let placed = calls
-                .lock()
-                .map(|c| c.placed_orders.clone())
-                .unwrap_or_default();
-            let seen_unfinished = observer.unfinished(&placed);
+        traffic_stop.cancel();
+        if let Ok(mut seconds) = self.traffic_seconds.lock() {
+            *seconds += began.elapsed().as_secs_f64();
+        }
+    }
+
+    /// Runs one phase of traffic and reports on the orders placed in it,
+    /// waiting up to `settle` after it for them to be confirmed or end.
+    pub async fn phase(
+        &self,
+        traffic: &Traffic,
+        settle: Duration,
+        stop: &CancellationToken,
+    ) -> Phase {
+        let (orders_before, latency_before) = self.mark();
+        let began = Instant::now();
+        self.traffic(traffic, stop, &mut |_| {}).await;
+        let seconds = began.elapsed().as_secs_f64();
+        let calls = self.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        let orders: Vec<String> =
+            calls.placed_orders[orders_before.min(calls.placed_orders.len())..].to_vec();
+        let deadline = tokio::time::Instant::now() + settle;
+        while tokio::time::Instant::now() < deadline && !stop.is_cancelled() {
+            let waiting = orders
+                .iter()
+                .filter(|id| {
+                    self.observer
+                        .track(id)
+                        .is_none_or(|t| t.confirmed_at.is_none() && t.ending.is_none())
+                })
+                .count();
+            if waiting == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut phase = Phase {
+            seconds,
+            first_error: calls.first_error.clone(),
+            ..Phase::default()
+        };
+        for (region, region_calls) in &calls.regions {
+            let (placed_before, errors_before, samples_before) =
+                latency_before.get(region).cloned().unwrap_or_default();
+            phase
+                .placed
+                .insert(region.clone(), region_calls.placed - placed_before);
+            phase
+                .errors
+                .insert(region.clone(), region_calls.errors - errors_before);
+            phase
+                .place_latency
+                .insert(region.clone(), region_calls.latency.since(samples_before));
+        }
+        for order_id in &orders {
+            let Some(track) = self.observer.track(order_id) else {
+                continue;
+            };
+            let region = track.region.clone();
+            match (track.placed_at, track.confirmed_at) {
+                (Some(placed), Some(confirmed)) => phase
+                    .placed_to_confirmed
+                    .entry(region.clone())
+                    .or_default()
+                    .record_seconds(confirmed - placed),
+                (_, None) if track.ending.is_none() => {
+                    *phase.unconfirmed.entry(region.clone()).or_default() += 1;
+                }
+                _ => {}
+            }
+            if let (Some(placed), Some(assigned)) = (track.placed_at, track.assigned_at) {
+                phase
+                    .placed_to_assigned
+                    .entry(region)
+                    .or_default()
+                    .record_seconds(assigned - placed);
+            }
+        }
+        phase
+    }
+
+    /// How far the calls have got: orders so far, and per region (placed,
+    /// errors, latency samples).
+    fn mark(&self) -> (usize, BTreeMap<String, (u64, u64, usize)>) {
+        self.calls
+            .lock()
+            .map(|calls| {
+                let regions = calls
+                    .regions
+                    .iter()
+                    .map(|(region, c)| (region.clone(), (c.placed, c.errors, c.latency.len())))
+                    .collect();
+                (calls.placed_orders.len(), regions)
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` (or `stop`) for every acknowledged order to end,
+    /// ticking once a second.
+    pub async fn drain(
+        &self,
+        timeout: Duration,
+        stop: &CancellationToken,
+        on_tick: &mut impl FnMut(&Tick),
+    ) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            on_tick(&snapshot(
+                &self.calls,
+                &self.observer,
+                self.started.elapsed(),
+                true,
+            ));
+            let seen_unfinished = self.observer.unfinished(&self.placed_orders());
             // The observer may trail the streams; the orders service decides.
             let done = seen_unfinished.is_empty()
                 || (seen_unfinished.len() <= 200
-                    && still_open(&clients, &seen_unfinished).await.is_empty());
+                    && still_open(&self.clients, &seen_unfinished).await.is_empty());
             if done || tokio::time::Instant::now() >= deadline {
-                break;
+                return;
             }
         }
     }
-    traffic_stop.cancel();
-    couriers_stop.cancel();
-    let _ = couriers.await;
 
-    let calls = calls.lock().map(|c| c.clone()).unwrap_or_default();
-    let views = observer.regions();
-    let mut summary = Summary {
-        elapsed: started.elapsed(),
-        traffic_seconds: if traffic_done {
-            traffic_seconds
-        } else {
-            started.elapsed().as_secs_f64()
-        },
-        cancel_requests: calls.cancel_requests,
-        first_error: calls.first_error.clone(),
-        fleet_assignments: fleet_counts
-            .assignments
-            .load(std::sync::atomic::Ordering::Relaxed),
-        fleet_delivered: fleet_counts
-            .delivered
-            .load(std::sync::atomic::Ordering::Relaxed),
-        fleet_failed: fleet_counts
-            .failed
-            .load(std::sync::atomic::Ordering::Relaxed),
-        ..Summary::default()
-    };
-    for (region, view) in &views {
-        summary
-            .placed_to_confirmed
-            .insert(region.clone(), view.placed_to_confirmed.clone());
-        summary
-            .placed_to_assigned
-            .insert(region.clone(), view.placed_to_assigned.clone());
+    /// Stops the couriers and checks the invariants.
+    pub async fn finish(self) -> anyhow::Result<Summary> {
+        self.couriers_stop.cancel();
+        let _ = self.couriers.await;
+        let mut clients = self.clients.clone();
+        let calls = self.calls.lock().map(|c| c.clone()).unwrap_or_default();
+        let views = self.observer.regions();
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        let mut summary = Summary {
+            elapsed: self.started.elapsed(),
+            traffic_seconds: self.traffic_seconds.lock().map(|s| *s).unwrap_or_default(),
+            cancel_requests: calls.cancel_requests,
+            first_error: calls.first_error.clone(),
+            fleet_assignments: self.fleet_counts.assignments.load(relaxed),
+            fleet_delivered: self.fleet_counts.delivered.load(relaxed),
+            fleet_failed: self.fleet_counts.failed.load(relaxed),
+            ..Summary::default()
+        };
+        for (region, view) in &views {
+            summary
+                .placed_to_confirmed
+                .insert(region.clone(), view.placed_to_confirmed.clone());
+            summary
+                .placed_to_assigned
+                .insert(region.clone(), view.placed_to_assigned.clone());
+        }
+        for (region, counts) in merge_counts(&calls, &views) {
+            summary.regions.insert(region, counts);
+        }
+        for (region, region_calls) in &calls.regions {
+            summary
+                .place_latency
+                .insert(region.clone(), region_calls.latency.clone());
+        }
+        let mut findings = Findings::default();
+        invariants::check_stock(&mut clients.catalog, &mut findings)
+            .await
+            .context("auditing stock")?;
+        findings.unfinished_orders =
+            still_open(&clients, &self.observer.unfinished(&calls.placed_orders)).await;
+        let endings = self.observer.endings();
+        invariants::check_payments(&clients.payments, &endings, &mut findings).await;
+        summary.findings = findings;
+        Ok(summary)
     }
-    for (region, counts) in merge_counts(&calls, &views) {
-        summary.regions.insert(region, counts);
-    }
-    for (region, region_calls) in &calls.regions {
-        summary
-            .place_latency
-            .insert(region.clone(), region_calls.latency.clone());
-    }
-
-    let mut findings = Findings::default();
-    invariants::check_stock(&mut clients.catalog, &mut findings)
-        .await
-        .context("auditing stock")?;
-    findings.unfinished_orders =
-        still_open(&clients, &observer.unfinished(&calls.placed_orders)).await;
-    let endings = observer.endings();
-    invariants::check_payments(&clients.payments, &endings, &mut findings).await;
-    summary.findings = findings;
-    Ok(summary)
 }
 
 /// The orders among `order_ids` that the orders service has not ended

@@ -26,9 +26,11 @@ pub enum Ending {
 pub struct Track {
     pub region: String,
     pub placed_at: Option<f64>,
+    pub reserved_at: Option<f64>,
     pub confirmed_at: Option<f64>,
     pub assigned_at: Option<f64>,
     pub ending: Option<Ending>,
+    pub ended_at: Option<f64>,
 }
 
 /// Per-region outcomes and latencies, taken from event times.
@@ -92,11 +94,19 @@ impl State {
                     view.placed_to_assigned.record_seconds(assigned - placed);
                 }
             }
+            Some(Payload::OrderStateChanged(changed))
+                if track.reserved_at.is_none()
+                    && changed.to == harvest_proto::common::v1::OrderState::Reserved as i32 =>
+            {
+                track.reserved_at = at;
+            }
             Some(Payload::OrderDelivered(_)) if track.ending.is_none() => {
+                track.ended_at = at;
                 track.ending = Some(Ending::Delivered);
                 view.delivered += 1;
             }
             Some(Payload::OrderCancelled(cancelled)) if track.ending.is_none() => {
+                track.ended_at = at;
                 track.ending = Some(Ending::Cancelled(cancelled.reason));
                 *view.cancelled.entry(cancelled.reason).or_default() += 1;
             }

@@ -260,6 +260,14 @@ fn proto_date(date: Date) -> ProtoDate {
 pub async fn seed_catalog(
     client: &mut CatalogServiceClient<Channel>,
 ) -> Result<Vec<Product>, tonic::Status> {
+    seed_catalog_with(client, 1).await
+}
+
+/// [`seed_catalog`] with every lot `stock_factor` times larger, for load.
+pub async fn seed_catalog_with(
+    client: &mut CatalogServiceClient<Channel>,
+    stock_factor: i64,
+) -> Result<Vec<Product>, tonic::Status> {
     let today = Date::today();
     let mut products = Vec::with_capacity(SAMPLE_PRODUCTS.len());
     for sample in SAMPLE_PRODUCTS {
@@ -304,7 +312,7 @@ pub async fn seed_catalog(
                 .receive_stock_lot(ReceiveStockLotRequest {
                     product_id: product.product_id.clone(),
                     lot_id: format!("{}-lot{}", sample.seller_id, index + 1),
-                    quantity: *quantity,
+                    quantity: quantity * stock_factor.max(1),
                     harvest_date: Some(proto_date(harvested)),
                     best_before,
                 })

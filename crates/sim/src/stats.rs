@@ -30,6 +30,17 @@ impl Samples {
         self.values.is_empty()
     }
 
+    /// The samples recorded after the first `count`.
+    pub fn since(&self, count: usize) -> Samples {
+        Samples {
+            values: self
+                .values
+                .get(count..)
+                .map(<[f64]>::to_vec)
+                .unwrap_or_default(),
+        }
+    }
+
     pub fn extend(&mut self, other: &Samples) {
         self.values.extend_from_slice(&other.values);
     }

@@ -1,0 +1,190 @@
+//! Measuring Harvest: the machine's own ceilings (raw broker and Redis
+//! rates with the clients Harvest uses), and what each service process
+//! costs in CPU time and memory.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::StreamExt;
+use harvest_bus::BusConfig;
+use harvest_bus::topology::TopicSpec;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Produces `messages` events of `size` bytes with the producer settings of
+/// Harvest's publisher and consumes them with a consumer group like a
+/// service's. Returns (produced per second, produced-and-consumed per
+/// second).
+pub async fn broker_ceiling(
+    bus: &BusConfig,
+    messages: usize,
+    size: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let topic = format!("harvest.ceiling.{}", uuid::Uuid::new_v4().simple());
+    let spec = TopicSpec {
+        name: topic.clone(),
+        partitions: bus.partitions,
+        replication_factor: bus.replication_factor,
+        retention_ms: 3_600_000,
+    };
+    harvest_bus::admin::ensure_topics(bus, &[spec]).await?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bus.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", bus.linger_ms.to_string())
+        .set("message.timeout.ms", bus.publish_timeout_ms.to_string())
+        .create()
+        .context("ceiling producer")?;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bus.brokers)
+        .set("group.id", format!("{topic}.group"))
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", bus.session_timeout_ms.to_string())
+        .create()
+        .context("ceiling consumer")?;
+    consumer.subscribe(&[topic.as_str()])?;
+    // Let the group form before the clock starts.
+    let _ = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await;
+
+    let payload = vec![b'h'; size];
+    let started = Instant::now();
+    let consuming = async {
+        let mut received = 0;
+        while received < messages {
+            match tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await {
+                Ok(Ok(message)) => {
+                    let _ = consumer.store_offset_from_message(&message);
+                    received += 1;
+                }
+                Ok(Err(_)) => {}
+                Err(_) => break,
+            }
+        }
+        (received, started.elapsed())
+    };
+    let producing = async {
+        futures::stream::iter(0..messages)
+            .map(|index| {
+                let key = format!("ord_{index}");
+                let producer = &producer;
+                let payload = &payload;
+                let topic = &topic;
+                async move {
+                    producer
+                        .send(
+                            FutureRecord::to(topic).key(&key).payload(payload),
+                            Duration::from_secs(30),
+                        )
+                        .await
+                        .is_ok()
+                }
+            })
+            .buffer_unordered(5_000)
+            .filter(|sent| std::future::ready(*sent))
+            .count()
+            .await;
+        started.elapsed()
+    };
+    let (produced_in, (received, consumed_in)) = tokio::join!(producing, consuming);
+    anyhow::ensure!(
+        received == messages,
+        "only {received} of {messages} messages came back"
+    );
+    Ok((
+        messages as f64 / produced_in.as_secs_f64(),
+        messages as f64 / consumed_in.as_secs_f64(),
+    ))
+}
+
+/// Lua calls per second a Redis server answers: `clients` concurrent callers
+/// of a one-hash script (a counter step, like a reservation's), for `length`.
+pub async fn redis_ceiling(url: &str, clients: usize, length: Duration) -> anyhow::Result<f64> {
+    let client = redis::Client::open(url)?;
+    let connection = client.get_multiplexed_async_connection().await?;
+    let script = redis::Script::new(
+        "local v = redis.call('HINCRBY', KEYS[1], 'reserved', 1) \
+         if v > tonumber(redis.call('HGET', KEYS[1], 'on_hand') or '1000000000') then return 0 end \
+         return v",
+    );
+    let deadline = Instant::now() + length;
+    let started = Instant::now();
+    let calls = futures::future::join_all((0..clients).map(|index| {
+        let mut connection = connection.clone();
+        let script = script.clone();
+        async move {
+            let key = format!("ceiling:{{p{}}}:lots", index % 64);
+            let mut calls = 0u64;
+            while Instant::now() < deadline {
+                let called: redis::RedisResult<i64> =
+                    script.key(&key).invoke_async(&mut connection).await;
+                if called.is_err() {
+                    break;
+                }
+                calls += 1;
+            }
+            calls
+        }
+    }))
+    .await;
+    Ok(calls.iter().sum::<u64>() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: fields count from after its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (user + system) as f64 / clock_ticks() as f64,
+    ))
+}
+
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// The most resident memory a process has used, in bytes.
+pub fn peak_memory(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
+}
+
+/// CPU time of several processes, by name.
+pub fn cpu_times(pids: &BTreeMap<String, u32>) -> BTreeMap<String, Duration> {
+    pids.iter()
+        .filter_map(|(name, pid)| Some((name.clone(), cpu_time(*pid)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let pid = std::process::id();
+        let spent = cpu_time(pid).expect("cpu time");
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_add(i * i);
+        }
+        assert!(x > 0);
+        assert!(cpu_time(pid).expect("cpu time") >= spent);
+        assert!(peak_memory(pid).expect("memory") > 1024 * 1024);
+    }
+}
