@@ -5,6 +5,7 @@ NISSHI_VERSION := 0.7.0-pre.2
 CARGO_BIN   := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 export PATH := $(CARGO_BIN):$(PATH)
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
 
 .DEFAULT_GOAL := help
 .PHONY: help deps build test lint fmt demo run bench clean
@@ -44,14 +45,14 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 demo: deps build ## Run the whole system with simulated buyers and couriers (ARGS="--duration 120 …")
-	./target/debug/harvest-stack demo $(ARGS)
+	$(TARGET_DIR)/debug/harvest-stack demo $(ARGS)
 
 run: deps build ## Run the whole system without simulated traffic until Ctrl-C
-	./target/debug/harvest-stack run $(ARGS)
+	$(TARGET_DIR)/debug/harvest-stack run $(ARGS)
 
 bench: deps ## Measure rates, a regional spike and a flash sale (release build); writes target/bench/results.json
 	$(CARGO) build --locked --release --workspace --bins
-	./target/release/harvest-bench $(ARGS)
+	$(TARGET_DIR)/release/harvest-bench $(ARGS)
 
 clean: ## Remove build output and local state
 	$(CARGO) clean

@@ -31,6 +31,10 @@ pub struct BusConfig {
     pub handler_backoff_ms: u64,
     /// Events buffered per partition ahead of its handler.
     pub partition_queue_depth: usize,
+    /// How long a fetch may wait at the broker for new events. Shorter means
+    /// events are picked up sooner when traffic is light, at the cost of
+    /// more requests.
+    pub fetch_wait_max_ms: u32,
     /// Create missing topics at start-up. Turn off where topics are managed
     /// by the platform.
     pub ensure_topics: bool,
@@ -50,6 +54,7 @@ impl Default for BusConfig {
             handler_max_attempts: 5,
             handler_backoff_ms: 100,
             partition_queue_depth: 64,
+            fetch_wait_max_ms: 250,
             ensure_topics: true,
         }
     }

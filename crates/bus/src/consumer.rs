@@ -105,6 +105,7 @@ pub async fn run<H: Handler>(
     let consumer: Arc<StreamConsumer<LagReporter>> = Arc::new(
         ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
+            .set("socket.nagle.disable", "true")
             .set("group.id", &group)
             .set(
                 "client.id",
@@ -120,6 +121,7 @@ pub async fn run<H: Handler>(
                 (config.session_timeout_ms / 4).max(100).to_string(),
             )
             .set("statistics.interval.ms", "5000")
+            .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
             .create_with_context(LagReporter {
                 group: group.clone(),
             })

@@ -58,6 +58,8 @@ impl Publisher {
     ) -> Result<Self, PublishError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
+            // Small requests must not wait for the broker's delayed ACKs.
+            .set("socket.nagle.disable", "true")
             .set("client.id", format!("harvest-{}", owner.name()))
             .set("enable.idempotence", "true")
             .set("acks", "all")

@@ -32,6 +32,7 @@ pub async fn broker_ceiling(
     harvest_bus::admin::ensure_topics(bus, &[spec]).await?;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bus.brokers)
+        .set("socket.nagle.disable", "true")
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", bus.linger_ms.to_string())
@@ -40,11 +41,13 @@ pub async fn broker_ceiling(
         .context("ceiling producer")?;
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bus.brokers)
+        .set("socket.nagle.disable", "true")
         .set("group.id", format!("{topic}.group"))
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", bus.session_timeout_ms.to_string())
+        .set("fetch.wait.max.ms", bus.fetch_wait_max_ms.to_string())
         .create()
         .context("ceiling consumer")?;
     consumer.subscribe(&[topic.as_str()])?;

@@ -121,12 +121,15 @@ impl Observer {
     pub fn start(bootstrap: &str, topology: &Topology) -> anyhow::Result<Observer> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
+            .set("socket.nagle.disable", "true")
             .set(
                 "group.id",
                 format!("harvest-observer-{}", uuid::Uuid::new_v4().simple()),
             )
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "50")
+            // Latencies come from the events' own times, so reading them a
+            // little late costs nothing, while polling often loads the broker.
+            .set("fetch.wait.max.ms", "500")
             .create()
             .context("creating the observer's consumer")?;
         let mut assignment = TopicPartitionList::new();

@@ -54,6 +54,7 @@ impl Probe {
     pub fn start(bootstrap: &str, topics: &[String]) -> anyhow::Result<Self> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
+            .set("socket.nagle.disable", "true")
             .set("group.id", crate::unique_name())
             .set("enable.auto.commit", "false")
             .create()
@@ -138,6 +139,7 @@ pub async fn send_raw(
 ) -> anyhow::Result<()> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        .set("socket.nagle.disable", "true")
         .create()
         .context("creating raw producer")?;
     let mut owned = OwnedHeaders::new();
