@@ -163,3 +163,49 @@ impl Listeners {
         failure.map_or(Ok(()), Err)
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum FoundationError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Redis(#[from] crate::store::ConnectError),
+    #[error("could not create topics")]
+    Topics(#[from] harvest_bus::admin::AdminError),
+    #[error("could not create the event publisher")]
+    Publisher(#[from] harvest_bus::PublishError),
+}
+
+/// What every service starts from: its ports bound, Redis reached, the
+/// topics in place, and a publisher for the stream it owns.
+pub struct Foundation {
+    pub listeners: Listeners,
+    pub redis: redis::aio::ConnectionManager,
+    pub publisher: Publisher,
+}
+
+impl Foundation {
+    pub async fn build(
+        server: &ServerConfig,
+        bus: &BusConfig,
+        redis: &crate::RedisConfig,
+        regions: &crate::RegionsConfig,
+        owner: harvest_bus::Stream,
+    ) -> Result<Foundation, FoundationError> {
+        let listeners = Listeners::bind(server).await?;
+        let redis = crate::store::connect(redis).await?;
+        let topology = harvest_bus::Topology::new(bus, regions.all.clone());
+        if bus.ensure_topics {
+            let created = harvest_bus::admin::ensure_topics(bus, &topology.all_topics()).await?;
+            if !created.is_empty() {
+                tracing::info!(count = created.len(), "created topics");
+            }
+        }
+        let publisher = Publisher::new(bus, topology, owner)?;
+        Ok(Foundation {
+            listeners,
+            redis,
+            publisher,
+        })
+    }
+}

@@ -7,6 +7,9 @@
 //! `HARVEST_REDIS_SERVER` or `HARVEST_NISSHI` to use others.
 
 pub mod kafka;
+mod settings;
+
+pub use settings::TestSettings;
 
 use std::time::Duration;
 

@@ -19,8 +19,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use harvest_bus::consumer::ConsumerSpec;
-use harvest_bus::{Publisher, Stream, Topology};
-use harvest_kit::service::{Listeners, RunError, StartError, Task, consumer_task};
+use harvest_bus::{Publisher, Stream};
+use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, Task, consumer_task};
 use harvest_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -36,13 +36,7 @@ pub enum BuildError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error(transparent)]
-    Start(#[from] StartError),
-    #[error(transparent)]
-    Redis(#[from] harvest_kit::store::ConnectError),
-    #[error("could not create topics")]
-    Topics(#[from] harvest_bus::admin::AdminError),
-    #[error("could not create the event publisher")]
-    Publisher(#[from] harvest_bus::PublishError),
+    Foundation(#[from] FoundationError),
 }
 
 /// A catalog ready to serve: ports bound, Redis and the broker reached.
@@ -56,18 +50,19 @@ pub struct App {
 impl App {
     pub async fn build(config: CatalogConfig) -> Result<App, BuildError> {
         config.validate().map_err(BuildError::Config)?;
-        let listeners = Listeners::bind(&config.server).await?;
-        let redis = harvest_kit::store::connect(&config.redis).await?;
+        let Foundation {
+            listeners,
+            redis,
+            publisher,
+        } = Foundation::build(
+            &config.server,
+            &config.bus,
+            &config.redis,
+            &config.regions,
+            Stream::Catalog,
+        )
+        .await?;
         let store = CatalogStore::new(redis, &config.redis.key_prefix);
-        let topology = Topology::new(&config.bus, config.regions.all.clone());
-        if config.bus.ensure_topics {
-            let created =
-                harvest_bus::admin::ensure_topics(&config.bus, &topology.all_topics()).await?;
-            if !created.is_empty() {
-                tracing::info!(count = created.len(), "created topics");
-            }
-        }
-        let publisher = Publisher::new(&config.bus, topology, Stream::Catalog)?;
         Ok(App {
             config,
             listeners,

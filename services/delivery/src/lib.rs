@@ -24,8 +24,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use harvest_bus::consumer::ConsumerSpec;
-use harvest_bus::{Publisher, Stream, Topology};
-use harvest_kit::service::{Listeners, RunError, StartError, Task, consumer_task};
+use harvest_bus::{Publisher, Stream};
+use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, Task, consumer_task};
 use harvest_proto::delivery::v1::delivery_service_server::DeliveryServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -42,13 +42,7 @@ pub enum BuildError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error(transparent)]
-    Start(#[from] StartError),
-    #[error(transparent)]
-    Redis(#[from] harvest_kit::store::ConnectError),
-    #[error("could not create topics")]
-    Topics(#[from] harvest_bus::admin::AdminError),
-    #[error("could not create the event publisher")]
-    Publisher(#[from] harvest_bus::PublishError),
+    Foundation(#[from] FoundationError),
 }
 
 /// A delivery service ready to serve: ports bound, Redis and the broker reached.
@@ -62,18 +56,19 @@ pub struct App {
 impl App {
     pub async fn build(config: DeliveryConfig) -> Result<App, BuildError> {
         config.validate().map_err(BuildError::Config)?;
-        let listeners = Listeners::bind(&config.server).await?;
-        let redis = harvest_kit::store::connect(&config.redis).await?;
+        let Foundation {
+            listeners,
+            redis,
+            publisher,
+        } = Foundation::build(
+            &config.server,
+            &config.bus,
+            &config.redis,
+            &config.regions,
+            Stream::Delivery,
+        )
+        .await?;
         let store = DeliveryStore::new(redis, &config.redis.key_prefix);
-        let topology = Topology::new(&config.bus, config.regions.all.clone());
-        if config.bus.ensure_topics {
-            let created =
-                harvest_bus::admin::ensure_topics(&config.bus, &topology.all_topics()).await?;
-            if !created.is_empty() {
-                tracing::info!(count = created.len(), "created topics");
-            }
-        }
-        let publisher = Publisher::new(&config.bus, topology, Stream::Delivery)?;
         Ok(App {
             config,
             listeners,

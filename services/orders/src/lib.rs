@@ -25,8 +25,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use harvest_bus::consumer::ConsumerSpec;
-use harvest_bus::{Publisher, Stream, Topology};
-use harvest_kit::service::{Listeners, RunError, StartError, Task, consumer_task};
+use harvest_bus::{Publisher, Stream};
+use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, Task, consumer_task};
 use harvest_proto::orders::v1::orders_service_server::OrdersServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -52,15 +52,9 @@ pub enum BuildError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error(transparent)]
-    Start(#[from] StartError),
-    #[error(transparent)]
-    Redis(#[from] harvest_kit::store::ConnectError),
+    Foundation(#[from] FoundationError),
     #[error("invalid redis url")]
     RedisUrl(#[source] redis::RedisError),
-    #[error("could not create topics")]
-    Topics(#[from] harvest_bus::admin::AdminError),
-    #[error("could not create the event publisher")]
-    Publisher(#[from] harvest_bus::PublishError),
 }
 
 /// An orders service ready to serve.
@@ -75,16 +69,21 @@ pub struct App {
 impl App {
     pub async fn build(config: OrdersConfig) -> Result<App, BuildError> {
         config.validate().map_err(BuildError::Config)?;
-        let listeners = Listeners::bind(&config.server).await?;
-        let redis = harvest_kit::store::connect(&config.redis).await?;
+        let Foundation {
+            listeners,
+            redis,
+            publisher,
+        } = Foundation::build(
+            &config.server,
+            &config.bus,
+            &config.redis,
+            &config.regions,
+            Stream::Orders,
+        )
+        .await?;
         let pubsub = redis::Client::open(config.redis.url.expose().as_str())
             .map_err(BuildError::RedisUrl)?;
         let store = OrderStore::new(redis, &config.redis.key_prefix);
-        let topology = Topology::new(&config.bus, config.regions.all.clone());
-        if config.bus.ensure_topics {
-            harvest_bus::admin::ensure_topics(&config.bus, &topology.all_topics()).await?;
-        }
-        let publisher = Publisher::new(&config.bus, topology, Stream::Orders)?;
         let saga = Saga::new(store, publisher.clone(), config.orders.clone());
         Ok(App {
             config,

@@ -1,10 +1,10 @@
 use std::time::Duration;
 
-use harvest_bus::{BusConfig, Envelope, Payload, Publisher, Stream, Topology, new_envelope};
+use harvest_bus::{Envelope, Payload, Publisher, Stream, Topology, new_envelope};
 use harvest_catalog::store::CatalogStore;
 use harvest_catalog::{App, CatalogConfig};
-use harvest_domain::{Id, Region, Regions, deterministic_id, new_id};
-use harvest_kit::{RedisConfig, RegionsConfig, Secret, ServerConfig};
+use harvest_domain::{Id, Region, deterministic_id, new_id};
+use harvest_kit::ServerConfig;
 use harvest_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use harvest_proto::catalog::v1::{
     Category, CollectionPointInput, CreateProductRequest, Product, ReceiveStockLotRequest, Unit,
@@ -12,7 +12,7 @@ use harvest_proto::catalog::v1::{
 use harvest_proto::common::v1 as common;
 use harvest_proto::events::v1::OrderPlaced;
 use harvest_testkit::kafka::Probe;
-use harvest_testkit::{Broker, Redis, unique_name};
+use harvest_testkit::{Broker, Redis, TestSettings};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -48,26 +48,12 @@ impl Drop for TestCatalog {
 }
 
 pub fn test_config(redis: &Redis, broker: &Broker) -> CatalogConfig {
-    let prefix = unique_name();
+    let settings = TestSettings::new(redis, broker);
     CatalogConfig {
         server: ServerConfig::local(0, 0),
-        bus: BusConfig {
-            brokers: broker.bootstrap(),
-            topic_prefix: format!("{prefix}."),
-            partitions: 3,
-            session_timeout_ms: 6_000,
-            handler_backoff_ms: 20,
-            handler_max_attempts: 3,
-            ..BusConfig::default()
-        },
-        redis: RedisConfig {
-            url: Secret::new(redis.url()),
-            key_prefix: format!("{prefix}:"),
-        },
-        regions: RegionsConfig {
-            all: Regions::try_from(vec!["east".to_owned(), "north".to_owned()]).expect("valid"),
-            serve: Vec::new(),
-        },
+        bus: settings.bus,
+        redis: settings.redis,
+        regions: settings.regions,
         ..CatalogConfig::default()
     }
 }

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use harvest_bus::{BusConfig, Envelope, Payload, Publisher, Stream, Topology, new_envelope};
-use harvest_domain::{Id, Region, Regions, deterministic_id};
-use harvest_kit::{RedisConfig, RegionsConfig, Secret, ServerConfig};
+use harvest_bus::{Envelope, Payload, Publisher, Stream, Topology, new_envelope};
+use harvest_domain::{Id, Region, deterministic_id};
+use harvest_kit::ServerConfig;
 use harvest_orders::{App, OrdersConfig};
 use harvest_proto::common::v1::{Address, OrderLine, OrderState, PickupPoint};
 use harvest_proto::events::v1::{
@@ -12,7 +12,7 @@ use harvest_proto::events::v1::{
 use harvest_proto::orders::v1::orders_service_client::OrdersServiceClient;
 use harvest_proto::orders::v1::{GetOrderRequest, Order, PlaceOrderRequest};
 use harvest_testkit::kafka::Probe;
-use harvest_testkit::{Broker, Redis, unique_name};
+use harvest_testkit::{Broker, Redis, TestSettings, unique_name};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -99,26 +99,12 @@ impl World {
     pub async fn with(adjust: impl FnOnce(&mut OrdersConfig)) -> World {
         let redis = Redis::start().expect("redis starts");
         let broker = Broker::start().expect("broker starts");
-        let prefix = unique_name();
+        let settings = TestSettings::new(&redis, &broker);
         let mut config = OrdersConfig {
             server: ServerConfig::local(0, 0),
-            bus: BusConfig {
-                brokers: broker.bootstrap(),
-                topic_prefix: format!("{prefix}."),
-                partitions: 3,
-                session_timeout_ms: 6_000,
-                handler_backoff_ms: 20,
-                handler_max_attempts: 3,
-                ..BusConfig::default()
-            },
-            redis: RedisConfig {
-                url: Secret::new(redis.url()),
-                key_prefix: format!("{prefix}:"),
-            },
-            regions: RegionsConfig {
-                all: Regions::try_from(vec!["east".to_owned(), "north".to_owned()]).expect("valid"),
-                serve: Vec::new(),
-            },
+            bus: settings.bus,
+            redis: settings.redis,
+            regions: settings.regions,
             ..OrdersConfig::default()
         };
         config.orders.deadline_poll_ms = 50;

@@ -1,8 +1,8 @@
 use std::time::Duration;
 
-use harvest_bus::{BusConfig, Envelope, Payload, Publisher, Stream, Topology, new_envelope};
-use harvest_domain::{Id, Region, Regions, deterministic_id, new_id};
-use harvest_kit::{RedisConfig, RegionsConfig, Secret, ServerConfig};
+use harvest_bus::{Envelope, Payload, Publisher, Stream, Topology, new_envelope};
+use harvest_domain::{Id, Region, deterministic_id, new_id};
+use harvest_kit::ServerConfig;
 use harvest_payments::config::ProviderConfig;
 use harvest_payments::ledger::Ledger;
 use harvest_payments::sandbox::{SandboxProvider, SandboxRecord};
@@ -13,7 +13,7 @@ use harvest_proto::events::v1::{OrderCancelled, OrderDelivered, ReservedLine, St
 use harvest_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use harvest_proto::payments::v1::{GetPaymentRequest, LedgerEntryKind, Payment};
 use harvest_testkit::kafka::{Probe, RawMessage};
-use harvest_testkit::{Broker, Redis, unique_name};
+use harvest_testkit::{Broker, Redis, TestSettings};
 use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -50,26 +50,12 @@ impl Drop for TestPayments {
 }
 
 pub fn test_config(redis: &Redis, broker: &Broker) -> PaymentsConfig {
-    let prefix = unique_name();
+    let settings = TestSettings::new(redis, broker);
     PaymentsConfig {
         server: ServerConfig::local(0, 0),
-        bus: BusConfig {
-            brokers: broker.bootstrap(),
-            topic_prefix: format!("{prefix}."),
-            partitions: 3,
-            session_timeout_ms: 6_000,
-            handler_backoff_ms: 20,
-            handler_max_attempts: 3,
-            ..BusConfig::default()
-        },
-        redis: RedisConfig {
-            url: Secret::new(redis.url()),
-            key_prefix: format!("{prefix}:"),
-        },
-        regions: RegionsConfig {
-            all: Regions::try_from(vec!["east".to_owned(), "north".to_owned()]).expect("valid"),
-            serve: Vec::new(),
-        },
+        bus: settings.bus,
+        redis: settings.redis,
+        regions: settings.regions,
         provider: ProviderConfig {
             max_attempts: 3,
             backoff_ms: 10,
