@@ -1,14 +1,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use harvest_bus::BusConfig;
 use harvest_catalog::CatalogConfig;
-use harvest_domain::Regions;
-use harvest_kit::{RedisConfig, RegionsConfig, Secret, ServerConfig};
+use harvest_kit::{RedisConfig, ServerConfig};
 use harvest_orders::OrdersConfig;
 use harvest_proto::catalog::v1::Product;
 use harvest_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
-use harvest_testkit::{Broker, Redis, unique_name};
+use harvest_testkit::{Broker, Redis, TestSettings};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
@@ -37,24 +35,13 @@ impl World {
     pub async fn start() -> World {
         let redis = Redis::start().expect("redis starts");
         let broker = Broker::start().expect("broker starts");
-        let prefix = unique_name();
-        let bus = BusConfig {
-            brokers: broker.bootstrap(),
-            topic_prefix: format!("{prefix}."),
-            partitions: 3,
-            session_timeout_ms: 6_000,
-            handler_backoff_ms: 20,
-            handler_max_attempts: 3,
-            ..BusConfig::default()
-        };
+        let settings = TestSettings::new(&redis, &broker);
+        let bus = settings.bus.clone();
         let redis_config = |service: &str| RedisConfig {
-            url: Secret::new(redis.url()),
-            key_prefix: format!("{prefix}:{service}:"),
+            key_prefix: format!("{}{service}:", settings.redis.key_prefix),
+            ..settings.redis.clone()
         };
-        let regions = RegionsConfig {
-            all: Regions::try_from(vec!["east".to_owned(), "north".to_owned()]).expect("valid"),
-            serve: Vec::new(),
-        };
+        let regions = settings.regions.clone();
         let shutdown = CancellationToken::new();
 
         let catalog = harvest_catalog::App::build(CatalogConfig {
