@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
 use crate::topology::Stream;
-use crate::{BusConfig, Envelope, Publisher, event, metrics, trace};
+use crate::{BusConfig, CloseOffThread, Envelope, Publisher, event, metrics, trace};
 
 /// An event as a handler sees it, with where it came from.
 #[derive(Clone, Debug)]
@@ -102,7 +102,7 @@ pub async fn run<H: Handler>(
         .iter()
         .map(|stream| topology.topic(*stream, &spec.region))
         .collect();
-    let consumer: Arc<StreamConsumer<LagReporter>> = Arc::new(
+    let (member, closed): (Member, _) = CloseOffThread::with_notice(
         ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("socket.nagle.disable", "true")
@@ -130,6 +130,7 @@ pub async fn run<H: Handler>(
                 source,
             })?,
     );
+    let consumer = Arc::new(member);
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topic_refs)
@@ -205,12 +206,23 @@ pub async fn run<H: Handler>(
             tracing::warn!(%group, error.cause_chain = ?error, "final commit did not run")
         }
     }
+    // Leave the group, so that the others take over its partitions at once,
+    // but do not wait on a broker that is gone for longer than it would take
+    // the group to notice by itself.
+    drop(worker);
+    drop(consumer);
+    let leave_wait = Duration::from_millis(config.session_timeout_ms.into());
+    if tokio::time::timeout(leave_wait, closed).await.is_err() {
+        tracing::warn!(%group, "left the group without the broker's answer");
+    }
     tracing::info!(%group, "consumer stopped");
     Ok(())
 }
 
+type Member = CloseOffThread<StreamConsumer<LagReporter>>;
+
 struct Worker<H> {
-    consumer: Arc<StreamConsumer<LagReporter>>,
+    consumer: Arc<Member>,
     handler: Arc<H>,
     publisher: Publisher,
     dead_letter_topic: String,

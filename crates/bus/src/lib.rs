@@ -10,12 +10,15 @@
 //!   after the handler succeeded, retries failed handlers with backoff, sends
 //!   what cannot be handled to a dead-letter topic with its original bytes and
 //!   the reason, and on shutdown finishes the message in hand;
+//! - [`CloseOffThread`]: closes a group member off the async workers, so a
+//!   service whose broker died still stops;
 //! - W3C trace context travels in Kafka headers (and in the envelope), so one
 //!   order is one trace across services.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+mod closing;
 pub mod config;
 pub mod consumer;
 pub mod event;
@@ -24,6 +27,7 @@ mod publisher;
 pub mod topology;
 pub mod trace;
 
+pub use closing::CloseOffThread;
 pub use config::BusConfig;
 pub use consumer::{Handler, HandlerError, IncomingEvent};
 pub use event::{EventError, Payload, new_envelope};

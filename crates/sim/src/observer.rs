@@ -151,6 +151,7 @@ impl Observer {
         consumer
             .assign(&assignment)
             .context("assigning the observer's partitions")?;
+        let consumer = harvest_bus::CloseOffThread::new(consumer);
         let state = Arc::new(Mutex::new(State::default()));
         let sink = state.clone();
         let task = tokio::spawn(async move {

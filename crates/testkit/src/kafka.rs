@@ -77,6 +77,9 @@ impl Probe {
         consumer
             .assign(&assignment)
             .context("assigning probe partitions")?;
+        // Its task is aborted when the probe is dropped, often after the
+        // broker was stopped.
+        let consumer = harvest_bus::CloseOffThread::new(consumer);
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
         let task = tokio::spawn(async move {

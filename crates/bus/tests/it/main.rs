@@ -88,6 +88,22 @@ impl Bus {
         })
     }
 
+    /// Publishes a new event on the orders stream and waits until `handler`
+    /// has handled it.
+    async fn deliver_to(&self, handler: &Flaky) -> Envelope {
+        let event = self.event();
+        self.publisher(Stream::Orders)
+            .publish(event.clone())
+            .await
+            .expect("published");
+        harvest_testkit::eventually(WAIT, || {
+            std::future::ready(handler.handled().contains(&event.event_id).then_some(()))
+        })
+        .await
+        .expect("the event is handled");
+        event
+    }
+
     fn dead_letters(&self) -> Probe {
         Probe::start(
             &self.broker.bootstrap(),
@@ -231,16 +247,7 @@ async fn shutdown_finishes_the_event_in_hand_and_commits_it() {
     let fresh = Arc::new(Flaky::default());
     let shutdown = CancellationToken::new();
     let consuming = bus.consume(fresh.clone(), shutdown.clone());
-    let next = bus.event();
-    bus.publisher(Stream::Orders)
-        .publish(next.clone())
-        .await
-        .expect("published");
-    harvest_testkit::eventually(WAIT, || {
-        std::future::ready(fresh.handled().contains(&next.event_id).then_some(()))
-    })
-    .await
-    .expect("the next event is handled");
+    let next = bus.deliver_to(&fresh).await;
     assert_eq!(
         fresh.handled(),
         vec![next.event_id],
@@ -305,5 +312,36 @@ async fn a_publisher_refuses_regions_outside_the_deployment() {
     let refused = bus.publisher(Stream::Orders).publish(event).await;
     assert!(
         matches!(refused, Err(harvest_bus::PublishError::UnknownRegion(region)) if region == "atlantis")
+    );
+}
+
+/// Closing a consumer leaves its group, which waits on the broker. A service
+/// stopped after its broker died must still stop: dropping the runtime that
+/// runs a consumer returns at once although the group can no longer be left.
+#[test]
+fn a_consumer_whose_broker_died_does_not_hold_up_its_runtime() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let bus = runtime.block_on(async {
+        let bus = Bus::start().await;
+        let handler = Arc::new(Flaky::default());
+        let _consuming = bus.consume(handler.clone(), CancellationToken::new());
+        // Handling an event means the consumer has joined its group.
+        bus.deliver_to(&handler).await;
+        bus
+    });
+    drop(bus);
+
+    let (dropped, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(runtime);
+        let _ = dropped.send(());
+    });
+    // Leaving the group would wait at least the session timeout (6 s here).
+    assert!(
+        done.recv_timeout(Duration::from_secs(3)).is_ok(),
+        "dropping the runtime waited on the dead broker"
     );
 }
