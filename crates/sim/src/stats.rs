@@ -47,12 +47,20 @@ impl Samples {
 
     /// The `q`-quantile (0 ≤ q ≤ 1), nearest rank; `None` without samples.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        if self.values.is_empty() {
+        self.quantile_with_unfinished(q, 0)
+    }
+
+    /// The `q` quantile when `unfinished` more samples are known only to be
+    /// longer than every recorded one (orders not yet confirmed when the
+    /// measurement ended): `None` when the quantile falls among those.
+    pub fn quantile_with_unfinished(&self, q: f64, unfinished: usize) -> Option<f64> {
+        let total = self.values.len() + unfinished;
+        if total == 0 {
             return None;
         }
         let mut sorted = self.values.clone();
         sorted.sort_by(f64::total_cmp);
-        let rank = ((q.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize).max(1);
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as usize).max(1);
         sorted.get(rank - 1).copied()
     }
 }
@@ -123,6 +131,19 @@ mod tests {
         assert_eq!(samples.quantile(0.99), Some(0.099));
         assert_eq!(samples.quantile(1.0), Some(0.1));
         assert_eq!(millis(samples.quantile(0.5)), "50.0 ms");
+    }
+
+    #[test]
+    fn quantiles_among_the_unfinished_are_unknown() {
+        let mut samples = Samples::default();
+        for ms in 1..=90 {
+            samples.record(Duration::from_millis(ms));
+        }
+        // 10 of 100 never finished: the median is known, the p99 is not.
+        assert_eq!(samples.quantile_with_unfinished(0.5, 10), Some(0.05));
+        assert_eq!(samples.quantile_with_unfinished(0.9, 10), Some(0.09));
+        assert_eq!(samples.quantile_with_unfinished(0.91, 10), None);
+        assert_eq!(Samples::default().quantile_with_unfinished(0.5, 3), None);
     }
 
     #[test]
