@@ -156,6 +156,22 @@ pub struct RegionsConfig {
     pub serve: Vec<Region>,
 }
 
+/// Checks the sections every service's configuration shares.
+pub fn validate_shared(
+    bus: &harvest_bus::BusConfig,
+    redis: &RedisConfig,
+    telemetry: &TelemetryConfig,
+    regions: &RegionsConfig,
+) -> Result<(), String> {
+    bus.validate()?;
+    redis.validate()?;
+    telemetry.validate()?;
+    regions
+        .served()
+        .map_err(|error| format!("regions.serve: {error}"))?;
+    Ok(())
+}
+
 impl RegionsConfig {
     /// The regions this instance serves, each checked against `all`.
     pub fn served(&self) -> Result<Regions, RegionError> {

@@ -4,12 +4,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use harvest_bus::consumer::{self, ConsumerSpec};
-use harvest_bus::{BusConfig, Handler, Publisher};
+use harvest_bus::{BusConfig, Handler, Publisher, Stream};
+use harvest_domain::{RegionError, Regions};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -21,21 +21,39 @@ use crate::ServerConfig;
 pub type Task = Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send>>;
 pub type TaskError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The task that consumes `spec`'s streams with `handler` until `shutdown`.
-pub fn consumer_task<H: Handler>(
+/// One event consumer per served region, each reading its region's
+/// `streams` with `handler` until `shutdown`.
+pub fn region_consumers<H: Handler>(
     bus: &BusConfig,
     publisher: &Publisher,
-    spec: ConsumerSpec,
+    service: &'static str,
+    served: &Regions,
+    streams: &[Stream],
     handler: Arc<H>,
     shutdown: &CancellationToken,
-) -> (&'static str, Task) {
-    let (bus, publisher, shutdown) = (bus.clone(), publisher.clone(), shutdown.clone());
-    let task = async move {
-        consumer::run(&bus, publisher, spec, handler, shutdown)
-            .await
-            .map_err(Into::into)
-    };
-    ("an event consumer", Box::pin(task))
+) -> Vec<(&'static str, Task)> {
+    served
+        .iter()
+        .map(|region| {
+            let spec = ConsumerSpec {
+                service,
+                region: region.clone(),
+                streams: streams.to_vec(),
+            };
+            let (bus, publisher, handler, shutdown) = (
+                bus.clone(),
+                publisher.clone(),
+                handler.clone(),
+                shutdown.clone(),
+            );
+            let task: Task = Box::pin(async move {
+                consumer::run(&bus, publisher, spec, handler, shutdown)
+                    .await
+                    .map_err(Into::into)
+            });
+            ("an event consumer", task)
+        })
+        .collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,12 +115,14 @@ impl Listeners {
 
     /// Serves `api`, the admin port and `tasks` until `shutdown`, or until one
     /// of them fails (which stops the others). On shutdown each gets the grace
-    /// period to finish what it holds.
+    /// period to finish what it holds, and then `publisher` as long again to
+    /// deliver the events still queued.
     pub async fn serve<S>(
         self,
         api: S,
         tasks: Vec<(&'static str, Task)>,
         shutdown: CancellationToken,
+        publisher: &Publisher,
     ) -> Result<(), RunError>
     where
         S: tower::Service<
@@ -160,6 +180,7 @@ impl Listeners {
             tracing::warn!(grace_period = ?self.grace_period, "tasks did not finish in time; aborting");
             set.abort_all();
         }
+        publisher.flush(self.grace_period);
         failure.map_or(Ok(()), Err)
     }
 }
@@ -174,14 +195,18 @@ pub enum FoundationError {
     Topics(#[from] harvest_bus::admin::AdminError),
     #[error("could not create the event publisher")]
     Publisher(#[from] harvest_bus::PublishError),
+    #[error("regions.serve names a region outside regions.all")]
+    Regions(#[from] RegionError),
 }
 
 /// What every service starts from: its ports bound, Redis reached, the
-/// topics in place, and a publisher for the stream it owns.
+/// topics in place, a publisher for the stream it owns, and the regions this
+/// instance serves.
 pub struct Foundation {
     pub listeners: Listeners,
     pub redis: redis::aio::ConnectionManager,
     pub publisher: Publisher,
+    pub served: Regions,
 }
 
 impl Foundation {
@@ -192,6 +217,7 @@ impl Foundation {
         regions: &crate::RegionsConfig,
         owner: harvest_bus::Stream,
     ) -> Result<Foundation, FoundationError> {
+        let served = regions.served()?;
         let listeners = Listeners::bind(server).await?;
         let redis = crate::store::connect(redis).await?;
         let topology = harvest_bus::Topology::new(bus, regions.all.clone());
@@ -206,6 +232,7 @@ impl Foundation {
             listeners,
             redis,
             publisher,
+            served,
         })
     }
 }

@@ -51,12 +51,12 @@ impl Default for ReservationConfig {
 
 impl CatalogConfig {
     pub fn validate(&self) -> Result<(), String> {
-        self.bus.validate()?;
-        self.redis.validate()?;
-        self.telemetry.validate()?;
-        self.regions
-            .served()
-            .map_err(|error| format!("regions.serve: {error}"))?;
+        harvest_kit::config::validate_shared(
+            &self.bus,
+            &self.redis,
+            &self.telemetry,
+            &self.regions,
+        )?;
         if self.reservation.delivery_lead_days > 60 {
             return Err("reservation.delivery_lead_days must be at most 60".to_owned());
         }

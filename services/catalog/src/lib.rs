@@ -18,9 +18,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use harvest_bus::consumer::ConsumerSpec;
 use harvest_bus::{Publisher, Stream};
-use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, Task, consumer_task};
+use harvest_domain::Regions;
+use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +45,8 @@ pub struct App {
     listeners: Listeners,
     store: CatalogStore,
     publisher: Publisher,
+    /// The regions this instance serves.
+    served: Regions,
 }
 
 impl App {
@@ -54,6 +56,7 @@ impl App {
             listeners,
             redis,
             publisher,
+            served,
         } = Foundation::build(
             &config.server,
             &config.bus,
@@ -68,6 +71,7 @@ impl App {
             listeners,
             store,
             publisher,
+            served,
         })
     }
 
@@ -87,35 +91,24 @@ impl App {
             self.publisher.clone(),
             self.config.reservation.clone(),
         ));
-        let served = self
-            .config
-            .regions
-            .served()
-            .unwrap_or_else(|_| self.config.regions.all.clone());
-        let mut tasks: Vec<(&'static str, Task)> = Vec::new();
-        for region in served.iter() {
-            let spec = ConsumerSpec {
-                service: SERVICE,
-                region: region.clone(),
-                streams: vec![Stream::Orders, Stream::Delivery],
-            };
-            tasks.push(consumer_task(
-                &self.config.bus,
-                &self.publisher,
-                spec,
-                reactions.clone(),
-                &shutdown,
-            ));
-        }
+        let tasks = region_consumers(
+            &self.config.bus,
+            &self.publisher,
+            SERVICE,
+            &self.served,
+            &[Stream::Orders, Stream::Delivery],
+            reactions,
+            &shutdown,
+        );
         tracing::info!(
             grpc = %self.grpc_addr(),
             admin = %self.admin_addr(),
-            regions = %served,
+            regions = %self.served,
             "catalog serving",
         );
         let api = CatalogServiceServer::new(api::CatalogApi::new(self.store));
-        let result = self.listeners.serve(api, tasks, shutdown).await;
-        self.publisher.flush(self.config.server.grace_period());
-        result
+        self.listeners
+            .serve(api, tasks, shutdown, &self.publisher)
+            .await
     }
 }

@@ -116,12 +116,12 @@ impl AssignmentConfig {
 
 impl DeliveryConfig {
     pub fn validate(&self) -> Result<(), String> {
-        self.bus.validate()?;
-        self.redis.validate()?;
-        self.telemetry.validate()?;
-        self.regions
-            .served()
-            .map_err(|error| format!("regions.serve: {error}"))?;
+        harvest_kit::config::validate_shared(
+            &self.bus,
+            &self.redis,
+            &self.telemetry,
+            &self.regions,
+        )?;
         self.assignment.validate()
     }
 }

@@ -23,9 +23,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use harvest_bus::consumer::ConsumerSpec;
 use harvest_bus::{Publisher, Stream};
-use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, Task, consumer_task};
+use harvest_domain::Regions;
+use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::delivery::v1::delivery_service_server::DeliveryServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +51,8 @@ pub struct App {
     listeners: Listeners,
     store: DeliveryStore,
     publisher: Publisher,
+    /// The regions this instance serves.
+    served: Regions,
 }
 
 impl App {
@@ -60,6 +62,7 @@ impl App {
             listeners,
             redis,
             publisher,
+            served,
         } = Foundation::build(
             &config.server,
             &config.bus,
@@ -74,6 +77,7 @@ impl App {
             listeners,
             store,
             publisher,
+            served,
         })
     }
 
@@ -95,25 +99,16 @@ impl App {
             self.config.assignment.clone(),
         ));
         let reactions = Arc::new(ShipmentReactions::new(dispatcher.clone()));
-        let served = self
-            .config
-            .regions
-            .served()
-            .unwrap_or_else(|_| self.config.regions.all.clone());
-        let mut tasks: Vec<(&'static str, Task)> = Vec::new();
-        for region in served.iter() {
-            let spec = ConsumerSpec {
-                service: SERVICE,
-                region: region.clone(),
-                streams: vec![Stream::Orders],
-            };
-            tasks.push(consumer_task(
-                &self.config.bus,
-                &self.publisher,
-                spec,
-                reactions.clone(),
-                &shutdown,
-            ));
+        let mut tasks = region_consumers(
+            &self.config.bus,
+            &self.publisher,
+            SERVICE,
+            &self.served,
+            &[Stream::Orders],
+            reactions,
+            &shutdown,
+        );
+        for region in self.served.iter() {
             tasks.push((
                 "a shipment sweeper",
                 Box::pin(dispatcher.clone().sweep(region.clone(), shutdown.clone())),
@@ -122,12 +117,12 @@ impl App {
         tracing::info!(
             grpc = %self.grpc_addr(),
             admin = %self.admin_addr(),
-            regions = %served,
+            regions = %self.served,
             "delivery serving",
         );
         let api = DeliveryServiceServer::new(api::DeliveryApi::new(dispatcher, shutdown.clone()));
-        let result = self.listeners.serve(api, tasks, shutdown).await;
-        self.publisher.flush(self.config.server.grace_period());
-        result
+        self.listeners
+            .serve(api, tasks, shutdown, &self.publisher)
+            .await
     }
 }

@@ -90,12 +90,12 @@ impl OrderRules {
 
 impl OrdersConfig {
     pub fn validate(&self) -> Result<(), String> {
-        self.bus.validate()?;
-        self.redis.validate()?;
-        self.telemetry.validate()?;
-        self.regions
-            .served()
-            .map_err(|error| format!("regions.serve: {error}"))?;
+        harvest_kit::config::validate_shared(
+            &self.bus,
+            &self.redis,
+            &self.telemetry,
+            &self.regions,
+        )?;
         let rules = &self.orders;
         if rules.idempotency_ttl_hours < 24 {
             return Err("orders.idempotency_ttl_hours must be at least 24".to_owned());

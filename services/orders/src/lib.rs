@@ -24,9 +24,9 @@ pub mod watch;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use harvest_bus::consumer::ConsumerSpec;
 use harvest_bus::{Publisher, Stream};
-use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, Task, consumer_task};
+use harvest_domain::Regions;
+use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::orders::v1::orders_service_server::OrdersServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +64,8 @@ pub struct App {
     saga: Saga,
     publisher: Publisher,
     pubsub: redis::Client,
+    /// The regions this instance serves.
+    served: Regions,
 }
 
 impl App {
@@ -73,6 +75,7 @@ impl App {
             listeners,
             redis,
             publisher,
+            served,
         } = Foundation::build(
             &config.server,
             &config.bus,
@@ -91,6 +94,7 @@ impl App {
             saga,
             publisher,
             pubsub,
+            served,
         })
     }
 
@@ -104,27 +108,18 @@ impl App {
 
     /// Serves until `shutdown`, then drains.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
-        let served = self
-            .config
-            .regions
-            .served()
-            .unwrap_or_else(|_| self.config.regions.all.clone());
         let reactions = Arc::new(SagaReactions::new(self.saga.clone()));
         let rules = &self.config.orders;
-        let mut tasks: Vec<(&'static str, Task)> = Vec::new();
-        for region in served.iter() {
-            let spec = ConsumerSpec {
-                service: SERVICE,
-                region: region.clone(),
-                streams: vec![Stream::Catalog, Stream::Payments, Stream::Delivery],
-            };
-            tasks.push(consumer_task(
-                &self.config.bus,
-                &self.publisher,
-                spec,
-                reactions.clone(),
-                &shutdown,
-            ));
+        let mut tasks = region_consumers(
+            &self.config.bus,
+            &self.publisher,
+            SERVICE,
+            &self.served,
+            &[Stream::Catalog, Stream::Payments, Stream::Delivery],
+            reactions,
+            &shutdown,
+        );
+        for region in self.served.iter() {
             let deadlines = timers::run_deadlines(
                 self.saga.clone(),
                 region.clone(),
@@ -162,7 +157,7 @@ impl App {
         tracing::info!(
             grpc = %self.grpc_addr(),
             admin = %self.admin_addr(),
-            regions = %served,
+            regions = %self.served,
             "orders serving",
         );
         let api = api::OrdersApi::new(
@@ -172,8 +167,8 @@ impl App {
             hub,
         );
         let server = OrdersServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let result = self.listeners.serve(server, tasks, shutdown).await;
-        self.publisher.flush(self.config.server.grace_period());
-        result
+        self.listeners
+            .serve(server, tasks, shutdown, &self.publisher)
+            .await
     }
 }

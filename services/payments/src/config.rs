@@ -87,12 +87,12 @@ impl Default for PayoutConfig {
 
 impl PaymentsConfig {
     pub fn validate(&self) -> Result<(), String> {
-        self.bus.validate()?;
-        self.redis.validate()?;
-        self.telemetry.validate()?;
-        self.regions
-            .served()
-            .map_err(|error| format!("regions.serve: {error}"))?;
+        harvest_kit::config::validate_shared(
+            &self.bus,
+            &self.redis,
+            &self.telemetry,
+            &self.regions,
+        )?;
         if !(1..=20).contains(&self.provider.max_attempts) {
             return Err("provider.max_attempts must be between 1 and 20".to_owned());
         }

@@ -26,9 +26,9 @@ pub mod store;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use harvest_bus::consumer::ConsumerSpec;
 use harvest_bus::{Publisher, Stream};
-use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, Task, consumer_task};
+use harvest_domain::Regions;
+use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::payments::v1::payments_service_server::PaymentsServiceServer;
 use tokio_util::sync::CancellationToken;
 
@@ -56,6 +56,8 @@ pub struct App {
     listeners: Listeners,
     payments: Arc<Payments<SandboxProvider>>,
     publisher: Publisher,
+    /// The regions this instance serves.
+    served: Regions,
 }
 
 impl App {
@@ -65,6 +67,7 @@ impl App {
             listeners,
             redis,
             publisher,
+            served,
         } = Foundation::build(
             &config.server,
             &config.bus,
@@ -87,6 +90,7 @@ impl App {
             listeners,
             payments,
             publisher,
+            served,
         })
     }
 
@@ -105,35 +109,24 @@ impl App {
             self.payments.clone(),
             self.config.payouts.commission_basis_points,
         ));
-        let served = self
-            .config
-            .regions
-            .served()
-            .unwrap_or_else(|_| self.config.regions.all.clone());
-        let mut tasks: Vec<(&'static str, Task)> = Vec::new();
-        for region in served.iter() {
-            let spec = ConsumerSpec {
-                service: SERVICE,
-                region: region.clone(),
-                streams: vec![Stream::Catalog, Stream::Orders],
-            };
-            tasks.push(consumer_task(
-                &self.config.bus,
-                &self.publisher,
-                spec,
-                reactions.clone(),
-                &shutdown,
-            ));
-        }
+        let tasks = region_consumers(
+            &self.config.bus,
+            &self.publisher,
+            SERVICE,
+            &self.served,
+            &[Stream::Catalog, Stream::Orders],
+            reactions,
+            &shutdown,
+        );
         tracing::info!(
             grpc = %self.grpc_addr(),
             admin = %self.admin_addr(),
-            regions = %served,
+            regions = %self.served,
             "payments serving",
         );
         let api = PaymentsServiceServer::new(api::PaymentsApi::new(self.payments));
-        let result = self.listeners.serve(api, tasks, shutdown).await;
-        self.publisher.flush(self.config.server.grace_period());
-        result
+        self.listeners
+            .serve(api, tasks, shutdown, &self.publisher)
+            .await
     }
 }
