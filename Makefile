@@ -1,11 +1,16 @@
 # Harvest: the commands a person types. `make` alone lists them.
 
 CARGO       ?= cargo
-NISSHI_VERSION := 0.7.0-pre.2
+MVN         ?= mvn
 CARGO_BIN   := $(or $(CARGO_HOME),$(HOME)/.cargo)/bin
 export PATH := $(CARGO_BIN):$(PATH)
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
+# Apache Kafka's classpath, fetched from Maven Central by `make deps`; it
+# survives `cargo clean`. The services' code finds it here too.
+KAFKA_POM   := deploy/kafka/pom.xml
+KAFKA_LIBS  ?= $(or $(HARVEST_KAFKA_LIBS),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/harvest/kafka/libs)
+export HARVEST_KAFKA_LIBS := $(KAFKA_LIBS)
 
 .DEFAULT_GOAL := help
 .PHONY: help deps build test lint fmt demo run bench clean
@@ -15,26 +20,35 @@ help: ## List the commands
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps: ## Install redis-server and the nisshi broker if they are missing
+deps: ## Install what is missing: Java 17+ check, Apache Kafka (Maven), redis-server (apt), cargo-nextest
+	@java_version=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	if [ -z "$$java_version" ] || [ "$$java_version" -lt 17 ]; then \
+		echo "Apache Kafka needs Java 17 or newer on PATH (found: $${java_version:-none})" >&2; exit 1; \
+	fi
+	@if ! cmp -s $(KAFKA_POM) $(KAFKA_LIBS)/pom.xml; then \
+		echo "fetching Apache Kafka's classpath from Maven Central into $(KAFKA_LIBS)…"; \
+		rm -rf $(KAFKA_LIBS).new && \
+		$(MVN) -q -B -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime \
+			-DoutputDirectory=$(abspath $(KAFKA_LIBS)).new && \
+		cp $(KAFKA_POM) $(KAFKA_LIBS).new/pom.xml && \
+		rm -rf $(KAFKA_LIBS) && mv $(KAFKA_LIBS).new $(KAFKA_LIBS) && \
+		echo "Apache Kafka: $$(ls $(KAFKA_LIBS) | grep -c 'jar$$') jars in $(KAFKA_LIBS)"; \
+	fi
 	@if ! command -v redis-server >/dev/null; then \
 		echo "installing redis-server (apt-get)…"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; \
 	fi
-	@if ! command -v nisshi >/dev/null; then \
-		echo "installing the nisshi broker $(NISSHI_VERSION) (cargo install; this takes about 15–20 minutes)…"; \
-		$(CARGO) install nisshi --version $(NISSHI_VERSION) --locked --features dynostore,libsql,postgres; \
+	@if ! $(CARGO) nextest --version >/dev/null 2>&1; then \
+		echo "installing cargo-nextest (cargo install; a few minutes)…"; \
+		$(CARGO) install cargo-nextest --locked; \
 	fi
 
 build: ## Build every crate and binary
 	$(CARGO) build --locked --workspace --bins
 
-test: deps ## Run every test (starts its own Redis and broker)
+test: deps ## Run every test (each starts its own Redis; a run shares one Kafka broker)
 	$(CARGO) build --locked --workspace --bins
-	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --locked --workspace --profile ci; \
-	else \
-		$(CARGO) test --locked --workspace; \
-	fi
+	$(CARGO) nextest run --locked --workspace --profile ci
 	$(CARGO) test --locked --workspace --doc
 
 lint: ## Check formatting and run clippy with warnings as errors

@@ -24,7 +24,8 @@ pub const PAYMENT_DEADLINE_SECS: u64 = 6;
 /// Seconds a shipment may wait for a courier in these tests.
 pub const COURIER_DEADLINE_SECS: u64 = 5;
 
-/// A running Harvest: broker, Redis and the four services as processes.
+/// A running Harvest: Redis and the four services as processes, on the
+/// run's shared broker.
 pub struct System {
     pub stack: Stack,
     pub clients: Clients,
@@ -46,6 +47,10 @@ impl System {
         let state_dir =
             std::env::temp_dir().join(format!("harvest-e2e-{}", uuid::Uuid::new_v4().simple()));
         let mut options = StackOptions::new(&state_dir);
+        // The run's shared broker, under topics and groups of this test's own.
+        let broker = harvest_testkit::Broker::shared().expect("the shared broker is up");
+        options.external_broker = Some(broker.bootstrap());
+        options.topic_prefix = format!("{}.", harvest_testkit::unique_name());
         options.regions =
             Regions::try_from(vec!["east".to_owned(), "north".to_owned()]).expect("valid");
         options.partitions = 2;

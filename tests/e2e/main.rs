@@ -1,5 +1,5 @@
 //! End-to-end tests: the four services as separate processes, on a real
-//! Kafka-protocol broker and a real Redis, driven through their public APIs
+//! Apache Kafka broker and a real Redis, driven through their public APIs
 //! the way storefronts and courier systems drive them.
 
 mod helpers;

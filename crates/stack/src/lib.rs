@@ -1,9 +1,10 @@
-//! The local Harvest stack: one piece of code that starts and stops a broker,
-//! Redis, the topics and the services as separate processes on free loopback
+//! The local Harvest stack: one piece of code that starts and stops Apache
+//! Kafka, Redis, the topics and the services as separate processes on free loopback
 //! ports. The demo, the end-to-end tests and the benchmark all run on it.
 
 #![forbid(unsafe_code)]
 
+mod kafka;
 pub mod servers;
 mod stack;
 

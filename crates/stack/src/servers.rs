@@ -1,14 +1,18 @@
 //! Starting the servers Harvest needs, on free loopback ports: `redis-server`
-//! and the Kafka-protocol broker `nisshi`. Each runs as a child process that
-//! is killed when its handle is dropped.
+//! here and Apache Kafka in [`crate::kafka`]. Each runs as a child process
+//! that is killed when its handle is dropped.
 
 use std::fs::File;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+pub use crate::kafka::{
+    BrokerOptions, BrokerServer, KafkaInstall, KafkaNode, answers, kafka_libs_dir,
+};
 
 /// A free loopback port. The OS may hand it out again before it is bound, so
 /// servers started on it are retried on a new port if they fail to start.
@@ -156,102 +160,6 @@ fn redis_answers(port: u16) -> bool {
         return false;
     };
     redis::cmd("PING").query::<String>(&mut connection).is_ok()
-}
-
-/// A Kafka-protocol broker.
-pub struct BrokerServer {
-    port: u16,
-    guard: ChildGuard,
-}
-
-/// How to run the broker.
-#[derive(Clone, Debug, Default)]
-pub struct BrokerOptions {
-    /// Keep events in this SQLite file; in memory only when unset.
-    pub sqlite_file: Option<PathBuf>,
-    pub log: Option<PathBuf>,
-}
-
-impl BrokerServer {
-    pub fn start(options: &BrokerOptions) -> anyhow::Result<Self> {
-        let binary = nisshi_binary()?;
-        // The broker resolves a SQLite path against its working directory, an
-        // absolute one included: run it in the file's directory and name the
-        // file alone.
-        let (storage, working_dir) = match &options.sqlite_file {
-            Some(file) => {
-                let dir = file
-                    .parent()
-                    .filter(|dir| !dir.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                std::fs::create_dir_all(dir)?;
-                let name = file
-                    .file_name()
-                    .context("the broker's SQLite file has no name")?;
-                (
-                    format!("sqlite://{}", name.to_string_lossy()),
-                    Some(dir.to_path_buf()),
-                )
-            }
-            None => ("memory://nisshi/".to_owned(), None),
-        };
-        retry_on_port_clash(|port| {
-            let url = format!("tcp://127.0.0.1:{port}");
-            let (stdout, stderr) = output(options.log.as_deref())?;
-            let mut command = Command::new(&binary);
-            if let Some(dir) = &working_dir {
-                command.current_dir(dir);
-            }
-            let child = command
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", &storage])
-                .env("RUST_LOG", "warn")
-                .stdout(stdout)
-                .stderr(stderr)
-                .spawn()
-                .with_context(|| format!("starting {}", binary.display()))?;
-            let mut guard = ChildGuard::new("nisshi", child);
-            wait_until(Duration::from_secs(20), &mut guard, || {
-                TcpStream::connect_timeout(
-                    &SocketAddr::from(([127, 0, 0, 1], port)),
-                    Duration::from_millis(200),
-                )
-                .is_ok()
-            })?;
-            Ok(BrokerServer { port, guard })
-        })
-    }
-
-    /// `host:port` for `bootstrap.servers`.
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn stop(mut self) {
-        self.guard.terminate(Duration::from_secs(5));
-    }
-}
-
-/// The `nisshi` binary: `HARVEST_NISSHI`, then `PATH`, then `~/.cargo/bin`.
-pub fn nisshi_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = find_binary("HARVEST_NISSHI", "nisshi") {
-        return Ok(path);
-    }
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
-    if let Some(path) = cargo_home.map(|home| home.join("bin/nisshi"))
-        && path.is_file()
-    {
-        return Ok(path);
-    }
-    bail!("the nisshi broker is not installed: run `make deps` (or set HARVEST_NISSHI)")
 }
 
 /// `variable` when set, else `name` on `PATH`.

@@ -78,8 +78,16 @@ impl fmt::Display for ServiceKind {
 pub struct StackOptions {
     /// Logs (and durable data) go here.
     pub state_dir: PathBuf,
-    /// Keep broker and Redis data on disk (SQLite, append-only file).
+    /// Keep Redis data on disk (append-only file) and the broker's log
+    /// directories under the state directory; otherwise Redis keeps its data
+    /// in memory and the broker's directories are removed when it stops.
     pub durable: bool,
+    /// Use this running broker (`host:port`) instead of starting one; the
+    /// stack neither creates it nor stops it.
+    pub external_broker: Option<String>,
+    /// In front of every topic and consumer group, so that several stacks
+    /// can share one broker.
+    pub topic_prefix: String,
     pub services: Vec<ServiceKind>,
     pub regions: Regions,
     pub partitions: i32,
@@ -103,6 +111,8 @@ impl StackOptions {
         StackOptions {
             state_dir: state_dir.into(),
             durable: false,
+            external_broker: None,
+            topic_prefix: String::new(),
             services: ServiceKind::ALL.to_vec(),
             regions: Regions::default(),
             partitions: 6,
@@ -150,17 +160,22 @@ impl Stack {
             log: Some(logs.join("redis.log")),
         })
         .context("starting redis-server")?;
-        let broker = BrokerServer::start(&BrokerOptions {
-            sqlite_file: options.durable.then(|| data.join("broker.db")),
-            log: Some(logs.join("broker.log")),
-        })
-        .context("starting the broker")?;
+        let broker = match options.external_broker {
+            Some(_) => None,
+            None => Some(
+                BrokerServer::start(&BrokerOptions {
+                    data_dir: options.durable.then(|| data.join("kafka")),
+                    log: Some(logs.join("kafka.log")),
+                })
+                .context("starting Apache Kafka")?,
+            ),
+        };
         let mut stack = Stack {
             options,
             bin_dir,
             services: BTreeMap::new(),
             addresses: BTreeMap::new(),
-            broker: Some(broker),
+            broker,
             redis: Some(redis),
         };
         let bus = stack.bus_config();
@@ -182,16 +197,18 @@ impl Stack {
     pub fn bus_config(&self) -> BusConfig {
         BusConfig {
             brokers: self.bootstrap(),
+            topic_prefix: self.options.topic_prefix.clone(),
             partitions: self.options.partitions,
             ..BusConfig::default()
         }
     }
 
     pub fn bootstrap(&self) -> String {
-        self.broker
-            .as_ref()
-            .map(BrokerServer::bootstrap)
-            .unwrap_or_default()
+        match (&self.options.external_broker, &self.broker) {
+            (Some(external), _) => external.clone(),
+            (None, Some(broker)) => broker.bootstrap(),
+            (None, None) => String::new(),
+        }
     }
 
     pub fn redis_url(&self) -> String {
@@ -264,6 +281,7 @@ impl Stack {
                 "HARVEST_BUS__PARTITIONS",
                 self.options.partitions.to_string(),
             )
+            .env("HARVEST_BUS__TOPIC_PREFIX", &self.options.topic_prefix)
             .env("HARVEST_BUS__ENSURE_TOPICS", "false")
             .env("HARVEST_REDIS__URL", self.redis_url())
             .env("HARVEST_REGIONS__ALL", self.options.regions.to_string())

@@ -1,11 +1,13 @@
-//! Test support: a private `redis-server` and a private Kafka-protocol broker
-//! (`nisshi`) per test, on free loopback ports, stopped when dropped; unique
-//! names so tests run in parallel; and a probe that reads topics the way an
+//! Test support: a private `redis-server` per test and one Apache Kafka broker
+//! per test run (see [`broker`]), on free loopback ports; unique names so
+//! tests run in parallel on them; and a probe that reads topics the way an
 //! outside consumer would.
 //!
-//! Binaries are found on `PATH` (or in `~/.cargo/bin` for the broker); set
-//! `HARVEST_REDIS_SERVER` or `HARVEST_NISSHI` to use others.
+//! `redis-server` and `java` are found on `PATH`, the broker's classpath where
+//! `make deps` puts it; `HARVEST_REDIS_SERVER`, `HARVEST_JAVA` and
+//! `HARVEST_KAFKA_LIBS` name others.
 
+pub mod broker;
 pub mod kafka;
 mod settings;
 
@@ -34,17 +36,42 @@ impl Redis {
     }
 }
 
-/// A private, in-memory Kafka-protocol broker.
-pub struct Broker(BrokerServer);
+/// A Kafka broker for a test: the run's shared one, or a private one.
+pub struct Broker {
+    bootstrap: String,
+    private: Option<BrokerServer>,
+}
 
 impl Broker {
-    pub fn start() -> anyhow::Result<Self> {
-        BrokerServer::start(&BrokerOptions::default()).map(Broker)
+    /// The broker every test of the run shares. Keep to your own topic and
+    /// group prefix ([`unique_name`]) on it, and never stop it.
+    pub fn shared() -> anyhow::Result<Self> {
+        Ok(Broker {
+            bootstrap: broker::shared_bootstrap()?,
+            private: None,
+        })
+    }
+
+    /// A broker of the test's own, stopped when dropped: for tests that stop
+    /// or kill it. It costs a JVM start.
+    pub fn private() -> anyhow::Result<Self> {
+        let server = BrokerServer::start(&BrokerOptions::default())?;
+        Ok(Broker {
+            bootstrap: server.bootstrap(),
+            private: Some(server),
+        })
     }
 
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        self.0.bootstrap()
+        self.bootstrap.clone()
+    }
+
+    /// Kills a private broker at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(server) = self.private.take() {
+            server.kill();
+        }
     }
 }
 

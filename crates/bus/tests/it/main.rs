@@ -1,4 +1,4 @@
-//! The event bus against a real Kafka-protocol broker: retries, dead letters,
+//! The event bus against a real Apache Kafka broker: retries, dead letters,
 //! trace context and graceful shutdown.
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -29,8 +29,12 @@ struct Bus {
 }
 
 impl Bus {
+    /// On the run's shared broker.
     async fn start() -> Bus {
-        let broker = Broker::start().expect("broker starts");
+        Self::start_on(Broker::shared().expect("the shared broker is up")).await
+    }
+
+    async fn start_on(broker: Broker) -> Bus {
         let config = BusConfig {
             brokers: broker.bootstrap(),
             topic_prefix: format!("{}.", unique_name()),
@@ -325,7 +329,8 @@ fn a_consumer_whose_broker_died_does_not_hold_up_its_runtime() {
         .build()
         .expect("runtime");
     let bus = runtime.block_on(async {
-        let bus = Bus::start().await;
+        // The broker dies with `bus`: it must be this test's own.
+        let bus = Bus::start_on(Broker::private().expect("a private broker starts")).await;
         let handler = Arc::new(Flaky::default());
         let _consuming = bus.consume(handler.clone(), CancellationToken::new());
         // Handling an event means the consumer has joined its group.

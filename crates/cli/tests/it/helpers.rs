@@ -34,7 +34,7 @@ impl Drop for World {
 impl World {
     pub async fn start() -> World {
         let redis = Redis::start().expect("redis starts");
-        let broker = Broker::start().expect("broker starts");
+        let broker = Broker::shared().expect("the shared broker is up");
         let settings = TestSettings::new(&redis, &broker);
         let bus = settings.bus.clone();
         let redis_config = |service: &str| RedisConfig {

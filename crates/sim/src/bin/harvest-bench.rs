@@ -68,7 +68,8 @@ struct Cli {
     /// How long a producer waits to batch events.
     #[arg(long, default_value_t = harvest_bus::BusConfig::default().linger_ms)]
     linger_ms: u32,
-    /// Keep the broker's events on disk (SQLite) instead of in memory.
+    /// Keep Redis's data in an append-only file, and the broker's log
+    /// directories in the state directory instead of a temporary folder.
     #[arg(long)]
     durable: bool,
     /// Where logs go.
@@ -409,7 +410,8 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
         "setup": {
             "regions": deployment.to_string(),
             "partitions_per_regional_stream": cli.partitions,
-            "broker_storage": if cli.durable { "sqlite" } else { "memory" },
+            "broker": "apache-kafka",
+            "redis_persistence": if cli.durable { "aof" } else { "none" },
             "rung_secs": cli.rung_secs,
             "warmup_secs": cli.warmup_secs,
             "thresholds": {"place_p99_ms": PLACE_P99 * 1000.0, "confirm_p99_ms": CONFIRM_P99 * 1000.0, "max_error_ratio": MAX_ERROR_RATIO},

@@ -14,7 +14,7 @@ use harvest_sim::{Clients, Plan, Target, report, seed};
 use harvest_stack::{ServiceKind, Stack, StackOptions};
 use tokio_util::sync::CancellationToken;
 
-/// Runs Harvest on this machine: a Kafka-protocol broker, Redis, the topics
+/// Runs Harvest on this machine: Apache Kafka, Redis, the topics
 /// and the four services, each as its own process on free loopback ports.
 #[derive(Parser)]
 #[command(version)]
@@ -40,7 +40,9 @@ struct StackArgs {
     /// Partitions of each regional stream.
     #[arg(long, default_value_t = 2)]
     partitions: i32,
-    /// Keep the broker's events in memory instead of on disk.
+    /// Keep Redis's data in memory only, and the broker's log directories in
+    /// a temporary folder removed when the stack stops, instead of both in
+    /// the state directory.
     #[arg(long)]
     in_memory: bool,
 }

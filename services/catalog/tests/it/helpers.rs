@@ -61,7 +61,7 @@ pub fn test_config(redis: &Redis, broker: &Broker) -> CatalogConfig {
 impl TestCatalog {
     pub async fn start() -> Self {
         let redis = Redis::start().expect("redis starts");
-        let broker = Broker::start().expect("broker starts");
+        let broker = Broker::shared().expect("the shared broker is up");
         let config = test_config(&redis, &broker);
         let app = App::build(config.clone()).await.expect("catalog builds");
         let grpc = app.grpc_addr();

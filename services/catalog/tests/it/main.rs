@@ -1,5 +1,5 @@
-//! Integration tests of the catalog against a real Redis server and a real
-//! Kafka-protocol broker, each private to its test.
+//! Integration tests of the catalog against a real Redis server, private to
+//! its test, and the test run's Apache Kafka broker.
 
 mod api;
 mod helpers;

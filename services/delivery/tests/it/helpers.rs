@@ -111,7 +111,7 @@ impl TestDelivery {
     /// Starts the service with `adjust`ed test settings.
     pub async fn start_with(adjust: impl FnOnce(&mut DeliveryConfig)) -> Self {
         let redis = Redis::start().expect("redis starts");
-        let broker = Broker::start().expect("broker starts");
+        let broker = Broker::shared().expect("the shared broker is up");
         let mut config = test_config(&redis, &broker);
         adjust(&mut config);
         let service = run(config.clone()).await;

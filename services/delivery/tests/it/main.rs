@@ -1,5 +1,5 @@
 //! Integration tests of the delivery service against a real Redis server and
-//! a real Kafka-protocol broker, each private to its test.
+//! the test run's Apache Kafka broker; Redis is private to its test.
 
 mod api;
 mod assignment;

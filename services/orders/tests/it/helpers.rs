@@ -98,7 +98,7 @@ impl World {
 
     pub async fn with(adjust: impl FnOnce(&mut OrdersConfig)) -> World {
         let redis = Redis::start().expect("redis starts");
-        let broker = Broker::start().expect("broker starts");
+        let broker = Broker::shared().expect("the shared broker is up");
         let settings = TestSettings::new(&redis, &broker);
         let mut config = OrdersConfig {
             server: ServerConfig::local(0, 0),

@@ -1,5 +1,5 @@
 //! Integration tests of the orders service against a real Redis server and a
-//! real Kafka-protocol broker. The other services' events are published onto
+//! real Apache Kafka broker. The other services' events are published onto
 //! the bus by the tests themselves.
 
 mod helpers;
