@@ -69,7 +69,8 @@ impl ServiceKind {
 
 impl fmt::Display for ServiceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        // `pad` honours widths, so tables of services line up.
+        f.pad(self.name())
     }
 }
 
