@@ -31,9 +31,9 @@ pub struct BusConfig {
     pub handler_backoff_ms: u64,
     /// Events buffered per partition ahead of its handler.
     pub partition_queue_depth: usize,
-    /// How long a fetch may wait at the broker for new events. Shorter means
-    /// events are picked up sooner when traffic is light, at the cost of
-    /// more requests.
+    /// How long a fetch may wait at the broker when none of its partitions
+    /// has new events. Kafka answers as soon as an event arrives, so this
+    /// bounds only the idle requests, not how soon events are seen.
     pub fetch_wait_max_ms: u32,
     /// Create missing topics at start-up. Turn off where topics are managed
     /// by the platform.
@@ -54,7 +54,7 @@ impl Default for BusConfig {
             handler_max_attempts: 5,
             handler_backoff_ms: 100,
             partition_queue_depth: 64,
-            fetch_wait_max_ms: 250,
+            fetch_wait_max_ms: 500,
             ensure_topics: true,
         }
     }

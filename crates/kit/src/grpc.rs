@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use opentelemetry::propagation::Extractor;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::http::{HeaderMap, Request, Response};
@@ -52,6 +51,11 @@ where
 
     let draining = shutdown.clone();
     let reporter = health_reporter.clone();
+    // A response is several small writes (headers, data, trailers): with
+    // Nagle's algorithm on, the last one waits for the client's delayed ACK,
+    // about 40 ms. The server's own nodelay setting applies only to
+    // listeners it binds itself.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
         .trace_fn(request_span)
         .layer(RequestMetricsLayer)
@@ -59,7 +63,7 @@ where
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
         .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             draining.cancelled().await;
             reporter.set_not_serving::<S>().await;
         })

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
+use redis::IntoConnectionInfo;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::TcpSettings;
 
 use crate::RedisConfig;
 
@@ -12,7 +14,16 @@ pub struct ConnectError(#[source] redis::RedisError);
 
 /// A multiplexed connection that reconnects by itself. Cheap to clone.
 pub async fn connect(config: &RedisConfig) -> Result<ConnectionManager, ConnectError> {
-    let client = redis::Client::open(config.url.expose().as_str()).map_err(ConnectError)?;
+    // Nagle's algorithm would hold back a command written while another is
+    // in flight on the shared connection until an ACK arrives.
+    let info = config
+        .url
+        .expose()
+        .as_str()
+        .into_connection_info()
+        .map_err(ConnectError)?
+        .set_tcp_settings(TcpSettings::default().set_nodelay(true));
+    let client = redis::Client::open(info).map_err(ConnectError)?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(5)))
