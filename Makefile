@@ -20,10 +20,14 @@ help: ## List the commands
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps: ## Install what is missing: Java 17+ check, Apache Kafka (Maven), redis-server (apt), cargo-nextest
+deps: ## Install what is missing: Apache Kafka (Maven Central; needs Java 17+), redis-server, cargo-nextest
 	@java_version=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	if [ -z "$$java_version" ] || [ "$$java_version" -lt 17 ]; then \
 		echo "Apache Kafka needs Java 17 or newer on PATH (found: $${java_version:-none})" >&2; exit 1; \
+	fi
+	@if ! command -v $(MVN) >/dev/null; then \
+		echo "installing Maven (apt-get)…"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q maven; \
 	fi
 	@if ! cmp -s $(KAFKA_POM) $(KAFKA_LIBS)/pom.xml; then \
 		echo "fetching Apache Kafka's classpath from Maven Central into $(KAFKA_LIBS)…"; \
