@@ -52,8 +52,8 @@ build: ## Build every crate and binary
 
 test: deps ## Run every test (each starts its own Redis; a run shares one Kafka broker)
 	$(CARGO) build --locked --workspace --bins
-	$(CARGO) nextest run --locked --workspace --profile ci
 	$(CARGO) test --locked --workspace --doc
+	$(CARGO) nextest run --locked --workspace --profile ci
 
 lint: ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
