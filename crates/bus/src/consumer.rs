@@ -141,7 +141,14 @@ pub async fn run<H: Handler>(
         })?;
     tracing::info!(%group, ?topics, "consumer started");
 
+    let streams = spec
+        .streams
+        .iter()
+        .map(|stream| (topology.topic(*stream, &spec.region), *stream))
+        .collect();
     let worker = Arc::new(Worker {
+        streams,
+        region: spec.region.clone(),
         consumer: consumer.clone(),
         handler,
         publisher,
@@ -222,6 +229,10 @@ pub async fn run<H: Handler>(
 type Member = CloseOffThread<StreamConsumer<LagReporter>>;
 
 struct Worker<H> {
+    /// The stream each subscribed topic carries: an event is trusted only on
+    /// its owner's stream.
+    streams: HashMap<String, Stream>,
+    region: Region,
     consumer: Arc<Member>,
     handler: Arc<H>,
     publisher: Publisher,
@@ -315,6 +326,22 @@ impl<H: Handler> Worker<H> {
             span.record("messaging.message.id", envelope.event_id.as_str());
             span.record("event_type", envelope.event_type.as_str());
             span.record("order_id", envelope.order_id.as_str());
+            let untrusted = match self.streams.get(topic) {
+                Some(stream) => event::untrusted(&envelope, *stream, &self.region),
+                None => Some(format!("{topic} is not a topic this consumer reads")),
+            };
+            if let Some(reason) = untrusted {
+                tracing::warn!(
+                    topic,
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    %reason,
+                    "untrusted event",
+                );
+                return self
+                    .dead_letter(message, &format!("untrusted: {reason}"), 0)
+                    .await;
+            }
             let event = IncomingEvent {
                 envelope,
                 topic: topic.to_owned(),

@@ -7,6 +7,8 @@ use harvest_proto::events::v1::Envelope;
 pub use harvest_proto::events::v1::envelope::Payload;
 use prost::Message;
 
+use crate::topology::Stream;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
     #[error("not a protobuf envelope: {0}")]
@@ -41,6 +43,60 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::ShipmentFailed(_) => "harvest.events.v1.ShipmentFailed",
         Payload::ShipmentWithdrawn(_) => "harvest.events.v1.ShipmentWithdrawn",
     }
+}
+
+/// The stream of the only service that may emit this payload: an event read
+/// from any other stream is forged or misrouted.
+pub fn owning_stream(payload: &Payload) -> Stream {
+    match payload {
+        Payload::OrderPlaced(_)
+        | Payload::OrderConfirmed(_)
+        | Payload::OrderCancelled(_)
+        | Payload::OrderDelivered(_)
+        | Payload::OrderStateChanged(_) => Stream::Orders,
+        Payload::StockReserved(_)
+        | Payload::StockRejected(_)
+        | Payload::StockReleased(_)
+        | Payload::StockCommitted(_) => Stream::Catalog,
+        Payload::PaymentAuthorized(_)
+        | Payload::PaymentDeclined(_)
+        | Payload::PaymentCaptured(_)
+        | Payload::PaymentVoided(_)
+        | Payload::PaymentRefunded(_) => Stream::Payments,
+        Payload::ShipmentCreated(_)
+        | Payload::CourierAssigned(_)
+        | Payload::ShipmentPickedUp(_)
+        | Payload::ShipmentDelivered(_)
+        | Payload::ShipmentFailed(_)
+        | Payload::ShipmentWithdrawn(_) => Stream::Delivery,
+    }
+}
+
+/// Why an envelope read from `stream` in `region` cannot be trusted, if it
+/// cannot: its payload belongs to another service's stream, its declared
+/// type is not its payload's, or it names another region than its topic's.
+pub fn untrusted(envelope: &Envelope, stream: Stream, region: &Region) -> Option<String> {
+    let payload = envelope.payload.as_ref()?;
+    let owner = owning_stream(payload);
+    let actual = event_type(payload);
+    if owner != stream {
+        return Some(format!(
+            "{actual} belongs to the {owner} stream but was read from the {stream} stream"
+        ));
+    }
+    if envelope.event_type != actual {
+        return Some(format!(
+            "event_type says {:?} but the payload is {actual}",
+            envelope.event_type
+        ));
+    }
+    if envelope.region != region.as_str() {
+        return Some(format!(
+            "region {:?} read from the {region} topic",
+            envelope.region
+        ));
+    }
+    None
 }
 
 /// A new envelope stamped with the current time. The trace context is filled
@@ -121,5 +177,52 @@ mod tests {
             decode(&no_payload.encode_to_vec()),
             Err(EventError::MissingPayload { .. })
         ));
+    }
+
+    #[test]
+    fn events_are_trusted_only_on_their_owners_stream_and_region() {
+        let east = Region::parse("east").expect("valid");
+        let north = Region::parse("north").expect("valid");
+        let delivered = new_envelope(
+            &harvest_domain::deterministic_id("evt", &["y"]),
+            &harvest_domain::new_id("ord"),
+            &east,
+            "orders",
+            Payload::OrderDelivered(OrderDelivered::default()),
+        );
+        assert_eq!(untrusted(&delivered, Stream::Orders, &east), None);
+        let forged = untrusted(&delivered, Stream::Payments, &east).expect("refused");
+        assert!(
+            forged.contains("belongs to the orders stream") && forged.contains("payments"),
+            "{forged}"
+        );
+        let elsewhere = untrusted(&delivered, Stream::Orders, &north).expect("refused");
+        assert!(elsewhere.contains("\"east\""), "{elsewhere}");
+        let mislabelled = Envelope {
+            event_type: "harvest.events.v1.OrderPlaced".to_owned(),
+            ..delivered
+        };
+        let reason = untrusted(&mislabelled, Stream::Orders, &east).expect("refused");
+        assert!(reason.contains("event_type"), "{reason}");
+    }
+
+    #[test]
+    fn each_stream_owns_its_services_payloads() {
+        // A payload of each stream, checked against the owner its name says.
+        let owners = [
+            (Payload::OrderPlaced(Default::default()), Stream::Orders),
+            (Payload::StockReserved(Default::default()), Stream::Catalog),
+            (
+                Payload::PaymentAuthorized(Default::default()),
+                Stream::Payments,
+            ),
+            (
+                Payload::ShipmentDelivered(Default::default()),
+                Stream::Delivery,
+            ),
+        ];
+        for (payload, owner) in owners {
+            assert_eq!(owning_stream(&payload), owner, "{}", event_type(&payload));
+        }
     }
 }

@@ -20,6 +20,14 @@ pub enum PublishError {
     Create(#[source] KafkaError),
     #[error("event for region {0:?}, which is not a region of this deployment")]
     UnknownRegion(String),
+    #[error(
+        "{event_type} belongs to the {owner} stream; this publisher writes only the {stream} stream"
+    )]
+    NotOwner {
+        event_type: String,
+        owner: Stream,
+        stream: Stream,
+    },
     #[error("the broker did not acknowledge the event on {topic}")]
     NotAcknowledged {
         topic: String,
@@ -93,6 +101,16 @@ impl Publisher {
             .ok()
             .filter(|region| self.inner.topology.regions().contains(region))
             .ok_or_else(|| PublishError::UnknownRegion(envelope.region.clone()))?;
+        if let Some(payload) = &envelope.payload {
+            let owner = crate::event::owning_stream(payload);
+            if owner != self.inner.owner {
+                return Err(PublishError::NotOwner {
+                    event_type: crate::event::event_type(payload).to_owned(),
+                    owner,
+                    stream: self.inner.owner,
+                });
+            }
+        }
         let topic = self.inner.topology.topic(self.inner.owner, &region);
         let span = tracing::info_span!(
             "publish",

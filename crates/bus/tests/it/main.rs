@@ -214,6 +214,104 @@ async fn an_event_that_keeps_failing_goes_to_the_dead_letter_topic_with_the_reas
     consuming.await.expect("consumer stops");
 }
 
+/// Anyone who can write to a topic can write anything: a payment authorized
+/// on the orders stream, an event of another region, or a payload under
+/// another type's name is forged or misrouted. Each goes to the dead-letter
+/// topic with the reason, the handler never sees it, and the consumer goes
+/// on.
+#[tokio::test]
+async fn events_off_their_owners_stream_are_dead_lettered_unhandled() {
+    let bus = Bus::start().await;
+    let dead_letters = bus.dead_letters();
+    let handler = Arc::new(Flaky::default());
+    let shutdown = CancellationToken::new();
+    let consuming = bus.consume(handler.clone(), shutdown.clone());
+    let orders_topic = bus.topology.topic(Stream::Orders, &bus.region);
+
+    let order_id = new_id("ord");
+    let authorized = new_envelope(
+        &deterministic_id("evt", &[order_id.as_str(), "authorized"]),
+        &order_id,
+        &bus.region,
+        "payments",
+        Payload::PaymentAuthorized(Default::default()),
+    );
+    let north = Region::parse("north").expect("valid");
+    let mut elsewhere = bus.event();
+    elsewhere.region = north.to_string();
+    let mut mislabelled = bus.event();
+    mislabelled.event_type = "harvest.events.v1.OrderPlaced".to_owned();
+    let forged = [
+        (authorized, "belongs to the payments stream"),
+        (elsewhere, "region \"north\""),
+        (mislabelled, "event_type says"),
+    ];
+    for (envelope, _) in &forged {
+        harvest_testkit::kafka::send_raw(
+            &bus.broker.bootstrap(),
+            &orders_topic,
+            envelope.order_id.as_bytes(),
+            &prost::Message::encode_to_vec(envelope),
+            &[("event-type", envelope.event_type.as_str())],
+        )
+        .await
+        .expect("written");
+    }
+    let genuine = bus.deliver_to(&handler).await;
+
+    let dead = dead_letters
+        .wait_for(WAIT, |messages| {
+            (messages.len() >= forged.len()).then(|| messages.to_vec())
+        })
+        .await
+        .expect("every forged event is dead-lettered");
+    // Keyed by different orders, they may sit on different partitions.
+    for (envelope, expected) in &forged {
+        let bytes = prost::Message::encode_to_vec(envelope);
+        let message = dead
+            .iter()
+            .find(|message| message.payload == bytes)
+            .expect("dead-lettered as it was written");
+        let reason = message.header("dead-letter-reason").unwrap_or_default();
+        assert!(
+            reason.starts_with("untrusted: ") && reason.contains(expected),
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        handler.handled(),
+        vec![genuine.event_id],
+        "only the genuine event reached the handler"
+    );
+    shutdown.cancel();
+    consuming.await.expect("consumer stops");
+}
+
+#[tokio::test]
+async fn a_publisher_sends_only_its_own_streams_events() {
+    let bus = Bus::start().await;
+    let order_id = new_id("ord");
+    let authorized = new_envelope(
+        &deterministic_id("evt", &[order_id.as_str(), "authorized"]),
+        &order_id,
+        &bus.region,
+        "orders",
+        Payload::PaymentAuthorized(Default::default()),
+    );
+    let refused = bus.publisher(Stream::Orders).publish(authorized).await;
+    assert!(
+        matches!(
+            refused,
+            Err(harvest_bus::PublishError::NotOwner {
+                owner: Stream::Payments,
+                stream: Stream::Orders,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn shutdown_finishes_the_event_in_hand_and_commits_it() {
     let bus = Bus::start().await;
