@@ -276,9 +276,13 @@ pub fn answers(bootstrap: &str, timeout: Duration) -> bool {
     })
 }
 
-/// Only warnings and errors, and the line that says the broker is up.
+/// Only warnings and errors, and the line that says the broker is up. Groups
+/// formed at once race to create the offsets topic, which one of them does:
+/// the others' warnings are noise. The JVM's own shutdown hook stops the
+/// broker; log4j's would race it.
 const LOG4J2: &str = "\
 status = warn
+shutdownHook = disable
 appender.out.type = Console
 appender.out.name = out
 appender.out.layout.type = PatternLayout
@@ -287,6 +291,8 @@ rootLogger.level = warn
 rootLogger.appenderRef.out.ref = out
 logger.started.name = kafka.server.KafkaRaftServer
 logger.started.level = info
+logger.topics.name = org.apache.kafka.server.DefaultAutoTopicCreationManager
+logger.topics.level = error
 ";
 
 /// A cluster id as Kafka writes them: 16 random bytes, URL-safe base64
