@@ -54,18 +54,36 @@ rm -rf "$node"
 
 static SHARED: OnceLock<Result<SharedBroker, String>> = OnceLock::new();
 
-struct SharedBroker {
-    bootstrap: String,
-    /// Held shared until this process ends: the broker is in use.
-    _users: File,
-}
-
 /// `host:port` of the broker shared by this test run, started if need be.
+/// This process counts as one of its users until it ends.
 pub fn shared_bootstrap() -> anyhow::Result<String> {
-    let shared = SHARED.get_or_init(|| find_or_start().map_err(|error| format!("{error:#}")));
+    let shared = SHARED.get_or_init(|| {
+        SharedBroker::find_or_start(&bookkeeping_dir(), IDLE_SECS)
+            .map_err(|error| format!("{error:#}"))
+    });
     match shared {
         Ok(broker) => Ok(broker.bootstrap.clone()),
         Err(error) => anyhow::bail!("the shared test broker is not available: {error}"),
+    }
+}
+
+/// One user's hold on a broker shared through a bookkeeping directory.
+pub struct SharedBroker {
+    bootstrap: String,
+    /// Held shared while this user lives: the broker is in use.
+    _users: File,
+}
+
+impl SharedBroker {
+    /// The broker registered in `dir`, or a new one, started there, that
+    /// stops itself once it has had no user for `idle_secs` seconds.
+    pub fn find_or_start(dir: &Path, idle_secs: u32) -> anyhow::Result<SharedBroker> {
+        find_or_start(dir, idle_secs)
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
     }
 }
 
@@ -84,9 +102,8 @@ fn open(path: &Path) -> anyhow::Result<File> {
         .with_context(|| format!("opening {}", path.display()))
 }
 
-fn find_or_start() -> anyhow::Result<SharedBroker> {
-    let dir = bookkeeping_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+fn find_or_start(dir: &Path, idle_secs: u32) -> anyhow::Result<SharedBroker> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let start_lock = open(&dir.join("start.lock"))?;
     start_lock.lock().context("locking start.lock")?;
     let users = open(&dir.join("users.lock"))?;
@@ -110,7 +127,7 @@ fn find_or_start() -> anyhow::Result<SharedBroker> {
     // the JVM binds it: try again on new ones.
     let mut attempt = 1;
     let bootstrap = loop {
-        match start(&install, &dir) {
+        match start(&install, dir, idle_secs) {
             Ok(bootstrap) => break bootstrap,
             Err(error) if attempt >= 3 => return Err(error),
             Err(_) => attempt += 1,
@@ -124,7 +141,7 @@ fn find_or_start() -> anyhow::Result<SharedBroker> {
 }
 
 /// Starts a node under its watchdog and waits until it answers.
-fn start(install: &KafkaInstall, dir: &Path) -> anyhow::Result<String> {
+fn start(install: &KafkaInstall, dir: &Path, idle_secs: u32) -> anyhow::Result<String> {
     let node_dir = dir.join(format!("node-{}", uuid::Uuid::new_v4().simple()));
     let node = KafkaNode::prepare(install.clone(), &node_dir)?;
     let broker = node.command();
@@ -135,7 +152,7 @@ fn start(install: &KafkaInstall, dir: &Path) -> anyhow::Result<String> {
         .arg("harvest-test-kafka")
         .arg(dir)
         .arg(&node_dir)
-        .arg(IDLE_SECS.to_string())
+        .arg(idle_secs.to_string())
         .arg(broker.get_program())
         .args(broker.get_args())
         .stdin(Stdio::null())
