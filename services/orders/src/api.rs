@@ -53,13 +53,6 @@ impl OrdersApi {
 
     #[tracing::instrument(skip_all, fields(buyer_id = %request.buyer_id, region = %request.region, order_id))]
     async fn place(&self, request: PlaceOrderRequest) -> Result<Order, OrderError> {
-        let size = prost::Message::encoded_len(&request);
-        if size > crate::MAX_ORDER_BYTES {
-            return Err(OrderError::ResourceExhausted(format!(
-                "the order request is {size} bytes; the limit is {} bytes",
-                crate::MAX_ORDER_BYTES
-            )));
-        }
         let valid = model::validate(&request, &self.regions, &self.rules)?;
         let candidate = new_id("ord");
         let started = Instant::now();

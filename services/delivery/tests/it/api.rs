@@ -473,3 +473,28 @@ async fn streams_send_open_assignments_then_new_ones() {
         far_shipment
     );
 }
+
+#[tokio::test]
+async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
+    let delivery = TestDelivery::start().await;
+    let mut client = delivery.client.clone();
+    let mut huge = courier_request("huge", "east", HANGZHOU, 2, false);
+    huge.name = "x".repeat(4 * 1024 * 1024);
+    assert_status(
+        client.register_courier(huge).await,
+        Code::ResourceExhausted,
+        "the limit is 16384 bytes (16 KiB)",
+    );
+    // The courier was not registered.
+    assert_status(
+        client
+            .update_courier_status(UpdateCourierStatusRequest {
+                courier_id: "huge".to_owned(),
+                location: None,
+                available: true,
+            })
+            .await,
+        Code::NotFound,
+        "huge",
+    );
+}
