@@ -74,6 +74,9 @@ pub struct Summary {
     pub fleet_assignments: u64,
     pub fleet_delivered: u64,
     pub fleet_failed: u64,
+    /// Restarts of services that exited during the run, by service; filled
+    /// in by whoever supervised them.
+    pub service_restarts: BTreeMap<String, u32>,
     pub findings: Findings,
 }
 
