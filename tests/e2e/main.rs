@@ -5,5 +5,6 @@
 mod helpers;
 mod restarts;
 mod saga;
+mod supervision;
 mod tracing;
 mod walkthrough;

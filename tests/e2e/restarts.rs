@@ -88,4 +88,12 @@ async fn every_order_ends_when_each_service_is_killed_and_restarted_mid_flow() {
     );
     let delivered: u64 = summary.regions.values().map(|r| r.delivered).sum();
     assert!(delivered > 0, "orders were delivered");
+    // Every order ended, so the summary's table says so too.
+    for (region, counts) in &summary.regions {
+        assert_eq!(
+            counts.placed,
+            counts.delivered + counts.cancelled_total(),
+            "{region}: placed = delivered + cancelled"
+        );
+    }
 }

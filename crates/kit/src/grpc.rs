@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use opentelemetry::propagation::Extractor;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::codegen::http::{HeaderMap, Request, Response};
@@ -18,10 +19,13 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 pub const REQUEST_SECONDS: &str = "harvest_grpc_request_seconds";
 
 /// Serves `api` with gRPC health (reporting it as serving) and server
-/// reflection over every Harvest package, until `shutdown`.
+/// reflection over every Harvest package, until `shutdown`. A request
+/// message larger than `limit` is refused with RESOURCE_EXHAUSTED before it
+/// is read.
 pub async fn serve<S>(
     listener: TcpListener,
     api: S,
+    limit: RequestLimit,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error>
 where
@@ -59,6 +63,7 @@ where
     tonic::transport::Server::builder()
         .trace_fn(request_span)
         .layer(RequestMetricsLayer)
+        .layer(RequestLimitLayer(limit))
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
@@ -158,5 +163,201 @@ where
                 .record(started.elapsed().as_secs_f64());
             response
         })
+    }
+}
+
+/// The largest request message tonic decodes unless a generated server is
+/// told otherwise. A [`RequestLimit`] stays within it, so that the kit, not
+/// the decoder, is what refuses an oversized request.
+pub const DECODER_LIMIT_BYTES: usize = 4 * 1024 * 1024;
+
+/// The largest request message a service reads, in bytes. Each service
+/// chooses its own from the largest request its API can validly carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestLimit {
+    bytes: usize,
+}
+
+impl RequestLimit {
+    /// Panics (at compile time, when used in a `const`) above
+    /// [`DECODER_LIMIT_BYTES`]: beyond it the decoder would answer
+    /// OUT_OF_RANGE first.
+    pub const fn new(bytes: usize) -> RequestLimit {
+        assert!(
+            bytes > 0 && bytes <= DECODER_LIMIT_BYTES,
+            "a request limit must be between 1 byte and the decoder's 4 MiB"
+        );
+        RequestLimit { bytes }
+    }
+
+    pub const fn bytes(self) -> usize {
+        self.bytes
+    }
+
+    /// The status of a request whose message is `size` bytes.
+    fn refusal(self, method: &str, size: usize) -> tonic::Status {
+        tonic::Status::resource_exhausted(format!(
+            "the request message to {method} is {size} bytes; the limit is {} bytes ({})",
+            self.bytes,
+            human_bytes(self.bytes),
+        ))
+    }
+}
+
+fn human_bytes(bytes: usize) -> String {
+    match bytes {
+        bytes if bytes >= 1024 * 1024 && bytes % (1024 * 1024) == 0 => {
+            format!("{} MiB", bytes / (1024 * 1024))
+        }
+        bytes if bytes >= 1024 && bytes % 1024 == 0 => format!("{} KiB", bytes / 1024),
+        bytes => format!("{bytes} bytes"),
+    }
+}
+
+/// Refuses request messages over a [`RequestLimit`] with RESOURCE_EXHAUSTED,
+/// the code gRPC gives to a message too large, as soon as a message's length
+/// prefix shows it: the message itself is never buffered.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimitLayer(pub RequestLimit);
+
+impl<S> Layer<S> for RequestLimitLayer {
+    type Service = RequestLimited<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestLimited {
+            inner,
+            limit: self.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RequestLimited<S> {
+    inner: S,
+    limit: RequestLimit,
+}
+
+impl<S> Service<Request<Body>> for RequestLimited<S>
+where
+    S: Service<Request<Body>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let limit = self.limit;
+        let method = request.uri().path().trim_start_matches('/').to_owned();
+        let mut framing = MessageFraming::default();
+        let request = request.map(|body| {
+            let checked = axum::body::Body::new(body).into_data_stream().map(
+                move |chunk| -> Result<axum::body::Bytes, BoxError> {
+                    let chunk = chunk?;
+                    match framing.oversized(&chunk, limit.bytes) {
+                        // The decoder finds this status in the body error and
+                        // answers with it.
+                        Some(size) => Err(Box::new(limit.refusal(&method, size))),
+                        None => Ok(chunk),
+                    }
+                },
+            );
+            Body::new(axum::body::Body::from_stream(checked))
+        });
+        self.inner.call(request)
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Follows the gRPC framing of a request body across chunks: every message
+/// is a compression flag byte and a four-byte big-endian length, then that
+/// many bytes.
+#[derive(Clone, Debug, Default)]
+struct MessageFraming {
+    prefix: [u8; 5],
+    prefix_read: usize,
+    /// Bytes of the current message still to come.
+    remaining: usize,
+}
+
+impl MessageFraming {
+    /// Reads `chunk`; the length of the first message in it longer than
+    /// `limit`, if any.
+    fn oversized(&mut self, mut chunk: &[u8], limit: usize) -> Option<usize> {
+        while !chunk.is_empty() {
+            if self.remaining > 0 {
+                let skipped = self.remaining.min(chunk.len());
+                self.remaining -= skipped;
+                chunk = &chunk[skipped..];
+                continue;
+            }
+            let taken = (self.prefix.len() - self.prefix_read).min(chunk.len());
+            self.prefix[self.prefix_read..self.prefix_read + taken]
+                .copy_from_slice(&chunk[..taken]);
+            self.prefix_read += taken;
+            chunk = &chunk[taken..];
+            if self.prefix_read == self.prefix.len() {
+                self.prefix_read = 0;
+                let [_, a, b, c, d] = self.prefix;
+                let length = u32::from_be_bytes([a, b, c, d]) as usize;
+                if length > limit {
+                    return Some(length);
+                }
+                self.remaining = length;
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(length: usize) -> Vec<u8> {
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(length as u32).to_be_bytes());
+        framed.resize(5 + length, 7);
+        framed
+    }
+
+    #[test]
+    fn finds_an_oversized_message_whatever_the_chunks() {
+        let mut body = message(10);
+        body.extend(message(3));
+        body.extend(message(100));
+        for chunk_size in [1, 2, 4, 5, 6, 13, 16, 1000] {
+            let mut framing = MessageFraming::default();
+            // The first finding ends the request, so only it counts.
+            let found = body
+                .chunks(chunk_size)
+                .find_map(|chunk| framing.oversized(chunk, 50));
+            assert_eq!(found, Some(100), "chunks of {chunk_size}");
+        }
+    }
+
+    #[test]
+    fn messages_up_to_the_limit_pass() {
+        let mut framing = MessageFraming::default();
+        let mut body = message(50);
+        body.extend(message(0));
+        body.extend(message(50));
+        assert_eq!(framing.oversized(&body, 50), None);
+    }
+
+    #[test]
+    fn the_refusal_names_the_method_and_the_limit() {
+        let status = RequestLimit::new(64 * 1024).refusal("harvest.x.v1.X/Do", 4_194_309);
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.message(),
+            "the request message to harvest.x.v1.X/Do is 4194309 bytes; the limit is 65536 bytes (64 KiB)"
+        );
+        assert_eq!(human_bytes(1024 * 1024), "1 MiB");
+        assert_eq!(human_bytes(1000), "1000 bytes");
     }
 }

@@ -7,7 +7,8 @@
 //! - [`shutdown`]: one cancellation token for SIGINT/SIGTERM (a second Ctrl-C
 //!   exits at once);
 //! - [`grpc`]: a gRPC server with health, reflection, request spans that
-//!   continue the caller's trace, and request metrics;
+//!   continue the caller's trace, request metrics, and a per-service limit
+//!   on request messages (RESOURCE_EXHAUSTED beyond it);
 //! - [`admin`]: the admin HTTP port with Prometheus metrics and liveness;
 //! - [`store`]: the Redis connection;
 //! - [`service`]: binding, serving and draining a service as a whole;

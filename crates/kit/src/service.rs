@@ -114,12 +114,14 @@ impl Listeners {
     }
 
     /// Serves `api`, the admin port and `tasks` until `shutdown`, or until one
-    /// of them fails (which stops the others). On shutdown each gets the grace
+    /// of them fails (which stops the others). A request message over `limit`
+    /// is refused with RESOURCE_EXHAUSTED. On shutdown each gets the grace
     /// period to finish what it holds, and then `publisher` as long again to
     /// deliver the events still queued.
     pub async fn serve<S>(
         self,
         api: S,
+        limit: crate::grpc::RequestLimit,
         tasks: Vec<(&'static str, Task)>,
         shutdown: CancellationToken,
         publisher: &Publisher,
@@ -141,7 +143,7 @@ impl Listeners {
         let mut set: JoinSet<(&'static str, Result<(), TaskError>)> = JoinSet::new();
         let grpc_stop = stop.clone();
         set.spawn(async move {
-            let served = crate::grpc::serve(self.grpc, api, grpc_stop).await;
+            let served = crate::grpc::serve(self.grpc, api, limit, grpc_stop).await;
             ("the gRPC server", served.map_err(Into::into))
         });
         let admin_stop = stop.clone();

@@ -14,24 +14,30 @@ pub mod seed;
 pub mod stats;
 pub mod storefront;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use harvest_bus::Topology;
 use harvest_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use harvest_proto::common::v1::OrderState;
 use harvest_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
 use harvest_proto::orders::v1::orders_service_client::OrdersServiceClient;
+use harvest_proto::orders::v1::{GetOrderRequest, Order};
 use harvest_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use harvest_stack::{ServiceKind, Stack};
 use tokio_util::sync::CancellationToken;
 
 use crate::couriers::{CourierBehavior, FleetCounts};
 use crate::invariants::Findings;
-use crate::observer::Observer;
+use crate::observer::{Ending, Observer, Track};
 use crate::stats::{RegionCounts, Samples};
 use crate::storefront::{Calls, Traffic};
+
+/// How long the summary waits for the observer to read the endings the
+/// orders service has already decided.
+const OBSERVER_CATCH_UP: Duration = Duration::from_secs(5);
 
 /// Everything a simulation run does.
 #[derive(Clone, Debug)]
@@ -74,6 +80,9 @@ pub struct Summary {
     pub fleet_assignments: u64,
     pub fleet_delivered: u64,
     pub fleet_failed: u64,
+    /// Restarts of services that exited during the run, by service; filled
+    /// in by whoever supervised them.
+    pub service_restarts: BTreeMap<String, u32>,
     pub findings: Findings,
 }
 
@@ -422,17 +431,46 @@ impl Session {
         }
     }
 
-    /// Stops the couriers and checks the invariants.
+    /// Stops the couriers and checks the invariants. The summary's counts
+    /// and the invariant checks describe the same final truth: an order the
+    /// observer has not seen end is counted as the orders service answers
+    /// for it, the answer the unfinished-orders check uses too.
     pub async fn finish(self) -> anyhow::Result<Summary> {
         self.couriers_stop.cancel();
         let _ = self.couriers.await;
         let mut clients = self.clients.clone();
         let calls = self.calls.lock().map(|c| c.clone()).unwrap_or_default();
+
+        // The observer trails the broker; the orders service decides.
+        let lagging = self.observer.unfinished(&calls.placed_orders);
+        let decided = orders_of(&clients, &lagging).await;
+        let unfinished: Vec<String> = lagging
+            .iter()
+            .filter(|id| {
+                decided
+                    .get(*id)
+                    .is_none_or(|order| ending_of(order).is_none())
+            })
+            .cloned()
+            .collect();
+        // Let the observer read what is already decided, so that latencies
+        // count those orders too; what it still misses comes from `decided`.
+        let ended: Vec<String> = lagging
+            .iter()
+            .filter(|id| !unfinished.contains(*id))
+            .cloned()
+            .collect();
+        self.observer
+            .wait_for_endings(&ended, OBSERVER_CATCH_UP)
+            .await;
+        let tracks = self.observer.tracks(&calls.placed_orders);
         let views = self.observer.regions();
+
         let relaxed = std::sync::atomic::Ordering::Relaxed;
         let mut summary = Summary {
             elapsed: self.started.elapsed(),
             traffic_seconds: self.traffic_seconds.lock().map(|s| *s).unwrap_or_default(),
+            regions: final_counts(&calls, &tracks, &decided),
             cancel_requests: calls.cancel_requests,
             first_error: calls.first_error.clone(),
             fleet_assignments: self.fleet_counts.assignments.load(relaxed),
@@ -448,9 +486,6 @@ impl Session {
                 .placed_to_assigned
                 .insert(region.clone(), view.placed_to_assigned.clone());
         }
-        for (region, counts) in merge_counts(&calls, &views) {
-            summary.regions.insert(region, counts);
-        }
         for (region, region_calls) in &calls.regions {
             summary
                 .place_latency
@@ -460,9 +495,13 @@ impl Session {
         invariants::check_stock(&mut clients.catalog, &mut findings)
             .await
             .context("auditing stock")?;
-        findings.unfinished_orders =
-            still_open(&clients, &self.observer.unfinished(&calls.placed_orders)).await;
-        let endings = self.observer.endings();
+        findings.unfinished_orders = unfinished;
+        let mut endings = self.observer.endings();
+        for (order_id, order) in &decided {
+            if let Some(ending) = ending_of(order) {
+                endings.insert(order_id.clone(), Some(ending));
+            }
+        }
         invariants::check_payments(&clients.payments, &endings, &mut findings).await;
         summary.findings = findings;
         Ok(summary)
@@ -472,28 +511,88 @@ impl Session {
 /// The orders among `order_ids` that the orders service has not ended
 /// (or could not say).
 async fn still_open(clients: &Clients, order_ids: &[String]) -> Vec<String> {
+    let answered = orders_of(clients, order_ids).await;
+    order_ids
+        .iter()
+        .filter(|id| {
+            answered
+                .get(*id)
+                .is_none_or(|order| ending_of(order).is_none())
+        })
+        .cloned()
+        .collect()
+}
+
+/// The orders among `order_ids` as the orders service has them now, for
+/// those it could answer for.
+async fn orders_of(clients: &Clients, order_ids: &[String]) -> HashMap<String, Order> {
     use futures::StreamExt;
-    use harvest_proto::common::v1::OrderState;
-    use harvest_proto::orders::v1::GetOrderRequest;
     futures::stream::iter(order_ids.iter().cloned().map(|order_id| {
         let mut orders = clients.orders.clone();
         async move {
             let request = GetOrderRequest {
                 order_id: order_id.clone(),
             };
-            let ended = orders.get_order(request).await.is_ok_and(|order| {
-                matches!(
-                    order.get_ref().state(),
-                    OrderState::Delivered | OrderState::Cancelled
-                )
-            });
-            (!ended).then_some(order_id)
+            let order = orders.get_order(request).await.ok()?.into_inner();
+            Some((order_id, order))
         }
     }))
     .buffer_unordered(32)
     .filter_map(std::future::ready)
     .collect()
     .await
+}
+
+/// How an order ended, if it has.
+fn ending_of(order: &Order) -> Option<Ending> {
+    match order.state() {
+        OrderState::Delivered => Some(Ending::Delivered),
+        OrderState::Cancelled => Some(Ending::Cancelled(order.cancel_reason)),
+        _ => None,
+    }
+}
+
+/// The final counts per region of the acknowledged orders: placed and
+/// errors from the calls; confirmed, delivered and cancelled from `decided`
+/// (the orders service's answer) for an order it holds, else from the
+/// observer's track. Orders neither knows of count as placed only.
+pub fn final_counts(
+    calls: &Calls,
+    tracks: &HashMap<String, Track>,
+    decided: &HashMap<String, Order>,
+) -> BTreeMap<String, RegionCounts> {
+    let mut counts: BTreeMap<String, RegionCounts> = BTreeMap::new();
+    for (region, region_calls) in &calls.regions {
+        let entry = counts.entry(region.clone()).or_default();
+        entry.placed = region_calls.placed;
+        entry.errors = region_calls.errors;
+    }
+    for order_id in &calls.placed_orders {
+        let (region, confirmed, ending) = match (decided.get(order_id), tracks.get(order_id)) {
+            (Some(order), _) => (
+                order.region.clone(),
+                order
+                    .history
+                    .iter()
+                    .any(|transition| transition.to() == OrderState::Confirmed),
+                ending_of(order),
+            ),
+            (None, Some(track)) => (
+                track.region.clone(),
+                track.confirmed_at.is_some(),
+                track.ending,
+            ),
+            (None, None) => continue,
+        };
+        let entry = counts.entry(region).or_default();
+        entry.confirmed += u64::from(confirmed);
+        match ending {
+            Some(Ending::Delivered) => entry.delivered += 1,
+            Some(Ending::Cancelled(reason)) => *entry.cancelled.entry(reason).or_default() += 1,
+            None => {}
+        }
+    }
+    counts
 }
 
 fn merge_counts(
@@ -534,5 +633,163 @@ fn snapshot(calls: &Mutex<Calls>, observer: &Observer, elapsed: Duration, draini
         elapsed,
         draining,
         regions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use harvest_proto::common::v1::CancelReason;
+    use harvest_proto::orders::v1::Transition;
+
+    use super::*;
+
+    fn calls(placed: &[(&str, &str)]) -> Calls {
+        let mut calls = Calls::default();
+        for (order_id, region) in placed {
+            calls
+                .regions
+                .entry((*region).to_owned())
+                .or_default()
+                .placed += 1;
+            calls.placed_orders.push((*order_id).to_owned());
+        }
+        calls
+    }
+
+    fn track(region: &str, confirmed: bool, ending: Option<Ending>) -> Track {
+        Track {
+            region: region.to_owned(),
+            confirmed_at: confirmed.then_some(2.0),
+            ending,
+            ..Track::default()
+        }
+    }
+
+    fn order(region: &str, path: &[OrderState], reason: CancelReason) -> Order {
+        Order {
+            region: region.to_owned(),
+            state: path.last().copied().unwrap_or(OrderState::Placed).into(),
+            cancel_reason: reason.into(),
+            history: path
+                .iter()
+                .map(|to| Transition {
+                    to: (*to).into(),
+                    ..Transition::default()
+                })
+                .collect(),
+            ..Order::default()
+        }
+    }
+
+    #[test]
+    fn orders_the_observer_has_not_seen_end_count_as_the_orders_service_says() {
+        let calls = calls(&[
+            ("ord_1", "east"),
+            ("ord_2", "east"),
+            ("ord_3", "east"),
+            ("ord_4", "north"),
+            ("ord_5", "north"),
+        ]);
+        // The observer saw two orders end and trails on the rest.
+        let tracks: HashMap<String, Track> = [
+            ("ord_1", track("east", true, Some(Ending::Delivered))),
+            (
+                "ord_2",
+                track(
+                    "east",
+                    false,
+                    Some(Ending::Cancelled(CancelReason::OutOfStock.into())),
+                ),
+            ),
+            ("ord_3", track("east", true, None)),
+        ]
+        .into_iter()
+        .map(|(id, track)| (id.to_owned(), track))
+        .collect();
+        let delivered_path = [
+            OrderState::Placed,
+            OrderState::Reserved,
+            OrderState::Confirmed,
+            OrderState::Dispatching,
+            OrderState::InTransit,
+            OrderState::Delivered,
+        ];
+        let decided: HashMap<String, Order> = [
+            (
+                "ord_3",
+                order("east", &delivered_path, CancelReason::Unspecified),
+            ),
+            (
+                "ord_4",
+                order(
+                    "north",
+                    &[
+                        OrderState::Placed,
+                        OrderState::Reserved,
+                        OrderState::Cancelled,
+                    ],
+                    CancelReason::PaymentDeclined,
+                ),
+            ),
+            (
+                "ord_5",
+                order("north", &delivered_path, CancelReason::Unspecified),
+            ),
+        ]
+        .into_iter()
+        .map(|(id, order)| (id.to_owned(), order))
+        .collect();
+
+        let counts = final_counts(&calls, &tracks, &decided);
+        let east = &counts["east"];
+        assert_eq!(
+            (
+                east.placed,
+                east.confirmed,
+                east.delivered,
+                east.cancelled_total()
+            ),
+            (3, 2, 2, 1)
+        );
+        let north = &counts["north"];
+        assert_eq!(
+            (
+                north.placed,
+                north.confirmed,
+                north.delivered,
+                north.cancelled_total()
+            ),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(north.cancelled_by_reason(), "payment_declined 1");
+        for region in counts.values() {
+            assert_eq!(region.placed, region.delivered + region.cancelled_total());
+        }
+    }
+
+    #[test]
+    fn an_order_still_open_at_the_service_is_not_counted_as_ended() {
+        let calls = calls(&[("ord_1", "east")]);
+        let tracks = HashMap::new();
+        let decided: HashMap<String, Order> = [(
+            "ord_1".to_owned(),
+            order(
+                "east",
+                &[OrderState::Placed, OrderState::Reserved],
+                CancelReason::Unspecified,
+            ),
+        )]
+        .into_iter()
+        .collect();
+        let east = &final_counts(&calls, &tracks, &decided)["east"];
+        assert_eq!(
+            (
+                east.placed,
+                east.confirmed,
+                east.delivered,
+                east.cancelled_total()
+            ),
+            (1, 0, 0, 0)
+        );
     }
 }

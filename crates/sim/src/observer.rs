@@ -209,6 +209,30 @@ impl Observer {
             .collect()
     }
 
+    /// The tracks of those among `order_ids` with any event seen, read at
+    /// one moment.
+    pub fn tracks<'a>(
+        &self,
+        order_ids: impl IntoIterator<Item = &'a String>,
+    ) -> HashMap<String, Track> {
+        let Ok(state) = self.state.lock() else {
+            return HashMap::new();
+        };
+        order_ids
+            .into_iter()
+            .filter_map(|id| Some((id.clone(), state.orders.get(id)?.clone())))
+            .collect()
+    }
+
+    /// Waits up to `timeout` until every order among `order_ids` has been
+    /// seen to end.
+    pub async fn wait_for_endings(&self, order_ids: &[String], timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.unfinished(order_ids).is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// How every order seen ended, by order id.
     pub fn endings(&self) -> HashMap<String, Option<Ending>> {
         self.state

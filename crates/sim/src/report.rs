@@ -107,6 +107,21 @@ pub fn summary(summary: &Summary) -> String {
         summary.fleet_failed,
         summary.cancel_requests
     );
+    let restarts: Vec<String> = summary
+        .service_restarts
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(service, count)| format!("{service} {count}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "  services restarted after exiting: {}",
+        if restarts.is_empty() {
+            "none".to_owned()
+        } else {
+            restarts.join(", ")
+        }
+    );
     if let Some(error) = &summary.first_error {
         let _ = writeln!(out, "  first PlaceOrder error: {error}");
     }

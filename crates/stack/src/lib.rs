@@ -8,4 +8,4 @@ mod kafka;
 pub mod servers;
 mod stack;
 
-pub use stack::{ServiceKind, Stack, StackOptions};
+pub use stack::{ServiceKind, Stack, StackOptions, Supervision};

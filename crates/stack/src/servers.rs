@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -48,10 +48,13 @@ impl ChildGuard {
 
     /// Why the process ended, if it has.
     pub fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(format!("{} exited: {status}", self.name)),
-            _ => None,
-        }
+        self.exit_status()
+            .map(|status| format!("{} exited: {status}", self.name))
+    }
+
+    /// How the process ended, if it has.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Asks the process to stop (SIGTERM) and waits up to `grace` before

@@ -131,6 +131,89 @@ struct RunningService {
     guard: ChildGuard,
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
+    started: Instant,
+    /// How long to wait before restarting it should it exit soon.
+    backoff: Duration,
+}
+
+/// The first wait before a service that exited is started again.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest wait between restarts of a service that keeps exiting.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A service that served this long before it exited is restarted after
+/// [`FIRST_BACKOFF`] again, not after its doubled wait.
+pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// The wait after `backoff`: doubled, up to [`MAX_BACKOFF`].
+fn doubled(backoff: Duration) -> Duration {
+    (backoff * 2).min(MAX_BACKOFF)
+}
+
+/// The wait before restarting a service that exited after serving for
+/// `uptime`, when `carried` was its wait due after a quick exit.
+fn backoff_after(uptime: Duration, carried: Duration) -> Duration {
+    if uptime >= STABLE_AFTER {
+        FIRST_BACKOFF
+    } else {
+        carried
+    }
+}
+
+/// A service that exited without being asked to, until it is restarted.
+struct DownService {
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+/// What [`Stack::supervise`] saw or did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Supervision {
+    /// A service exited without being asked to.
+    Exited {
+        kind: ServiceKind,
+        /// As the OS put it: `exit status: 1`, `signal: 9 (SIGKILL)`.
+        status: String,
+        log: PathBuf,
+        restart_in: Duration,
+    },
+    /// A service that exited serves again, on its own ports.
+    Restarted { kind: ServiceKind, restarts: u32 },
+    /// A restart did not come up; the next attempt is in `retry_in`.
+    RestartFailed {
+        kind: ServiceKind,
+        error: String,
+        retry_in: Duration,
+    },
+}
+
+impl fmt::Display for Supervision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Supervision::Exited {
+                kind,
+                status,
+                log,
+                restart_in,
+            } => write!(
+                f,
+                "{kind} exited unexpectedly ({status}); its log: {}; restarting in {} s",
+                log.display(),
+                restart_in.as_secs()
+            ),
+            Supervision::Restarted { kind, restarts } => {
+                write!(f, "{kind} restarted and serving (restart {restarts})")
+            }
+            Supervision::RestartFailed {
+                kind,
+                error,
+                retry_in,
+            } => write!(
+                f,
+                "{kind} did not restart: {error}; next attempt in {} s",
+                retry_in.as_secs()
+            ),
+        }
+    }
 }
 
 /// The running stack. Dropping it kills every process it started.
@@ -141,6 +224,10 @@ pub struct Stack {
     services: BTreeMap<ServiceKind, RunningService>,
     /// Where each service listened, so that a restart keeps its addresses.
     addresses: BTreeMap<ServiceKind, (SocketAddr, SocketAddr)>,
+    /// Services that exited without being asked to, awaiting their restart.
+    down: BTreeMap<ServiceKind, DownService>,
+    /// Restarts made by [`Stack::supervise`], by service.
+    restarts: BTreeMap<ServiceKind, u32>,
     broker: Option<BrokerServer>,
     redis: Option<RedisServer>,
 }
@@ -176,6 +263,8 @@ impl Stack {
             bin_dir,
             services: BTreeMap::new(),
             addresses: BTreeMap::new(),
+            down: BTreeMap::new(),
+            restarts: BTreeMap::new(),
             broker,
             redis: Some(redis),
         };
@@ -317,13 +406,101 @@ impl Stack {
                 guard,
                 grpc_addr,
                 admin_addr,
+                started: Instant::now(),
+                backoff: FIRST_BACKOFF,
             },
         );
         Ok(())
     }
 
-    /// Kills a service at once (SIGKILL), as a crash would.
+    /// Supervises the services once, as a process supervisor would: reports
+    /// (through `report`) every service that exited without being asked to,
+    /// then restarts, on its own ports, each whose wait is over. The wait
+    /// starts at 1 s and doubles, up to 30 s, while a service keeps exiting
+    /// within a minute of its start. Call it every few hundred milliseconds;
+    /// a restart waits until the service serves (or fails to).
+    pub async fn supervise(&mut self, mut report: impl FnMut(&Supervision)) {
+        // Every exit is reported before any restart, so that one service's
+        // restart never holds up the news of another's exit.
+        let exited: Vec<(ServiceKind, String)> = self
+            .services
+            .iter_mut()
+            .filter_map(|(kind, service)| {
+                let status = service.guard.exit_status()?;
+                Some((*kind, status.to_string()))
+            })
+            .collect();
+        for (kind, status) in exited {
+            let Some(service) = self.services.remove(&kind) else {
+                continue;
+            };
+            let backoff = backoff_after(service.started.elapsed(), service.backoff);
+            self.down.insert(
+                kind,
+                DownService {
+                    retry_at: Instant::now() + backoff,
+                    backoff,
+                },
+            );
+            report(&Supervision::Exited {
+                kind,
+                status,
+                log: self.log_file(kind),
+                restart_in: backoff,
+            });
+        }
+
+        let now = Instant::now();
+        let due: Vec<ServiceKind> = self
+            .down
+            .iter()
+            .filter(|(_, down)| down.retry_at <= now)
+            .map(|(kind, _)| *kind)
+            .collect();
+        for kind in due {
+            let Some(down) = self.down.remove(&kind) else {
+                continue;
+            };
+            let next = doubled(down.backoff);
+            match self.start_service(kind).await {
+                Ok(()) => {
+                    if let Some(service) = self.services.get_mut(&kind) {
+                        service.backoff = next;
+                    }
+                    let restarts = self.restarts.entry(kind).or_default();
+                    *restarts += 1;
+                    report(&Supervision::Restarted {
+                        kind,
+                        restarts: *restarts,
+                    });
+                }
+                Err(error) => {
+                    self.down.insert(
+                        kind,
+                        DownService {
+                            retry_at: Instant::now() + next,
+                            backoff: next,
+                        },
+                    );
+                    report(&Supervision::RestartFailed {
+                        kind,
+                        error: format!("{error:#}"),
+                        retry_in: next,
+                    });
+                }
+            }
+        }
+    }
+
+    /// How often [`Stack::supervise`] restarted each service.
+    pub fn restarts(&self) -> &BTreeMap<ServiceKind, u32> {
+        &self.restarts
+    }
+
+    /// Kills a service at once (SIGKILL), as a crash would. A service killed
+    /// here is not restarted by [`Stack::supervise`].
     pub fn kill_service(&mut self, kind: ServiceKind) {
+        self.down.remove(&kind);
         if let Some(mut service) = self.services.remove(&kind) {
             service.guard.kill();
         }
@@ -331,6 +508,7 @@ impl Stack {
 
     /// Stops a service gracefully (SIGTERM, then SIGKILL after 15 s).
     pub fn stop_service(&mut self, kind: ServiceKind) {
+        self.down.remove(&kind);
         if let Some(mut service) = self.services.remove(&kind) {
             service.guard.terminate(Duration::from_secs(15));
         }
@@ -409,4 +587,42 @@ fn default_bin_dir() -> anyhow::Result<PathBuf> {
         return Ok(dir.parent().unwrap_or(dir).to_path_buf());
     }
     Ok(dir.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_doubles_up_to_thirty_seconds() {
+        let mut wait = FIRST_BACKOFF;
+        let mut waits = vec![wait];
+        for _ in 0..6 {
+            wait = doubled(wait);
+            waits.push(wait);
+        }
+        let seconds: Vec<u64> = waits.iter().map(Duration::as_secs).collect();
+        assert_eq!(seconds, [1, 2, 4, 8, 16, 30, 30]);
+    }
+
+    #[test]
+    fn a_service_that_served_a_while_starts_over_at_one_second() {
+        let carried = Duration::from_secs(16);
+        assert_eq!(backoff_after(Duration::from_secs(5), carried), carried);
+        assert_eq!(backoff_after(STABLE_AFTER, carried), FIRST_BACKOFF);
+    }
+
+    #[test]
+    fn a_report_names_the_service_its_exit_and_its_log() {
+        let exited = Supervision::Exited {
+            kind: ServiceKind::Orders,
+            status: "signal: 9 (SIGKILL)".to_owned(),
+            log: PathBuf::from("target/harvest/logs/orders.log"),
+            restart_in: FIRST_BACKOFF,
+        };
+        assert_eq!(
+            exited.to_string(),
+            "orders exited unexpectedly (signal: 9 (SIGKILL)); its log: target/harvest/logs/orders.log; restarting in 1 s"
+        );
+    }
 }

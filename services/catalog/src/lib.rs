@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use harvest_bus::{Publisher, Stream};
 use harvest_domain::Regions;
+use harvest_kit::grpc::RequestLimit;
 use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,11 @@ use crate::store::CatalogStore;
 
 /// The name of this service in consumer groups, dead-letter topics and traces.
 pub const SERVICE: &str = "catalog";
+
+/// The largest request message accepted; a bigger one is refused with
+/// RESOURCE_EXHAUSTED. A product with every text field at its longest is
+/// a few kilobytes.
+pub const MAX_REQUEST: RequestLimit = RequestLimit::new(16 * 1024);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -108,7 +114,7 @@ impl App {
         );
         let api = CatalogServiceServer::new(api::CatalogApi::new(self.store));
         self.listeners
-            .serve(api, tasks, shutdown, &self.publisher)
+            .serve(api, MAX_REQUEST, tasks, shutdown, &self.publisher)
             .await
     }
 }

@@ -24,7 +24,7 @@ use crate::dispatch::Dispatcher;
 use crate::error::DeliveryError;
 use crate::metrics;
 use crate::model::{self, FailureKind, State, StoredShipment, now_ms, timestamp};
-use crate::store::{Step, StepOutcome};
+use crate::store::{Registration, Step, StepOutcome};
 
 /// Assignments buffered for a slow stream before it waits.
 const STREAM_BUFFER: usize = 32;
@@ -114,11 +114,25 @@ impl DeliveryApi {
         request: RegisterCourierRequest,
     ) -> Result<Courier, DeliveryError> {
         let courier = model::new_courier(&request, self.dispatcher.regions())?;
-        let stored = self
+        let registration = self
             .dispatcher
             .store()
             .register_courier(&courier, now_ms())
             .await?;
+        let stored = match registration {
+            Registration::Registered(stored) => stored,
+            // Without a location the courier could be given no shipment,
+            // nor be told apart from one at (0, 0).
+            Registration::NeedsLocation => {
+                return Err(DeliveryError::invalid(
+                    "location",
+                    format!(
+                        "is required to register courier {}, which is not registered yet",
+                        courier.courier_id
+                    ),
+                ));
+            }
+        };
         tracing::info!(courier_id = %stored.courier_id, region = %stored.region, "courier registered");
         Ok(stored)
     }

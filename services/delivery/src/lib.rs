@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use harvest_bus::{Publisher, Stream};
 use harvest_domain::Regions;
+use harvest_kit::grpc::RequestLimit;
 use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::delivery::v1::delivery_service_server::DeliveryServiceServer;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,11 @@ use crate::store::DeliveryStore;
 
 /// The name of this service in consumer groups, dead-letter topics and traces.
 pub const SERVICE: &str = "delivery";
+
+/// The largest request message accepted; a bigger one is refused with
+/// RESOURCE_EXHAUSTED. A courier's profile, a location or a step on a
+/// shipment is well under a kilobyte.
+pub const MAX_REQUEST: RequestLimit = RequestLimit::new(16 * 1024);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -122,7 +128,7 @@ impl App {
         );
         let api = DeliveryServiceServer::new(api::DeliveryApi::new(dispatcher, shutdown.clone()));
         self.listeners
-            .serve(api, tasks, shutdown, &self.publisher)
+            .serve(api, MAX_REQUEST, tasks, shutdown, &self.publisher)
             .await
     }
 }

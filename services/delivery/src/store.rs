@@ -102,6 +102,16 @@ pub enum StepOutcome {
     Missing,
 }
 
+/// What a registration did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Registration {
+    /// The courier as stored.
+    Registered(Courier),
+    /// A courier not registered before came without a location; nothing was
+    /// written.
+    NeedsLocation,
+}
+
 /// A shipment to create.
 #[derive(Clone, Debug)]
 pub struct NewShipment<'a> {
@@ -185,17 +195,19 @@ impl DeliveryStore {
     // ----- couriers -----
 
     /// Registers (or updates) a courier and files it in its region's geo
-    /// indexes. Returns the courier as stored.
+    /// indexes. A new courier is written only with a location, checked in
+    /// the same script so that a concurrent registration cannot slip in
+    /// between.
     #[tracing::instrument(skip_all, fields(courier_id = %courier.courier_id))]
     pub async fn register_courier(
         &self,
         courier: &NewCourier,
         now_ms: i64,
-    ) -> Result<Courier, StoreError> {
+    ) -> Result<Registration, StoreError> {
         let mut redis = self.redis.clone();
         let id = courier.courier_id.as_str();
         let (latitude, longitude) = coordinates(courier.location.as_ref());
-        let previous_region: String = register_courier_script()
+        let (written, previous_region): (i64, String) = register_courier_script()
             .key(self.courier_key(id))
             .arg(&courier.name)
             .arg(&courier.home_county)
@@ -209,6 +221,9 @@ impl DeliveryStore {
             .arg(now_ms)
             .invoke_async(&mut redis)
             .await?;
+        if written == 0 {
+            return Ok(Registration::NeedsLocation);
+        }
         if !previous_region.is_empty() && previous_region != courier.region.as_str() {
             let _: () = redis::pipe()
                 .zrem(self.geo_key(&previous_region, false), id)
@@ -222,7 +237,7 @@ impl DeliveryStore {
             StoreError::CorruptCourier(id.to_owned(), "vanished after registration".to_owned())
         })?;
         self.index_courier(&stored).await?;
-        Ok(stored)
+        Ok(Registration::Registered(stored))
     }
 
     /// Sets availability and (when given) location. `None` for an unknown

@@ -53,13 +53,6 @@ impl OrdersApi {
 
     #[tracing::instrument(skip_all, fields(buyer_id = %request.buyer_id, region = %request.region, order_id))]
     async fn place(&self, request: PlaceOrderRequest) -> Result<Order, OrderError> {
-        let size = prost::Message::encoded_len(&request);
-        if size > crate::MAX_ORDER_BYTES {
-            return Err(OrderError::ResourceExhausted(format!(
-                "the order request is {size} bytes; the limit is {} bytes",
-                crate::MAX_ORDER_BYTES
-            )));
-        }
         let valid = model::validate(&request, &self.regions, &self.rules)?;
         let candidate = new_id("ord");
         let started = Instant::now();
@@ -243,14 +236,19 @@ impl OrdersApi {
                         continue;
                     }
                 };
-                let transitions: Vec<Transition> =
-                    order.history.iter().skip(sent).cloned().collect();
+                let unsent = sent..order.history.len();
                 sent = order.history.len();
                 done = State::from_proto(order.state()).is_none_or(State::is_terminal);
-                for transition in transitions {
+                // Transitions may come several to a read (one write can make
+                // two, microseconds apart): each goes with the order as it
+                // stood right after it, not with the latest.
+                for index in unsent {
+                    let Some(snapshot) = crate::watch::as_of(&order, index) else {
+                        continue;
+                    };
                     let update = OrderUpdate {
-                        order: Some(order.clone()),
-                        transition: Some(transition),
+                        transition: snapshot.history.last().cloned(),
+                        order: Some(snapshot),
                     };
                     if sender.send(Ok(update)).await.is_err() {
                         return;

@@ -19,8 +19,6 @@ pub enum OrderError {
     PermissionDenied(String),
     #[error("{0}")]
     Unavailable(String),
-    #[error("{0}")]
-    ResourceExhausted(String),
     #[error("order storage failed")]
     Store(#[from] StoreError),
     #[error("order saga failed")]
@@ -45,7 +43,6 @@ impl From<OrderError> for Status {
             OrderError::FailedPrecondition(message) => Status::failed_precondition(message),
             OrderError::PermissionDenied(message) => Status::permission_denied(message),
             OrderError::Unavailable(message) => Status::unavailable(message),
-            OrderError::ResourceExhausted(message) => Status::resource_exhausted(message),
             OrderError::Store(_) | OrderError::Saga(_) => {
                 tracing::error!(error.cause_chain = ?error, "request failed");
                 Status::internal("internal error")

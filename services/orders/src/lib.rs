@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use harvest_bus::{Publisher, Stream};
 use harvest_domain::Regions;
+use harvest_kit::grpc::RequestLimit;
 use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::orders::v1::orders_service_server::OrdersServiceServer;
 use tokio_util::sync::CancellationToken;
@@ -39,13 +40,10 @@ use crate::watch::WatchHub;
 /// The name of this service in consumer groups, dead-letter topics and traces.
 pub const SERVICE: &str = "orders";
 
-/// The largest order request accepted; a bigger one is refused with
-/// RESOURCE_EXHAUSTED.
-pub const MAX_ORDER_BYTES: usize = 64 * 1024;
-
-/// Requests beyond this are not even read (the transport answers
-/// OUT_OF_RANGE).
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// The largest request message accepted; a bigger one is refused with
+/// RESOURCE_EXHAUSTED before it is read. PlaceOrder is the largest request:
+/// an order at its most lines with the longest address is a few kilobytes.
+pub const MAX_REQUEST: RequestLimit = RequestLimit::new(64 * 1024);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -166,9 +164,9 @@ impl App {
             self.config.orders.clone(),
             hub,
         );
-        let server = OrdersServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let server = OrdersServiceServer::new(api);
         self.listeners
-            .serve(server, tasks, shutdown, &self.publisher)
+            .serve(server, MAX_REQUEST, tasks, shutdown, &self.publisher)
             .await
     }
 }

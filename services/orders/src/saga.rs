@@ -243,6 +243,8 @@ impl Saga {
         let next = decider::next_state(state, outcome);
         let now = SystemTime::now();
         record_progress(record, input);
+        // What a transition changes in the order, `watch::as_of` winds back
+        // for watchers: keep the two in step.
         if next != state {
             let detail = detail_of(input, outcome, &self.rules);
             order.history.push(Transition {

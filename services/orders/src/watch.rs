@@ -4,15 +4,40 @@
 //! channel; each replica holds one pattern subscription and wakes only the
 //! watchers of that order in its own process. A woken watcher reloads the
 //! order and sends what it has not sent yet, so a missed or repeated wake-up
-//! costs nothing but a read.
+//! costs nothing but a read. Each transition is sent with the order as it
+//! stood right after it ([`as_of`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use harvest_proto::common::v1::OrderState;
+use harvest_proto::orders::v1::Order;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// The order as it stood right after its `index`-th transition, from any
+/// later read of it; `None` past its history.
+///
+/// A transition changes only the state, the time of the last change, the
+/// history and, when it cancels, the reason (`saga::Saga::step`); lines and
+/// total are priced once, on the way to RESERVED, and never change again.
+/// So winding those fields back gives the order exactly as it was, for every
+/// transition after the first (to PLACED, which a watcher sees in its first
+/// message instead).
+pub fn as_of(latest: &Order, index: usize) -> Option<Order> {
+    let transition = latest.history.get(index)?;
+    let mut order = latest.clone();
+    order.state = transition.to;
+    order.updated_at = transition.at;
+    if transition.to() != OrderState::Cancelled {
+        order.cancel_reason = 0;
+        order.cancel_detail.clear();
+    }
+    order.history.truncate(index + 1);
+    Some(order)
+}
 
 /// The watchers of this process, by order id.
 #[derive(Clone, Default)]
@@ -132,5 +157,56 @@ impl WatchHub {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use harvest_proto::Timestamp;
+    use harvest_proto::common::v1::CancelReason;
+    use harvest_proto::orders::v1::Transition;
+
+    use super::*;
+
+    fn transition(from: OrderState, to: OrderState, second: i64) -> Transition {
+        Transition {
+            from: from.into(),
+            to: to.into(),
+            at: Some(Timestamp {
+                seconds: second,
+                nanos: 0,
+            }),
+            ..Transition::default()
+        }
+    }
+
+    #[test]
+    fn an_earlier_transition_gets_the_order_as_it_was_then() {
+        let history = vec![
+            transition(OrderState::Unspecified, OrderState::Placed, 1),
+            transition(OrderState::Placed, OrderState::Reserved, 2),
+            transition(OrderState::Reserved, OrderState::Cancelled, 3),
+        ];
+        let latest = Order {
+            order_id: "ord_1".to_owned(),
+            state: OrderState::Cancelled.into(),
+            total_fen: 2_000,
+            updated_at: history[2].at,
+            cancel_reason: CancelReason::PaymentDeclined.into(),
+            cancel_detail: "declined".to_owned(),
+            history: history.clone(),
+            ..Order::default()
+        };
+
+        let reserved = as_of(&latest, 1).expect("within the history");
+        assert_eq!(reserved.state(), OrderState::Reserved);
+        assert_eq!(reserved.updated_at, history[1].at);
+        assert_eq!(reserved.history, history[..2]);
+        assert_eq!(reserved.cancel_reason(), CancelReason::Unspecified);
+        assert!(reserved.cancel_detail.is_empty());
+        assert_eq!(reserved.total_fen, 2_000);
+
+        assert_eq!(as_of(&latest, 2), Some(latest.clone()));
+        assert_eq!(as_of(&latest, 3), None);
     }
 }

@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use harvest_bus::{Publisher, Stream};
 use harvest_domain::Regions;
+use harvest_kit::grpc::RequestLimit;
 use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::payments::v1::payments_service_server::PaymentsServiceServer;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,11 @@ use crate::store::PaymentStore;
 
 /// The name of this service in consumer groups, dead-letter topics and traces.
 pub const SERVICE: &str = "payments";
+
+/// The largest request message accepted; a bigger one is refused with
+/// RESOURCE_EXHAUSTED. Its requests are ids, a page token and a short
+/// reason: well under a kilobyte.
+pub const MAX_REQUEST: RequestLimit = RequestLimit::new(16 * 1024);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -126,7 +132,7 @@ impl App {
         );
         let api = PaymentsServiceServer::new(api::PaymentsApi::new(self.payments));
         self.listeners
-            .serve(api, tasks, shutdown, &self.publisher)
+            .serve(api, MAX_REQUEST, tasks, shutdown, &self.publisher)
             .await
     }
 }

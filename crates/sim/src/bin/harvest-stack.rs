@@ -11,7 +11,7 @@ use harvest_domain::{Region, Regions};
 use harvest_sim::couriers::CourierBehavior;
 use harvest_sim::storefront::{Spike, Traffic};
 use harvest_sim::{Clients, Plan, Target, report, seed};
-use harvest_stack::{ServiceKind, Stack, StackOptions};
+use harvest_stack::{ServiceKind, Stack, StackOptions, Supervision};
 use tokio_util::sync::CancellationToken;
 
 /// Runs Harvest on this machine: Apache Kafka, Redis, the topics
@@ -52,7 +52,8 @@ enum Command {
     /// Start everything, seed produce and couriers, drive simulated buyers
     /// and couriers with a festival spike in one region, print a live table
     /// per region and, at the end (or on Ctrl-C), a summary with the
-    /// invariant checks; then stop everything.
+    /// invariant checks; then stop everything. A service that exits is
+    /// reported and restarted (after 1 s, doubling up to 30 s).
     Demo {
         #[command(flatten)]
         stack: StackArgs,
@@ -78,8 +79,9 @@ enum Command {
         #[arg(long, default_value_t = 90)]
         drain: u64,
     },
-    /// Start everything with a sample catalog and couriers, print the
-    /// endpoints, and run until Ctrl-C.
+    /// Start everything with a sample catalog, print the endpoints, and run
+    /// until Ctrl-C. A service that exits is reported and restarted (after
+    /// 1 s, doubling up to 30 s).
     Run {
         #[command(flatten)]
         stack: StackArgs,
@@ -226,6 +228,30 @@ async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<Stack> {
     Ok(stack)
 }
 
+/// How often the services are looked at.
+const SUPERVISION_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Until `stop`: reports a service that exits without being asked to the
+/// moment it is seen, and restarts it with backoff (1 s doubling to 30 s).
+async fn supervise(stack: &mut Stack, stop: &CancellationToken) {
+    let mut ticker = tokio::time::interval(SUPERVISION_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => stack.supervise(print_supervision).await,
+        }
+    }
+}
+
+fn print_supervision(event: &Supervision) {
+    let mark = match event {
+        Supervision::Restarted { .. } => "",
+        Supervision::Exited { .. } | Supervision::RestartFailed { .. } => "!! ",
+    };
+    println!("{mark}supervisor: {event}");
+}
+
 /// Ctrl-C once cancels `token`; a second time exits at once.
 fn interrupt() -> CancellationToken {
     let token = CancellationToken::new();
@@ -250,7 +276,7 @@ async fn demo(
     drain: u64,
 ) -> anyhow::Result<bool> {
     let stop = interrupt();
-    let stack = start(&args, false).await?;
+    let mut stack = start(&args, false).await?;
     let regions: Vec<Region> = stack.options().regions.iter().cloned().collect();
     let spike = match spike {
         None => None,
@@ -295,13 +321,24 @@ async fn demo(
         "seeding produce from villages in eleven provinces and couriers at every collection point…"
     );
     let target = Target::of(&stack).await?;
-    let outcome = harvest_sim::run(&target, &plan, stop, |tick| {
-        print!("{}", report::tick_table(tick))
-    })
-    .await;
+    let simulated = CancellationToken::new();
+    let simulation = async {
+        let outcome = harvest_sim::run(&target, &plan, stop, |tick| {
+            print!("{}", report::tick_table(tick))
+        })
+        .await;
+        simulated.cancel();
+        outcome
+    };
+    let ((), outcome) = tokio::join!(supervise(&mut stack, &simulated), simulation);
+    let restarts = stack.restarts().clone();
     println!("stopping every process…");
     stack.stop();
-    let summary = outcome?;
+    let mut summary = outcome?;
+    summary.service_restarts = restarts
+        .into_iter()
+        .map(|(kind, count)| (kind.name().to_owned(), count))
+        .collect();
     println!();
     print!("{}", report::summary(&summary));
     Ok(summary.findings.all_clear())
@@ -309,7 +346,7 @@ async fn demo(
 
 async fn run(args: StackArgs) -> anyhow::Result<bool> {
     let stop = interrupt();
-    let stack = start(&args, true).await?;
+    let mut stack = start(&args, true).await?;
     let mut clients = Clients::connect(&stack).await?;
     let products = seed::seed_catalog(&mut clients.catalog).await?;
     println!(
@@ -332,8 +369,8 @@ async fn run(args: StackArgs) -> anyhow::Result<bool> {
             );
         }
     }
-    println!("running (Ctrl-C to stop)");
-    stop.cancelled().await;
+    println!("running (Ctrl-C to stop); a service that exits is reported here and restarted");
+    supervise(&mut stack, &stop).await;
     println!("stopping every process…");
     stack.stop();
     Ok(true)

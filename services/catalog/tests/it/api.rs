@@ -497,3 +497,23 @@ async fn serves_health_reflection_and_metrics() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
+    let catalog = TestCatalog::start().await;
+    let mut client = catalog.client.clone();
+    let mut huge = product_request("Luochuan apples", 5_000);
+    huge.name = "x".repeat(4 * 1024 * 1024);
+    assert_status(
+        client.create_product(huge).await,
+        Code::ResourceExhausted,
+        "the limit is 16384 bytes (16 KiB)",
+    );
+    let products = client
+        .list_products(ListProductsRequest::default())
+        .await
+        .expect("the catalog still serves")
+        .into_inner()
+        .products;
+    assert!(products.is_empty(), "nothing was created: {products:?}");
+}

@@ -1,14 +1,19 @@
 -- Registers a courier, or updates the profile of one registered before. Load,
 -- availability and the time of first registration survive a re-registration;
--- a re-registration without a location keeps the last one.
+-- a re-registration without a location keeps the last one. A new courier
+-- needs a location: without one nothing is written.
 --
 -- KEYS[1] courier hash
 -- ARGV[1] name   ARGV[2] home county   ARGV[3] home province   ARGV[4] region
 -- ARGV[5] vehicle   ARGV[6] cold chain (0|1)   ARGV[7] capacity
 -- ARGV[8] latitude ('' for none)   ARGV[9] longitude   ARGV[10] now (unix ms)
 --
--- Returns the region the courier was in before ('' for a new courier).
+-- Returns {1, the region the courier was in before ('' for a new courier)},
+-- or {0, ''} for a new courier without a location.
 local previous = redis.call('HGET', KEYS[1], 'region') or ''
+if previous == '' and ARGV[8] == '' then
+  return {0, ''}
+end
 redis.call('HSET', KEYS[1],
   'name', ARGV[1],
   'home_county', ARGV[2],
@@ -24,4 +29,4 @@ end
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[1], 'latitude', ARGV[8], 'longitude', ARGV[9])
 end
-return previous
+return {1, previous}

@@ -391,8 +391,7 @@ async fn registering_again_updates_the_courier_and_keeps_its_load() {
     );
 
     // A courier without an id gets one.
-    let mut anonymous = courier_request("", "north", HANGZHOU, 1, false);
-    anonymous.location = None;
+    let anonymous = courier_request("", "north", HANGZHOU, 1, false);
     let registered = client
         .register_courier(anonymous)
         .await
@@ -400,6 +399,56 @@ async fn registering_again_updates_the_courier_and_keeps_its_load() {
         .into_inner();
     assert!(registered.courier_id.starts_with("cou_"));
     assert_eq!(registered.region, "north");
+}
+
+#[tokio::test]
+async fn a_new_courier_needs_a_location_and_an_update_without_one_keeps_it() {
+    let delivery = TestDelivery::start().await;
+    let mut client = delivery.client.clone();
+    for courier_id in ["walker", ""] {
+        let mut unlocated = courier_request(courier_id, "east", HANGZHOU, 2, false);
+        unlocated.location = None;
+        let status = client
+            .register_courier(unlocated)
+            .await
+            .expect_err("a new courier needs a location");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().starts_with("location: "),
+            "{}",
+            status.message()
+        );
+    }
+    // Nothing was written: the courier is still unknown.
+    assert_status(
+        client
+            .update_courier_status(UpdateCourierStatusRequest {
+                courier_id: "walker".to_owned(),
+                location: None,
+                available: true,
+            })
+            .await,
+        Code::NotFound,
+        "walker",
+    );
+
+    let at = offset(HANGZHOU, 2.0, 3.0);
+    delivery.courier("walker", "east", at, 2, false).await;
+    let mut update = courier_request("walker", "east", HANGZHOU, 4, false);
+    update.location = None;
+    let updated = client
+        .register_courier(update)
+        .await
+        .expect("an update may leave the location out")
+        .into_inner();
+    assert_eq!(updated.capacity, 4);
+    assert_eq!(
+        updated
+            .location
+            .map(|point| (point.latitude, point.longitude)),
+        Some(at),
+        "the last location is kept"
+    );
 }
 
 async fn next(stream: &mut tonic::Streaming<Assignment>) -> Assignment {
@@ -471,5 +520,30 @@ async fn streams_send_open_assignments_then_new_ones() {
     assert_eq!(
         bystanders.shipment.expect("shipment").shipment_id,
         far_shipment
+    );
+}
+
+#[tokio::test]
+async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
+    let delivery = TestDelivery::start().await;
+    let mut client = delivery.client.clone();
+    let mut huge = courier_request("huge", "east", HANGZHOU, 2, false);
+    huge.name = "x".repeat(4 * 1024 * 1024);
+    assert_status(
+        client.register_courier(huge).await,
+        Code::ResourceExhausted,
+        "the limit is 16384 bytes (16 KiB)",
+    );
+    // The courier was not registered.
+    assert_status(
+        client
+            .update_courier_status(UpdateCourierStatusRequest {
+                courier_id: "huge".to_owned(),
+                location: None,
+                available: true,
+            })
+            .await,
+        Code::NotFound,
+        "huge",
     );
 }

@@ -260,3 +260,37 @@ async fn lists_a_buyers_orders_newest_first_a_page_at_a_time() {
         .into_inner();
     assert!(nobody.orders.is_empty());
 }
+
+#[tokio::test]
+async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let mut client = orders.client.clone();
+    for street_bytes in [100_000, 4 * 1024 * 1024] {
+        let mut huge = place_request("huge-1", &[("prd_apples", 1)]);
+        huge.ship_to
+            .iter_mut()
+            .for_each(|a| a.street = "x".repeat(street_bytes));
+        let status = client.place_order(huge).await.expect_err("refused");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let limit = "the limit is 65536 bytes (64 KiB)";
+        assert!(status.message().contains(limit), "{}", status.message());
+    }
+
+    // The refused requests claimed nothing: the key places a good order, the
+    // buyer's only one.
+    let order = client
+        .place_order(place_request("huge-1", &[("prd_apples", 1)]))
+        .await
+        .expect("placed")
+        .into_inner();
+    let listed = client
+        .list_orders(ListOrdersRequest {
+            buyer_id: order.buyer_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(listed.orders.len(), 1);
+}

@@ -453,6 +453,77 @@ async fn watch_order_sees_every_transition_in_order_and_ends() {
 }
 
 #[tokio::test]
+async fn each_watch_update_carries_the_order_as_of_its_transition() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 2)];
+    let id = place(&orders.client, &lines).await.order_id;
+    let mut watch = orders
+        .client
+        .clone()
+        .watch_order(WatchOrderRequest {
+            order_id: id.clone(),
+        })
+        .await
+        .expect("watching")
+        .into_inner();
+    let initial = watch.message().await.expect("stream").expect("first");
+    assert_eq!(
+        initial.order.as_ref().map(|o| o.state()),
+        Some(OrderState::Placed)
+    );
+
+    // The payment comes first and is parked; the reservation then moves the
+    // order to RESERVED and CONFIRMED in one write, microseconds apart. The
+    // rest follows back to back.
+    world.send(&id, "authorized", authorized()).await;
+    orders.wait_metric(PARKED, 1.0).await;
+    world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    world.send(&id, "assigned", assigned("shp-1")).await;
+    world.send(&id, "picked", picked_up("shp-1")).await;
+    world.send(&id, "delivered", delivered("shp-1")).await;
+
+    let watching = async {
+        let mut updates = Vec::new();
+        while let Some(update) = watch.message().await.expect("stream") {
+            updates.push(update);
+        }
+        updates
+    };
+    let updates = tokio::time::timeout(Duration::from_secs(60), watching)
+        .await
+        .expect("the stream ends at the terminal state");
+    let mut seen = Vec::new();
+    for update in &updates {
+        let transition = update.transition.clone().expect("a transition");
+        let order = update.order.clone().expect("an order");
+        assert_eq!(
+            order.state(),
+            transition.to(),
+            "the snapshot of {:?} → {:?} is the order after it",
+            transition.from(),
+            transition.to()
+        );
+        assert_eq!(order.history.last(), Some(&transition));
+        assert_eq!(order.updated_at, transition.at);
+        assert_eq!(order.total_fen, 2_000, "priced since the reservation");
+        seen.push(transition.to());
+    }
+    assert_eq!(
+        seen,
+        vec![
+            OrderState::Reserved,
+            OrderState::Confirmed,
+            OrderState::Dispatching,
+            OrderState::InTransit,
+            OrderState::Delivered,
+        ]
+    );
+}
+
+#[tokio::test]
 async fn a_pending_deadline_fires_after_a_restart() {
     let world = World::with(|config| config.orders.payment_deadline_secs = 4).await;
     let orders = world.start().await;

@@ -358,3 +358,19 @@ async fn lists_payments_by_state_in_pages() {
             .contains(&first)
     );
 }
+
+#[tokio::test]
+async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
+    let payments = TestPayments::start().await;
+    let mut client = payments.client.clone();
+    let captured = paid_order(&payments, 6_000, true).await;
+    let before = payments.payment(&captured.order_id).await;
+    let mut huge = refund(&captured.order_id, 1_000, "refund-huge");
+    huge.reason = "x".repeat(4 * 1024 * 1024);
+    assert_status(
+        client.refund(huge).await,
+        Code::ResourceExhausted,
+        "the limit is 16384 bytes (16 KiB)",
+    );
+    assert_eq!(payments.payment(&captured.order_id).await, before);
+}
