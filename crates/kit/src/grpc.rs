@@ -15,8 +15,12 @@ use tonic::server::NamedService;
 use tower::{Layer, Service};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Histogram: seconds per gRPC request, by `method` and `code`.
+/// Histogram: seconds per gRPC request, by `method` (`unknown` for a path
+/// the server does not serve) and `code`.
 pub const REQUEST_SECONDS: &str = "harvest_grpc_request_seconds";
+
+/// `grpc-status` of a call to a method the server does not have.
+const UNIMPLEMENTED: &str = "12";
 
 /// Serves `api` with gRPC health (reporting it as serving) and server
 /// reflection over every Harvest package, until `shutdown`. A request
@@ -158,6 +162,13 @@ where
                     .unwrap_or("0")
                     .to_owned(),
                 Err(_) => "transport".to_owned(),
+            };
+            // Anyone can send any path: a method the server does not have is
+            // counted under one label, not one label per made-up name.
+            let method = if code == UNIMPLEMENTED {
+                "unknown".to_owned()
+            } else {
+                method
             };
             metrics::histogram!(REQUEST_SECONDS, "method" => method, "code" => code)
                 .record(started.elapsed().as_secs_f64());

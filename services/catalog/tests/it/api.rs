@@ -480,6 +480,26 @@ async fn serves_health_reflection_and_metrics() {
 
     // One request, so the request histogram has a sample to show.
     catalog.product("Fuji apples", 6_800, false).await;
+    // And calls to methods that do not exist, each under a made-up name.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", catalog.grpc_addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    for attempt in 0..3 {
+        grpc.ready().await.expect("ready");
+        let path = format!("/harvest.catalog.v1.CatalogService/MadeUp{attempt}");
+        let answer: Result<tonic::Response<()>, tonic::Status> = grpc
+            .unary(
+                tonic::Request::new(()),
+                path.parse().expect("a path"),
+                tonic_prost::ProstCodec::<(), ()>::default(),
+            )
+            .await;
+        let status = answer.expect_err("no such method");
+        assert_eq!(status.code(), Code::Unimplemented);
+    }
     let mut http = tokio::net::TcpStream::connect(catalog.admin_addr)
         .await
         .expect("admin port");
@@ -495,6 +515,14 @@ async fn serves_health_reflection_and_metrics() {
     assert!(
         body.contains("harvest_grpc_request_seconds_bucket{method=\"/harvest.catalog.v1.CatalogService/CreateProduct\",code=\"0\""),
         "{body}"
+    );
+    assert!(
+        body.contains("harvest_grpc_request_seconds_count{method=\"unknown\",code=\"12\"} 3"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("MadeUp"),
+        "a made-up path became a label: {body}"
     );
 }
 
