@@ -51,8 +51,18 @@ pub async fn broker_ceiling(
         .create()
         .context("ceiling consumer")?;
     consumer.subscribe(&[topic.as_str()])?;
-    // Let the group form before the clock starts.
-    let _ = tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await;
+    // The group forms before the clock starts: on a new broker the first
+    // group waits seconds for the offsets topic, which is not the broker's
+    // message rate. Polling drives the join; it reads from the start, so
+    // nothing produced later is missed.
+    let forming = Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().map_or(0, |assigned| assigned.count()) == 0 {
+        anyhow::ensure!(
+            Instant::now() < forming,
+            "the ceiling consumer got no partitions within 30 s"
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
 
     let payload = vec![b'h'; size];
     let started = Instant::now();

@@ -409,6 +409,10 @@ impl BrokerServer {
         &self.log
     }
 
+    pub fn pid(&self) -> u32 {
+        self.guard.id()
+    }
+
     /// Stops the broker: a controlled shutdown (SIGTERM), then SIGKILL if it
     /// takes too long.
     pub fn stop(mut self) {

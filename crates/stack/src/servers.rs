@@ -150,6 +150,10 @@ impl RedisServer {
         self.port
     }
 
+    pub fn pid(&self) -> u32 {
+        self.guard.id()
+    }
+
     pub fn stop(mut self) {
         self.guard.terminate(Duration::from_secs(5));
     }

@@ -535,6 +535,19 @@ impl Stack {
             .map(|(kind, service)| (*kind, service.guard.id()))
             .collect()
     }
+
+    /// Process ids of the servers this stack started (`kafka`, `redis`), for
+    /// measuring them beside the services.
+    pub fn server_pids(&self) -> BTreeMap<&'static str, u32> {
+        let mut pids = BTreeMap::new();
+        if let Some(broker) = &self.broker {
+            pids.insert("kafka", broker.pid());
+        }
+        if let Some(redis) = &self.redis {
+            pids.insert("redis", redis.pid());
+        }
+        pids
+    }
 }
 
 async fn wait_for_health(

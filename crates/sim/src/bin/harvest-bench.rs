@@ -217,10 +217,18 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
     for kind in ServiceKind::ALL {
         stack.start_service(kind).await?;
     }
+    // The broker and Redis are measured beside the services: on one machine
+    // they share its cores.
     let pids: BTreeMap<String, u32> = stack
         .pids()
         .into_iter()
         .map(|(kind, pid)| (kind.name().to_owned(), pid))
+        .chain(
+            stack
+                .server_pids()
+                .into_iter()
+                .map(|(name, pid)| (name.to_owned(), pid)),
+        )
         .collect();
     let target = Target::of(&stack).await?;
     let session = Session::open(
@@ -273,13 +281,22 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
             }
             (None, _) => "-".to_owned(),
         };
+        let cpu = |names: &[&str]| -> f64 {
+            names
+                .iter()
+                .filter_map(|name| rung["cpu_ms_per_order"][*name].as_f64())
+                .sum()
+        };
         println!(
-            "placed {} ({:.0}/s), place p99 {} ms, confirm p99 {}, errors {}: {}",
+            "placed {} ({:.0}/s), place p99 {} ms, confirm p99 {}, errors {}, CPU ms/order: services {:.1}, kafka {:.1}, redis {:.1}: {}",
             rung["placed"],
             rung["achieved_per_sec"].as_f64().unwrap_or(0.0),
             rung["place_ms"]["p99"],
             confirm_p99,
             rung["errors"],
+            cpu(&["catalog", "orders", "payments", "delivery"]),
+            cpu(&["kafka"]),
+            cpu(&["redis"]),
             match (passed, kept_up) {
                 (true, _) => "within the limits",
                 (false, true) => "kept up, over the latency limits",
