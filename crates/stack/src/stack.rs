@@ -324,6 +324,11 @@ impl Stack {
         Ok(format!("http://{addr}"))
     }
 
+    /// Where the broker this stack started writes its output.
+    pub fn broker_log_file(&self) -> Option<&Path> {
+        self.broker.as_ref().map(BrokerServer::log_file)
+    }
+
     pub fn log_file(&self, kind: ServiceKind) -> PathBuf {
         self.options
             .state_dir

@@ -209,7 +209,10 @@ async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<Stack> {
     options.prefer_default_ports = default_ports;
     println!("starting redis, the broker and the four services…");
     let stack = Stack::start(options).await?;
-    println!("  broker    {}", stack.bootstrap());
+    match stack.broker_log_file() {
+        Some(log) => println!("  kafka     {}  log {}", stack.bootstrap(), log.display()),
+        None => println!("  kafka     {}", stack.bootstrap()),
+    }
     println!("  redis     {}", stack.redis_url());
     for kind in ServiceKind::ALL {
         let grpc = stack
