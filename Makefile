@@ -31,9 +31,10 @@ deps: ## Install what is missing: Apache Kafka (Maven Central; needs Java 17+), 
 	fi
 	@if ! cmp -s $(KAFKA_POM) $(KAFKA_LIBS)/pom.xml; then \
 		echo "fetching Apache Kafka's classpath from Maven Central into $(KAFKA_LIBS)…"; \
-		rm -rf $(KAFKA_LIBS).new && \
+		rm -rf $(KAFKA_LIBS).new && mkdir -p $(dir $(KAFKA_LIBS)) && \
 		$(MVN) -q -B -f $(KAFKA_POM) dependency:copy-dependencies -DincludeScope=runtime \
-			-DoutputDirectory=$(abspath $(KAFKA_LIBS)).new && \
+			-DoutputDirectory=$(abspath $(KAFKA_LIBS)).new >$(KAFKA_LIBS).log 2>&1 || \
+			{ cat $(KAFKA_LIBS).log; exit 1; }; \
 		cp $(KAFKA_POM) $(KAFKA_LIBS).new/pom.xml && \
 		rm -rf $(KAFKA_LIBS) && mv $(KAFKA_LIBS).new $(KAFKA_LIBS) && \
 		echo "Apache Kafka: $$(ls $(KAFKA_LIBS) | grep -c 'jar$$') jars in $(KAFKA_LIBS)"; \
