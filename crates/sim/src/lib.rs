@@ -444,22 +444,11 @@ impl Session {
         // The observer trails the broker; the orders service decides.
         let lagging = self.observer.unfinished(&calls.placed_orders);
         let decided = orders_of(&clients, &lagging).await;
-        let unfinished: Vec<String> = lagging
-            .iter()
-            .filter(|id| {
-                decided
-                    .get(*id)
-                    .is_none_or(|order| ending_of(order).is_none())
-            })
-            .cloned()
-            .collect();
+        let (unfinished, ended): (Vec<String>, Vec<String>) = lagging
+            .into_iter()
+            .partition(|id| open_at_the_service(id, &decided));
         // Let the observer read what is already decided, so that latencies
         // count those orders too; what it still misses comes from `decided`.
-        let ended: Vec<String> = lagging
-            .iter()
-            .filter(|id| !unfinished.contains(*id))
-            .cloned()
-            .collect();
         self.observer
             .wait_for_endings(&ended, OBSERVER_CATCH_UP)
             .await;
@@ -514,13 +503,17 @@ async fn still_open(clients: &Clients, order_ids: &[String]) -> Vec<String> {
     let answered = orders_of(clients, order_ids).await;
     order_ids
         .iter()
-        .filter(|id| {
-            answered
-                .get(*id)
-                .is_none_or(|order| ending_of(order).is_none())
-        })
+        .filter(|id| open_at_the_service(id, &answered))
         .cloned()
         .collect()
+}
+
+/// Whether the orders service, as `answered`, has not ended `order_id` (or
+/// could not say).
+fn open_at_the_service(order_id: &str, answered: &HashMap<String, Order>) -> bool {
+    answered
+        .get(order_id)
+        .is_none_or(|order| ending_of(order).is_none())
 }
 
 /// The orders among `order_ids` as the orders service has them now, for
@@ -561,12 +554,7 @@ pub fn final_counts(
     tracks: &HashMap<String, Track>,
     decided: &HashMap<String, Order>,
 ) -> BTreeMap<String, RegionCounts> {
-    let mut counts: BTreeMap<String, RegionCounts> = BTreeMap::new();
-    for (region, region_calls) in &calls.regions {
-        let entry = counts.entry(region.clone()).or_default();
-        entry.placed = region_calls.placed;
-        entry.errors = region_calls.errors;
-    }
+    let mut counts = counts_from_calls(calls);
     for order_id in &calls.placed_orders {
         let (region, confirmed, ending) = match (decided.get(order_id), tracks.get(order_id)) {
             (Some(order), _) => (
@@ -595,16 +583,22 @@ pub fn final_counts(
     counts
 }
 
+/// Placed and errors per region, as the storefronts' calls counted them.
+fn counts_from_calls(calls: &Calls) -> BTreeMap<String, RegionCounts> {
+    let mut counts: BTreeMap<String, RegionCounts> = BTreeMap::new();
+    for (region, region_calls) in &calls.regions {
+        let entry = counts.entry(region.clone()).or_default();
+        entry.placed = region_calls.placed;
+        entry.errors = region_calls.errors;
+    }
+    counts
+}
+
 fn merge_counts(
     calls: &Calls,
     views: &BTreeMap<String, observer::RegionView>,
 ) -> BTreeMap<String, RegionCounts> {
-    let mut merged: BTreeMap<String, RegionCounts> = BTreeMap::new();
-    for (region, region_calls) in &calls.regions {
-        let entry = merged.entry(region.clone()).or_default();
-        entry.placed = region_calls.placed;
-        entry.errors = region_calls.errors;
-    }
+    let mut merged = counts_from_calls(calls);
     for (region, view) in views {
         let entry = merged.entry(region.clone()).or_default();
         entry.confirmed = view.confirmed;

@@ -62,13 +62,21 @@ impl Bus {
     }
 
     fn event(&self) -> Envelope {
+        self.event_of(
+            "delivered",
+            Payload::OrderDelivered(OrderDelivered::default()),
+        )
+    }
+
+    /// An event of a new order in the bus's region, whatever its payload.
+    fn event_of(&self, step: &str, payload: Payload) -> Envelope {
         let order_id = new_id("ord");
         new_envelope(
-            &deterministic_id("evt", &[order_id.as_str(), "delivered"]),
+            &deterministic_id("evt", &[order_id.as_str(), step]),
             &order_id,
             &self.region,
             "orders",
-            Payload::OrderDelivered(OrderDelivered::default()),
+            payload,
         )
     }
 
@@ -228,14 +236,7 @@ async fn events_off_their_owners_stream_are_dead_lettered_unhandled() {
     let consuming = bus.consume(handler.clone(), shutdown.clone());
     let orders_topic = bus.topology.topic(Stream::Orders, &bus.region);
 
-    let order_id = new_id("ord");
-    let authorized = new_envelope(
-        &deterministic_id("evt", &[order_id.as_str(), "authorized"]),
-        &order_id,
-        &bus.region,
-        "payments",
-        Payload::PaymentAuthorized(Default::default()),
-    );
+    let authorized = bus.event_of("authorized", Payload::PaymentAuthorized(Default::default()));
     let north = Region::parse("north").expect("valid");
     let mut elsewhere = bus.event();
     elsewhere.region = north.to_string();
@@ -290,14 +291,7 @@ async fn events_off_their_owners_stream_are_dead_lettered_unhandled() {
 #[tokio::test]
 async fn a_publisher_sends_only_its_own_streams_events() {
     let bus = Bus::start().await;
-    let order_id = new_id("ord");
-    let authorized = new_envelope(
-        &deterministic_id("evt", &[order_id.as_str(), "authorized"]),
-        &order_id,
-        &bus.region,
-        "orders",
-        Payload::PaymentAuthorized(Default::default()),
-    );
+    let authorized = bus.event_of("authorized", Payload::PaymentAuthorized(Default::default()));
     let refused = bus.publisher(Stream::Orders).publish(authorized).await;
     assert!(
         matches!(

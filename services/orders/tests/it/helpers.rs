@@ -10,7 +10,9 @@ use harvest_proto::events::v1::{
     ShipmentFailureReason, ShipmentPickedUp, StockReserved,
 };
 use harvest_proto::orders::v1::orders_service_client::OrdersServiceClient;
-use harvest_proto::orders::v1::{GetOrderRequest, Order, PlaceOrderRequest};
+use harvest_proto::orders::v1::{
+    GetOrderRequest, ListOrdersRequest, Order, OrderUpdate, PlaceOrderRequest, WatchOrderRequest,
+};
 use harvest_testkit::kafka::Probe;
 use harvest_testkit::{Broker, Redis, TestSettings, unique_name};
 use tokio_util::sync::CancellationToken;
@@ -233,6 +235,42 @@ pub async fn place(client: &OrdersServiceClient<Channel>, lines: &[(&str, i64)])
         .place_order(place_request(&unique_name(), lines))
         .await
         .expect("order placed")
+        .into_inner()
+}
+
+/// Places a good order under `key` and checks it is its buyer's only order:
+/// whatever was refused under that key before claimed nothing.
+pub async fn place_as_only_order(client: &OrdersServiceClient<Channel>, key: &str) -> Order {
+    let mut client = client.clone();
+    let order = client
+        .place_order(place_request(key, &[("prd_apples", 1)]))
+        .await
+        .expect("placed")
+        .into_inner();
+    let listed = client
+        .list_orders(ListOrdersRequest {
+            buyer_id: order.buyer_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    assert_eq!(listed.orders.len(), 1);
+    order
+}
+
+/// Starts watching an order.
+pub async fn watch(
+    client: &OrdersServiceClient<Channel>,
+    order_id: &str,
+) -> tonic::Streaming<OrderUpdate> {
+    client
+        .clone()
+        .watch_order(WatchOrderRequest {
+            order_id: order_id.to_owned(),
+        })
+        .await
+        .expect("watching")
         .into_inner()
 }
 

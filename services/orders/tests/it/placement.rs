@@ -9,7 +9,7 @@ use harvest_proto::orders::v1::{
 };
 use tonic::Code;
 
-use crate::helpers::{World, place, place_request};
+use crate::helpers::{World, place, place_as_only_order, place_request};
 
 #[tokio::test]
 async fn fifty_concurrent_calls_with_one_key_place_one_order() {
@@ -196,20 +196,7 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() {
 
     // Nothing was placed: the good request with the same key works, and it is
     // the buyer's only order.
-    let order = client
-        .place_order(place_request("bad-1", &[("prd_apples", 1)]))
-        .await
-        .expect("placed")
-        .into_inner();
-    let listed = client
-        .list_orders(ListOrdersRequest {
-            buyer_id: order.buyer_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("listed")
-        .into_inner();
-    assert_eq!(listed.orders.len(), 1);
+    let order = place_as_only_order(&client, "bad-1").await;
     world
         .wait_event(&order.order_id, |p| matches!(p, Payload::OrderPlaced(_)))
         .await;
@@ -279,18 +266,5 @@ async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
 
     // The refused requests claimed nothing: the key places a good order, the
     // buyer's only one.
-    let order = client
-        .place_order(place_request("huge-1", &[("prd_apples", 1)]))
-        .await
-        .expect("placed")
-        .into_inner();
-    let listed = client
-        .list_orders(ListOrdersRequest {
-            buyer_id: order.buyer_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .expect("listed")
-        .into_inner();
-    assert_eq!(listed.orders.len(), 1);
+    place_as_only_order(&client, "huge-1").await;
 }

@@ -8,14 +8,14 @@ use harvest_proto::events::v1::{
     LineShortfall, PaymentAuthorized, PaymentDeclined, ShipmentFailureReason, ShortfallReason,
     StockRejected,
 };
-use harvest_proto::orders::v1::{CancelOrderRequest, GetOrderRequest, WatchOrderRequest};
+use harvest_proto::orders::v1::{CancelOrderRequest, GetOrderRequest};
 use tonic::Code;
 
 const REFUSED: &str = "harvest_orders_events_refused_total";
 const PARKED: &str = "harvest_orders_events_parked_total";
 
 use crate::helpers::{
-    World, assigned, delivered, failed, picked_up, place, stock_reserved, wait_state,
+    World, assigned, delivered, failed, picked_up, place, stock_reserved, wait_state, watch,
 };
 
 async fn cancel(
@@ -387,25 +387,9 @@ async fn watch_order_sees_every_transition_in_order_and_ends() {
     let lines = [("prd_apples", 2)];
     let id = place(&orders.client, &lines).await.order_id;
 
-    let mut first = orders
-        .client
-        .clone()
-        .watch_order(WatchOrderRequest {
-            order_id: id.clone(),
-        })
-        .await
-        .expect("watching")
-        .into_inner();
+    let mut first = watch(&orders.client, &id).await;
     // A second watcher that leaves early must not disturb the first.
-    let quitter = orders
-        .client
-        .clone()
-        .watch_order(WatchOrderRequest {
-            order_id: id.clone(),
-        })
-        .await
-        .expect("watching")
-        .into_inner();
+    let quitter = watch(&orders.client, &id).await;
     drop(quitter);
 
     let initial = first
@@ -458,16 +442,8 @@ async fn each_watch_update_carries_the_order_as_of_its_transition() {
     let orders = world.start().await;
     let lines = [("prd_apples", 2)];
     let id = place(&orders.client, &lines).await.order_id;
-    let mut watch = orders
-        .client
-        .clone()
-        .watch_order(WatchOrderRequest {
-            order_id: id.clone(),
-        })
-        .await
-        .expect("watching")
-        .into_inner();
-    let initial = watch.message().await.expect("stream").expect("first");
+    let mut updates = watch(&orders.client, &id).await;
+    let initial = updates.message().await.expect("stream").expect("first");
     assert_eq!(
         initial.order.as_ref().map(|o| o.state()),
         Some(OrderState::Placed)
@@ -486,17 +462,17 @@ async fn each_watch_update_carries_the_order_as_of_its_transition() {
     world.send(&id, "delivered", delivered("shp-1")).await;
 
     let watching = async {
-        let mut updates = Vec::new();
-        while let Some(update) = watch.message().await.expect("stream") {
-            updates.push(update);
+        let mut received = Vec::new();
+        while let Some(update) = updates.message().await.expect("stream") {
+            received.push(update);
         }
-        updates
+        received
     };
-    let updates = tokio::time::timeout(Duration::from_secs(60), watching)
+    let received = tokio::time::timeout(Duration::from_secs(60), watching)
         .await
         .expect("the stream ends at the terminal state");
     let mut seen = Vec::new();
-    for update in &updates {
+    for update in &received {
         let transition = update.transition.clone().expect("a transition");
         let order = update.order.clone().expect("an order");
         assert_eq!(
