@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::servers::{ChildGuard, find_binary, free_port};
+use crate::servers::{ChildGuard, find_binary, free_port, retry_on_port_clash};
 
 /// The heap of a local broker, in MiB: enough for the demo, the tests and the
 /// benchmark, small beside everything else on a 2-core machine.
@@ -350,31 +350,18 @@ impl BrokerServer {
             .log
             .clone()
             .unwrap_or_else(|| dir.join("broker.log"));
-        // The ports are free when chosen but another process may take one
-        // before the JVM binds it: try again on new ports.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match Self::start_once(&install, &dir, &log) {
-                Ok((node, guard)) => {
-                    return Ok(BrokerServer {
-                        node,
-                        guard,
-                        log,
-                        temporary,
-                    });
+        match retry_on_port_clash(|| Self::start_once(&install, &dir, &log)) {
+            Ok((node, guard)) => Ok(BrokerServer {
+                node,
+                guard,
+                log,
+                temporary,
+            }),
+            Err(error) => {
+                if temporary {
+                    let _ = std::fs::remove_dir_all(&dir);
                 }
-                Err(error) if attempts >= 3 => {
-                    if temporary {
-                        let _ = std::fs::remove_dir_all(&dir);
-                    }
-                    return Err(
-                        error.context(format!("starting Apache Kafka; see {}", log.display()))
-                    );
-                }
-                Err(error) => {
-                    eprintln!("the broker did not start ({error:#}); trying other ports");
-                }
+                Err(error.context(format!("starting Apache Kafka; see {}", log.display())))
             }
         }
     }

@@ -111,7 +111,8 @@ pub struct RedisOptions {
 impl RedisServer {
     pub fn start(options: &RedisOptions) -> anyhow::Result<Self> {
         let binary = find_binary("HARVEST_REDIS_SERVER", "redis-server")?;
-        retry_on_port_clash(|port| {
+        retry_on_port_clash(|| {
+            let port = free_port()?;
             let mut command = Command::new(&binary);
             command
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -181,10 +182,13 @@ pub fn find_binary(variable: &str, name: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{name} is not on PATH (run `make deps`, or set {variable})"))
 }
 
-fn retry_on_port_clash<T>(mut start: impl FnMut(u16) -> anyhow::Result<T>) -> anyhow::Result<T> {
+/// Tries `start` up to three times, each on new ports (`start` picks them
+/// with [`free_port`]): a port is free when chosen, but another process may
+/// take it before the server binds it. The last error if all three fail.
+pub fn retry_on_port_clash<T>(mut start: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<T> {
     let mut last_error = None;
     for _ in 0..3 {
-        match start(free_port()?) {
+        match start() {
             Ok(server) => return Ok(server),
             Err(error) => last_error = Some(error),
         }

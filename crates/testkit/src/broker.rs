@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
-use harvest_stack::servers::{KafkaInstall, KafkaNode, answers};
+use harvest_stack::servers::{KafkaInstall, KafkaNode, answers, retry_on_port_clash};
 
 /// Seconds without any test process before the shared broker stops.
 pub const IDLE_SECS: u32 = 20;
@@ -123,16 +123,7 @@ fn find_or_start(dir: &Path, idle_secs: u32) -> anyhow::Result<SharedBroker> {
     }
 
     let install = KafkaInstall::find()?;
-    // The ports are free when chosen, but another process may take one before
-    // the JVM binds it: try again on new ones.
-    let mut attempt = 1;
-    let bootstrap = loop {
-        match start(&install, dir, idle_secs) {
-            Ok(bootstrap) => break bootstrap,
-            Err(error) if attempt >= 3 => return Err(error),
-            Err(_) => attempt += 1,
-        }
-    };
+    let bootstrap = retry_on_port_clash(|| start(&install, dir, idle_secs))?;
     std::fs::write(&state, &bootstrap).with_context(|| format!("writing {}", state.display()))?;
     Ok(SharedBroker {
         bootstrap,
