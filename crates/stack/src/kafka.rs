@@ -11,13 +11,13 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::servers::{ChildGuard, find_binary, free_port, retry_on_port_clash};
+use crate::servers::{ChildGuard, find_binary, free_port, retry_on_port_clash, wait_until};
 
 /// The heap of a local broker, in MiB: enough for the demo, the tests and the
 /// benchmark, small beside everything else on a 2-core machine.
@@ -246,19 +246,11 @@ impl KafkaNode {
 
     /// Waits until the node answers metadata requests with itself as a live
     /// broker; fails early if `exited` reports the process gone.
-    pub fn wait_ready(&self, mut exited: impl FnMut() -> Option<String>) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
+    pub fn wait_ready(&self, exited: impl FnMut() -> Option<String>) -> anyhow::Result<()> {
         let bootstrap = self.bootstrap();
-        while Instant::now() < deadline {
-            if let Some(exit) = exited() {
-                bail!(exit);
-            }
-            if answers(&bootstrap, Duration::from_millis(500)) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        bail!("the broker did not answer within {START_TIMEOUT:?}")
+        wait_until(START_TIMEOUT, "the broker", exited, || {
+            answers(&bootstrap, Duration::from_millis(500))
+        })
     }
 }
 

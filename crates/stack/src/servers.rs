@@ -138,7 +138,12 @@ impl RedisServer {
                 .spawn()
                 .with_context(|| format!("starting {}", binary.display()))?;
             let mut guard = ChildGuard::new("redis-server", child);
-            wait_until(Duration::from_secs(10), &mut guard, || redis_answers(port))?;
+            wait_until(
+                Duration::from_secs(10),
+                "redis-server",
+                || guard.exited(),
+                || redis_answers(port),
+            )?;
             Ok(RedisServer { port, guard })
         })
     }
@@ -197,14 +202,17 @@ pub fn retry_on_port_clash<T>(mut start: impl FnMut() -> anyhow::Result<T>) -> a
 }
 
 /// Polls `ready` until it holds, failing early if the process exits.
+/// `exited` says why the process ended, if it has; `name` names it in the
+/// error when `ready` never holds.
 pub fn wait_until(
     timeout: Duration,
-    guard: &mut ChildGuard,
+    name: &str,
+    mut exited: impl FnMut() -> Option<String>,
     mut ready: impl FnMut() -> bool,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if let Some(exit) = guard.exited() {
+        if let Some(exit) = exited() {
             bail!(exit);
         }
         if ready() {
@@ -212,5 +220,5 @@ pub fn wait_until(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("{} did not answer within {timeout:?}", guard.name)
+    bail!("{name} did not answer within {timeout:?}")
 }
