@@ -304,6 +304,29 @@ async fn a_publisher_sends_only_its_own_streams_events() {
         ),
         "{refused:?}"
     );
+
+    // Nothing reached the topic: the next event there is the first.
+    let probe = Probe::start(
+        &bus.broker.bootstrap(),
+        &[bus.topology.topic(Stream::Orders, &bus.region)],
+    )
+    .expect("probe");
+    let genuine = bus.event();
+    bus.publisher(Stream::Orders)
+        .publish(genuine.clone())
+        .await
+        .expect("published");
+    let seen = probe
+        .wait_for(WAIT, |messages| {
+            let envelopes = harvest_testkit::kafka::envelopes(messages);
+            envelopes
+                .iter()
+                .any(|e| e.event_id == genuine.event_id)
+                .then_some(envelopes)
+        })
+        .await
+        .expect("the genuine event arrives");
+    assert_eq!(seen.len(), 1, "only the genuine event is on the topic");
 }
 
 #[tokio::test]
