@@ -31,6 +31,10 @@ pub struct BusConfig {
     pub handler_backoff_ms: u64,
     /// Events buffered per partition ahead of its handler.
     pub partition_queue_depth: usize,
+    /// The most events of one partition handled as one batch: the events of
+    /// different orders in a batch are handled concurrently, those of one
+    /// order in turn, and one offset is stored once the whole batch is done.
+    pub max_batch: usize,
     /// How long a fetch may wait at the broker when none of its partitions
     /// has new events. Kafka answers as soon as an event arrives, so this
     /// bounds only the idle requests, not how soon events are seen.
@@ -53,7 +57,8 @@ impl Default for BusConfig {
             publish_timeout_ms: 30_000,
             handler_max_attempts: 5,
             handler_backoff_ms: 100,
-            partition_queue_depth: 64,
+            partition_queue_depth: 256,
+            max_batch: 64,
             fetch_wait_max_ms: 500,
             ensure_topics: true,
         }
@@ -81,6 +86,9 @@ impl BusConfig {
         }
         if self.partition_queue_depth < 1 {
             return Err("bus.partition_queue_depth must be at least 1".to_owned());
+        }
+        if self.max_batch < 1 {
+            return Err("bus.max_batch must be at least 1".to_owned());
         }
         let valid_prefix = self
             .topic_prefix

@@ -2,8 +2,12 @@
 //!
 //! One consumer per (service, region), in the region's own consumer group. It
 //! hands each partition's events, in order, to a task of that partition, so a
-//! slow order holds up only its own partition. An offset is stored only after
-//! the handler succeeded (or the event went to the dead-letter topic); the
+//! slow partition holds up only itself. The task takes what has arrived as a
+//! batch (up to `bus.max_batch` events): events the handler does not act on
+//! are passed over by their `event-type` header, unread; the others are
+//! handled concurrently across orders and in turn within an order, so a slow
+//! order holds up only itself. One offset is stored for the batch, and only
+//! once every event of it was handled (or went to the dead-letter topic); the
 //! client commits stored offsets in the background and once more at shutdown.
 
 use std::collections::HashMap;
@@ -53,7 +57,16 @@ impl HandlerError {
 }
 
 /// Reacts to events. Must be idempotent: an event may arrive more than once.
+/// Events of different orders may be handled concurrently; those of one order
+/// arrive in turn.
 pub trait Handler: Send + Sync + 'static {
+    /// Whether the handler acts on events of this type (an envelope's
+    /// `event_type`, also carried in the `event-type` header). Events it does
+    /// not want are passed over before they are decoded.
+    fn wants(&self, _event_type: &str) -> bool {
+        true
+    }
+
     fn handle(
         &self,
         event: &IncomingEvent,
@@ -154,6 +167,7 @@ pub async fn run<H: Handler>(
         publisher,
         dead_letter_topic: topology.dead_letter_topic(spec.service, &spec.region),
         service: spec.service,
+        max_batch: config.max_batch,
         max_attempts: config.handler_max_attempts,
         first_backoff: Duration::from_millis(config.handler_backoff_ms),
         shutdown: shutdown.clone(),
@@ -238,58 +252,137 @@ struct Worker<H> {
     publisher: Publisher,
     dead_letter_topic: String,
     service: &'static str,
+    max_batch: usize,
     max_attempts: u32,
     first_backoff: Duration,
     shutdown: CancellationToken,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Handled,
+    /// Of a type the handler does not act on.
+    Skipped,
     DeadLettered,
     /// Shutdown came first; the event will be delivered again.
     Abandoned,
 }
 
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Handled => "ok",
+            Outcome::Skipped => "skipped",
+            Outcome::DeadLettered => "dead_letter",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+}
+
 impl<H: Handler> Worker<H> {
     async fn drain(self: Arc<Self>, mut receiver: mpsc::Receiver<OwnedMessage>) {
-        while let Some(message) = receiver.recv().await {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            batch.clear();
+            if receiver.recv_many(&mut batch, self.max_batch).await == 0 {
+                return;
+            }
             if self.shutdown.is_cancelled() {
                 return;
             }
-            let started = Instant::now();
-            let outcome = self.process(&message).await;
-            let label = match outcome {
-                Outcome::Handled => "ok",
-                Outcome::DeadLettered => "dead_letter",
-                Outcome::Abandoned => return,
-            };
-            if let Err(error) =
-                self.consumer
-                    .store_offset(message.topic(), message.partition(), message.offset())
-            {
-                // The partition moved to another member; it will see the event
-                // again and the handler's idempotence absorbs it.
-                tracing::debug!(
-                    topic = message.topic(),
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    error.cause_chain = ?error,
-                    "could not store offset",
-                );
+            let done = self.process_batch(&batch).await;
+            if let Some(last) = done.checked_sub(1).map(|index| &batch[index]) {
+                self.store_offset(last);
             }
-            ::metrics::counter!(
-                metrics::EVENTS_HANDLED,
-                "service" => self.service,
-                "topic" => message.topic().to_owned(),
-                "outcome" => label,
-            )
-            .increment(1);
+            if done < batch.len() {
+                // Shutdown came in the middle: the rest is delivered again.
+                return;
+            }
+        }
+    }
+
+    /// Handles a batch of one partition's events: each order's events in
+    /// turn, different orders concurrently. Returns how many events from the
+    /// start of the batch are done, so that an offset never passes an event
+    /// that is not.
+    async fn process_batch(&self, batch: &[OwnedMessage]) -> usize {
+        let mut by_order: Vec<(Option<&[u8]>, Vec<usize>)> = Vec::new();
+        for (index, message) in batch.iter().enumerate() {
+            let key = message.key();
+            match by_order.iter_mut().find(|(known, _)| *known == key) {
+                Some((_, indices)) => indices.push(index),
+                None => by_order.push((key, vec![index])),
+            }
+        }
+        let mut outcomes = vec![Outcome::Abandoned; batch.len()];
+        let handled = futures::future::join_all(by_order.iter().map(|(_, indices)| async move {
+            let mut results = Vec::with_capacity(indices.len());
+            for &index in indices {
+                let started = Instant::now();
+                let outcome = self.process(&batch[index]).await;
+                results.push((index, outcome));
+                if outcome == Outcome::Abandoned {
+                    break;
+                }
+                self.count(&batch[index], outcome, started);
+            }
+            results
+        }))
+        .await;
+        for (index, outcome) in handled.into_iter().flatten() {
+            outcomes[index] = outcome;
+        }
+        outcomes
+            .iter()
+            .position(|outcome| *outcome == Outcome::Abandoned)
+            .unwrap_or(batch.len())
+    }
+
+    fn store_offset(&self, message: &OwnedMessage) {
+        if let Err(error) =
+            self.consumer
+                .store_offset(message.topic(), message.partition(), message.offset())
+        {
+            // The partition moved to another member; it will see the events
+            // again and the handler's idempotence absorbs them.
+            tracing::debug!(
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                error.cause_chain = ?error,
+                "could not store offset",
+            );
+        }
+    }
+
+    fn count(&self, message: &OwnedMessage, outcome: Outcome, started: Instant) {
+        ::metrics::counter!(
+            metrics::EVENTS_HANDLED,
+            "service" => self.service,
+            "topic" => message.topic().to_owned(),
+            "outcome" => outcome.label(),
+        )
+        .increment(1);
+        if outcome != Outcome::Skipped {
             ::metrics::histogram!(metrics::HANDLER_SECONDS, "service" => self.service)
                 .record(started.elapsed().as_secs_f64());
         }
     }
 
+    /// The event type a message declares in its header, when it declares one.
+    fn declared_type(message: &OwnedMessage) -> Option<&str> {
+        message
+            .headers()?
+            .iter()
+            .find(|header| header.key == "event-type")
+            .and_then(|header| header.value)
+            .and_then(|value| std::str::from_utf8(value).ok())
+    }
+
     async fn process(&self, message: &OwnedMessage) -> Outcome {
+        if Self::declared_type(message).is_some_and(|declared| !self.handler.wants(declared)) {
+            return Outcome::Skipped;
+        }
         let topic = message.topic();
         let span = tracing::info_span!(
             "process",

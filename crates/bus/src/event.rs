@@ -19,29 +19,53 @@ pub enum EventError {
     InvalidField { field: &'static str, reason: String },
 }
 
+/// Every event type, as envelopes and the `event-type` header name them.
+pub mod types {
+    pub const ORDER_PLACED: &str = "harvest.events.v1.OrderPlaced";
+    pub const ORDER_CONFIRMED: &str = "harvest.events.v1.OrderConfirmed";
+    pub const ORDER_CANCELLED: &str = "harvest.events.v1.OrderCancelled";
+    pub const ORDER_DELIVERED: &str = "harvest.events.v1.OrderDelivered";
+    pub const ORDER_STATE_CHANGED: &str = "harvest.events.v1.OrderStateChanged";
+    pub const STOCK_RESERVED: &str = "harvest.events.v1.StockReserved";
+    pub const STOCK_REJECTED: &str = "harvest.events.v1.StockRejected";
+    pub const STOCK_RELEASED: &str = "harvest.events.v1.StockReleased";
+    pub const STOCK_COMMITTED: &str = "harvest.events.v1.StockCommitted";
+    pub const PAYMENT_AUTHORIZED: &str = "harvest.events.v1.PaymentAuthorized";
+    pub const PAYMENT_DECLINED: &str = "harvest.events.v1.PaymentDeclined";
+    pub const PAYMENT_CAPTURED: &str = "harvest.events.v1.PaymentCaptured";
+    pub const PAYMENT_VOIDED: &str = "harvest.events.v1.PaymentVoided";
+    pub const PAYMENT_REFUNDED: &str = "harvest.events.v1.PaymentRefunded";
+    pub const SHIPMENT_CREATED: &str = "harvest.events.v1.ShipmentCreated";
+    pub const COURIER_ASSIGNED: &str = "harvest.events.v1.CourierAssigned";
+    pub const SHIPMENT_PICKED_UP: &str = "harvest.events.v1.ShipmentPickedUp";
+    pub const SHIPMENT_DELIVERED: &str = "harvest.events.v1.ShipmentDelivered";
+    pub const SHIPMENT_FAILED: &str = "harvest.events.v1.ShipmentFailed";
+    pub const SHIPMENT_WITHDRAWN: &str = "harvest.events.v1.ShipmentWithdrawn";
+}
+
 /// The fully qualified protobuf name of a payload, the envelope's event type.
 pub fn event_type(payload: &Payload) -> &'static str {
     match payload {
-        Payload::OrderPlaced(_) => "harvest.events.v1.OrderPlaced",
-        Payload::OrderConfirmed(_) => "harvest.events.v1.OrderConfirmed",
-        Payload::OrderCancelled(_) => "harvest.events.v1.OrderCancelled",
-        Payload::OrderDelivered(_) => "harvest.events.v1.OrderDelivered",
-        Payload::OrderStateChanged(_) => "harvest.events.v1.OrderStateChanged",
-        Payload::StockReserved(_) => "harvest.events.v1.StockReserved",
-        Payload::StockRejected(_) => "harvest.events.v1.StockRejected",
-        Payload::StockReleased(_) => "harvest.events.v1.StockReleased",
-        Payload::StockCommitted(_) => "harvest.events.v1.StockCommitted",
-        Payload::PaymentAuthorized(_) => "harvest.events.v1.PaymentAuthorized",
-        Payload::PaymentDeclined(_) => "harvest.events.v1.PaymentDeclined",
-        Payload::PaymentCaptured(_) => "harvest.events.v1.PaymentCaptured",
-        Payload::PaymentVoided(_) => "harvest.events.v1.PaymentVoided",
-        Payload::PaymentRefunded(_) => "harvest.events.v1.PaymentRefunded",
-        Payload::ShipmentCreated(_) => "harvest.events.v1.ShipmentCreated",
-        Payload::CourierAssigned(_) => "harvest.events.v1.CourierAssigned",
-        Payload::ShipmentPickedUp(_) => "harvest.events.v1.ShipmentPickedUp",
-        Payload::ShipmentDelivered(_) => "harvest.events.v1.ShipmentDelivered",
-        Payload::ShipmentFailed(_) => "harvest.events.v1.ShipmentFailed",
-        Payload::ShipmentWithdrawn(_) => "harvest.events.v1.ShipmentWithdrawn",
+        Payload::OrderPlaced(_) => types::ORDER_PLACED,
+        Payload::OrderConfirmed(_) => types::ORDER_CONFIRMED,
+        Payload::OrderCancelled(_) => types::ORDER_CANCELLED,
+        Payload::OrderDelivered(_) => types::ORDER_DELIVERED,
+        Payload::OrderStateChanged(_) => types::ORDER_STATE_CHANGED,
+        Payload::StockReserved(_) => types::STOCK_RESERVED,
+        Payload::StockRejected(_) => types::STOCK_REJECTED,
+        Payload::StockReleased(_) => types::STOCK_RELEASED,
+        Payload::StockCommitted(_) => types::STOCK_COMMITTED,
+        Payload::PaymentAuthorized(_) => types::PAYMENT_AUTHORIZED,
+        Payload::PaymentDeclined(_) => types::PAYMENT_DECLINED,
+        Payload::PaymentCaptured(_) => types::PAYMENT_CAPTURED,
+        Payload::PaymentVoided(_) => types::PAYMENT_VOIDED,
+        Payload::PaymentRefunded(_) => types::PAYMENT_REFUNDED,
+        Payload::ShipmentCreated(_) => types::SHIPMENT_CREATED,
+        Payload::CourierAssigned(_) => types::COURIER_ASSIGNED,
+        Payload::ShipmentPickedUp(_) => types::SHIPMENT_PICKED_UP,
+        Payload::ShipmentDelivered(_) => types::SHIPMENT_DELIVERED,
+        Payload::ShipmentFailed(_) => types::SHIPMENT_FAILED,
+        Payload::ShipmentWithdrawn(_) => types::SHIPMENT_WITHDRAWN,
     }
 }
 

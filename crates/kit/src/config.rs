@@ -222,16 +222,20 @@ fn region_list_from_list_or_csv<'de, D: serde::Deserializer<'de>>(
         .collect()
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// `tracing` filter directives; `RUST_LOG` overrides them.
     pub log_filter: String,
     /// `text` or `json`.
     pub log_format: String,
-    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Spans are exported
-    /// only when set.
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Spans are recorded
+    /// and exported only when set; without it tracing costs nothing.
     pub otlp_endpoint: Option<String>,
+    /// The share of traces kept, from 0.0 to 1.0, decided once per trace
+    /// where it starts (a PlaceOrder call): an order is traced whole or not
+    /// at all.
+    pub sample_ratio: f64,
 }
 
 impl Default for TelemetryConfig {
@@ -240,6 +244,7 @@ impl Default for TelemetryConfig {
             log_filter: "info,rdkafka=warn".to_owned(),
             log_format: "text".to_owned(),
             otlp_endpoint: None,
+            sample_ratio: 1.0,
         }
     }
 }
@@ -250,6 +255,12 @@ impl TelemetryConfig {
             return Err(format!(
                 "telemetry.log_format must be text or json, got {:?}",
                 self.log_format
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(format!(
+                "telemetry.sample_ratio must be between 0.0 and 1.0, got {}",
+                self.sample_ratio
             ));
         }
         Ok(())

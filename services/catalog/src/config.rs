@@ -5,7 +5,7 @@ use harvest_bus::BusConfig;
 use harvest_kit::{RedisConfig, RegionsConfig, ServerConfig, TelemetryConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CatalogConfig {
     pub server: ServerConfig,

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
+use harvest_bus::event::types;
 use harvest_bus::{
     Envelope, Handler, HandlerError, IncomingEvent, Payload, Publisher, new_envelope,
 };
@@ -73,6 +74,13 @@ enum LineResult {
 }
 
 impl Handler for StockReactions {
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            types::ORDER_PLACED | types::ORDER_CANCELLED | types::SHIPMENT_PICKED_UP
+        )
+    }
+
     async fn handle(&self, event: &IncomingEvent) -> Result<(), HandlerError> {
         let envelope = &event.envelope;
         let order_id =

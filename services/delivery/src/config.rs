@@ -8,7 +8,7 @@ use harvest_bus::BusConfig;
 use harvest_kit::{RedisConfig, RegionsConfig, ServerConfig, TelemetryConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DeliveryConfig {
     pub server: ServerConfig,

@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use harvest_bus::event::types;
 use harvest_bus::{Handler, HandlerError, IncomingEvent, Payload};
 use harvest_domain::{Id, Quantity, Region, deterministic_id};
 use harvest_proto::common::v1::PickupPoint;
@@ -47,6 +48,10 @@ pub fn shipment_id(order_id: &Id, pickup_point_id: &str) -> Id {
 }
 
 impl Handler for ShipmentReactions {
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(event_type, types::ORDER_CONFIRMED | types::ORDER_CANCELLED)
+    }
+
     async fn handle(&self, event: &IncomingEvent) -> Result<(), HandlerError> {
         let envelope = &event.envelope;
         let result = match &envelope.payload {

@@ -1,6 +1,7 @@
 //! The orders service's consumer: catalog, payments and delivery events,
 //! turned into inputs of the saga.
 
+use harvest_bus::event::types;
 use harvest_bus::{Handler, HandlerError, IncomingEvent};
 
 use crate::saga::{Applied, Input, Saga, SagaError};
@@ -16,6 +17,24 @@ impl SagaReactions {
 }
 
 impl Handler for SagaReactions {
+    /// The facts that move an order; the rest of the other services'
+    /// streams (stock released or committed, payments captured, voided or
+    /// refunded, shipments created or withdrawn) follow from the order's own
+    /// decisions.
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            types::STOCK_RESERVED
+                | types::STOCK_REJECTED
+                | types::PAYMENT_AUTHORIZED
+                | types::PAYMENT_DECLINED
+                | types::COURIER_ASSIGNED
+                | types::SHIPMENT_PICKED_UP
+                | types::SHIPMENT_DELIVERED
+                | types::SHIPMENT_FAILED
+        )
+    }
+
     async fn handle(&self, event: &IncomingEvent) -> Result<(), HandlerError> {
         let order_id = event.envelope.order_id.clone();
         let applied = self

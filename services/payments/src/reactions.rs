@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use harvest_bus::event::types;
 use harvest_bus::{Handler, HandlerError, IncomingEvent, Payload};
 use harvest_domain::{Fen, Id, Region};
 use harvest_proto::events::v1::{OrderCancelled, OrderDelivered, ReservedLine, StockReserved};
@@ -70,6 +71,13 @@ fn lines_total(lines: &[ReservedLine], total_fen: i64) -> Result<Vec<(Id, Fen)>,
 }
 
 impl<P: PaymentProvider> Handler for PaymentReactions<P> {
+    fn wants(&self, event_type: &str) -> bool {
+        matches!(
+            event_type,
+            types::STOCK_RESERVED | types::ORDER_CANCELLED | types::ORDER_DELIVERED
+        )
+    }
+
     async fn handle(&self, event: &IncomingEvent) -> Result<(), HandlerError> {
         let envelope = &event.envelope;
         let Some(
