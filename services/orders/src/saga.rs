@@ -22,7 +22,7 @@ use harvest_proto::orders::v1::{Order, PricedLine, Transition};
 
 use crate::config::OrderRules;
 use crate::decider::{self, Event, Outcome, Refused, State};
-use crate::store::{DeadlineKind, OrderStore, StoreError, now_millis};
+use crate::store::{DeadlineKind, OrderStore, StepWrites, StoreError, now_millis};
 
 /// Counter: orders that reached a terminal state, by `outcome` and `reason`.
 pub const SAGA_OUTCOMES: &str = "harvest_orders_outcomes_total";
@@ -122,20 +122,27 @@ impl Saga {
     pub async fn create(&self, record: StoredOrder) -> Result<StoredOrder, SagaError> {
         let order = record.order.clone().unwrap_or_default();
         let region = region_of(&order)?;
-        self.store.mark_outbox(&region, &order.order_id).await?;
-        if self
+        let created_ms = order.created_at.map_or(now_millis(), |at| {
+            at.seconds * 1000 + i64::from(at.nanos) / 1_000_000
+        });
+        let outbox_at = now_millis();
+        let writes = StepWrites {
+            region: &region,
+            schedule: &[],
+            outbox_at: Some(outbox_at),
+            notify: false,
+            buyer_index: Some((&order.buyer_id, created_ms)),
+        };
+        if let Some(version) = self
             .store
-            .compare_and_set(&order.order_id, 0, &record)
+            .write_step(&order.order_id, 0, &record, &writes)
             .await?
-            .is_some()
         {
-            let created_ms = order.created_at.map_or(now_millis(), |at| {
-                at.seconds * 1000 + i64::from(at.nanos) / 1_000_000
-            });
-            self.store
-                .index_for_buyer(&order.buyer_id, &order.order_id, created_ms)
-                .await?;
+            return self
+                .publish_outbox(&order.order_id, version, record, &region, outbox_at, &[])
+                .await;
         }
+        // Placed before (a retried call): finish what that call began.
         self.flush(&order.order_id).await?;
         self.store
             .load(&order.order_id)
@@ -187,31 +194,28 @@ impl Saga {
             let region = region_of(&order)?;
             let state_after = current_state(&record)?;
 
-            // Deadlines and the outbox note go first: if this write then wins,
-            // nothing it promised can be forgotten; if it loses, a stray
-            // deadline is refused as stale and a stray note is cleared.
-            for (kind, due) in &deadlines {
-                self.store.schedule(&region, *kind, order_id, *due).await?;
-            }
-            if !record.outbox.is_empty() {
-                self.store.mark_outbox(&region, order_id).await?;
-            }
-            if self
+            let outbox_at = (!record.outbox.is_empty()).then(now_millis);
+            let writes = StepWrites {
+                region: &region,
+                schedule: &deadlines,
+                outbox_at,
+                notify: state_after != state_before,
+                buyer_index: None,
+            };
+            let Some(version) = self
                 .store
-                .compare_and_set(order_id, stored.version, &record)
+                .write_step(order_id, stored.version, &record, &writes)
                 .await?
-                .is_none()
-            {
+            else {
                 continue;
-            }
+            };
             if state_after != state_before {
                 tracing::info!(from = %state_before, to = %state_after, "order moved");
-                if let Err(error) = self.store.notify(order_id).await {
-                    tracing::warn!(error.cause_chain = ?error, "could not notify watchers");
-                }
             }
-            if !record.outbox.is_empty() {
-                self.flush(order_id).await?;
+            if let Some(at) = outbox_at {
+                let left_behind = deadlines_left_behind(state_before, state_after);
+                self.publish_outbox(order_id, version, record, &region, at, &left_behind)
+                    .await?;
             }
             return Ok(if parked {
                 Applied::Parked(order)
@@ -320,6 +324,39 @@ impl Saga {
         }
     }
 
+    /// Publishes the outbox of a record just written at `version`, its
+    /// events' acknowledgements awaited together, then empties the outbox in
+    /// one write. When someone else wrote the order meanwhile, falls back to
+    /// [`Saga::flush`], which reads it again (a repeated event is harmless:
+    /// its id is the same).
+    async fn publish_outbox(
+        &self,
+        order_id: &str,
+        version: u64,
+        mut record: StoredOrder,
+        region: &Region,
+        outbox_at: i64,
+        left_behind: &[DeadlineKind],
+    ) -> Result<StoredOrder, SagaError> {
+        futures::future::try_join_all(
+            record
+                .outbox
+                .iter()
+                .map(|envelope| self.publisher.publish(envelope.clone())),
+        )
+        .await?;
+        record.outbox.clear();
+        if self
+            .store
+            .finish_outbox(order_id, version, &record, region, outbox_at, left_behind)
+            .await?
+            .is_none()
+        {
+            self.flush(order_id).await?;
+        }
+        Ok(record)
+    }
+
     /// Publishes every event in the order's outbox, then removes them from it.
     pub async fn flush(&self, order_id: &str) -> Result<(), SagaError> {
         for _ in 0..MAX_ATTEMPTS {
@@ -381,6 +418,24 @@ enum Step {
     Early(Refused),
     Refused(Refused),
     Ignored,
+}
+
+/// The deadlines an order no longer has once it moved from `before` to
+/// `after`: the payment deadline once it left RESERVED, the pickup deadline
+/// once its goods were picked up or it ended.
+fn deadlines_left_behind(before: State, after: State) -> Vec<DeadlineKind> {
+    let awaiting_pickup = |state| matches!(state, State::Confirmed | State::Dispatching);
+    let mut left = Vec::new();
+    if before == after {
+        return left;
+    }
+    if before == State::Reserved {
+        left.push(DeadlineKind::Payment);
+    }
+    if awaiting_pickup(before) && !awaiting_pickup(after) {
+        left.push(DeadlineKind::Pickup);
+    }
+    left
 }
 
 fn current_state(record: &StoredOrder) -> Result<State, SagaError> {

@@ -19,7 +19,7 @@ use harvest_domain::Region;
 use harvest_proto::orders::storage::v1::StoredOrder;
 use prost::Message;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, ErrorKind, FromRedisValue, Pipeline, Script, ServerErrorKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -47,6 +47,23 @@ pub enum Claim {
     Existing { order_id: String, take_over: bool },
     /// The key was used for a different request.
     Conflict(String),
+}
+
+/// What a decided step writes beside the order's record, in the same round
+/// trip.
+#[derive(Clone, Debug)]
+pub struct StepWrites<'a> {
+    pub region: &'a Region,
+    /// Deadlines the step starts, with their due times (ms).
+    pub schedule: &'a [(DeadlineKind, i64)],
+    /// When set, the order has events to publish: the time (ms) to note it
+    /// under, for the outbox sweeper.
+    pub outbox_at: Option<i64>,
+    /// The order's state changed: wake its watchers.
+    pub notify: bool,
+    /// A new order: list it under its buyer (id, creation time in ms),
+    /// unless it is listed already.
+    pub buyer_index: Option<(&'a str, i64)>,
 }
 
 /// What kind of deadline.
@@ -202,15 +219,129 @@ impl OrderStore {
         Ok((written > 0).then_some(written))
     }
 
-    pub async fn index_for_buyer(
+    /// Writes a decided step in one round trip: the deadlines it starts and
+    /// the outbox note first (so that a write that wins can forget nothing
+    /// it promised; after one that loses, a stray deadline is refused as
+    /// stale and a stray note cleared by the sweeper), then the record if
+    /// the stored version is still `version`, then the watchers' wake-up (a
+    /// spurious one costs them a read). Returns the new version, or `None`
+    /// when someone else wrote first.
+    pub async fn write_step(
         &self,
-        buyer: &str,
         order: &str,
-        created_ms: i64,
-    ) -> Result<(), StoreError> {
+        version: u64,
+        record: &StoredOrder,
+        writes: &StepWrites<'_>,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut pipe = redis::pipe();
+        for (kind, due) in writes.schedule {
+            pipe.zadd(
+                self.deadlines_key(writes.region),
+                format!("{}:{order}", kind.tag()),
+                *due,
+            )
+            .ignore();
+        }
+        if let Some(at) = writes.outbox_at {
+            pipe.zadd(self.outbox_key(writes.region), order, at)
+                .ignore();
+        }
+        if let Some((buyer, created_ms)) = writes.buyer_index {
+            pipe.cmd("ZADD")
+                .arg(self.buyer_key(buyer))
+                .arg("NX")
+                .arg(created_ms)
+                .arg(order)
+                .ignore();
+        }
+        let cas = self.compare_and_set_invocation(order, version, record);
+        pipe.invoke_script(&cas);
+        if writes.notify {
+            pipe.publish(self.watch_channel(order), order).ignore();
+        }
+        let (written,): (u64,) = self.query(&pipe).await?;
+        Ok((written > 0).then_some(written))
+    }
+
+    /// After the events of a step were acknowledged: writes the record with
+    /// its outbox emptied if the stored version is still `version`, forgets
+    /// the outbox note made at `outbox_at` (unless renewed since), and drops
+    /// the deadlines the order has left behind. One round trip; `None` when
+    /// someone else wrote first.
+    pub async fn finish_outbox(
+        &self,
+        order: &str,
+        version: u64,
+        record: &StoredOrder,
+        region: &Region,
+        outbox_at: i64,
+        unschedule: &[DeadlineKind],
+    ) -> Result<Option<u64>, StoreError> {
+        let mut pipe = redis::pipe();
+        let cas = self.compare_and_set_invocation(order, version, record);
+        pipe.invoke_script(&cas);
+        let mut clear = script(
+            &REMOVE_IF_OLDER,
+            include_str!("scripts/remove_if_older.lua"),
+        )
+        .prepare_invoke();
+        clear.key(self.outbox_key(region)).arg(order).arg(outbox_at);
+        pipe.invoke_script(&clear).ignore();
+        for kind in unschedule {
+            pipe.zrem(
+                self.deadlines_key(region),
+                format!("{}:{order}", kind.tag()),
+            )
+            .ignore();
+        }
+        let (written,): (u64,) = self.query(&pipe).await?;
+        Ok((written > 0).then_some(written))
+    }
+
+    fn compare_and_set_invocation<'a>(
+        &self,
+        order: &str,
+        version: u64,
+        record: &StoredOrder,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script(
+            &COMPARE_AND_SET,
+            include_str!("scripts/compare_and_set.lua"),
+        )
+        .prepare_invoke();
+        invocation
+            .key(self.order_key(order))
+            .arg(version)
+            .arg(record.encode_to_vec());
+        invocation
+    }
+
+    /// Runs a pipeline; when Redis no longer knows a script (it restarted),
+    /// loads every script of this store and runs it again. The pipeline's
+    /// other commands then run twice, so they must be idempotent.
+    async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
         let mut redis = self.redis.clone();
-        let _: () = redis.zadd(self.buyer_key(buyer), order, created_ms).await?;
-        Ok(())
+        match pipe.query_async(&mut redis).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                for (cell, source) in [
+                    (
+                        &COMPARE_AND_SET,
+                        include_str!("scripts/compare_and_set.lua"),
+                    ),
+                    (
+                        &REMOVE_IF_OLDER,
+                        include_str!("scripts/remove_if_older.lua"),
+                    ),
+                ] {
+                    let _: String = script(cell, source)
+                        .prepare_invoke()
+                        .load_async(&mut redis)
+                        .await?;
+                }
+                Ok(pipe.query_async(&mut redis).await?)
+            }
+            result => Ok(result?),
+        }
     }
 
     /// Up to `limit` order ids of a buyer, newest first, strictly after the
@@ -261,21 +392,6 @@ impl OrderStore {
         }
     }
 
-    pub async fn schedule(
-        &self,
-        region: &Region,
-        kind: DeadlineKind,
-        order: &str,
-        due_ms: i64,
-    ) -> Result<(), StoreError> {
-        let mut redis = self.redis.clone();
-        let member = format!("{}:{order}", kind.tag());
-        let _: () = redis
-            .zadd(self.deadlines_key(region), member, due_ms)
-            .await?;
-        Ok(())
-    }
-
     /// Claims up to `limit` due deadlines of a region for `lease`.
     pub async fn claim_due(
         &self,
@@ -321,16 +437,6 @@ impl OrderStore {
         Ok(())
     }
 
-    /// Notes that `order` has events to publish, in case this process dies
-    /// before it does.
-    pub async fn mark_outbox(&self, region: &Region, order: &str) -> Result<(), StoreError> {
-        let mut redis = self.redis.clone();
-        let _: () = redis
-            .zadd(self.outbox_key(region), order, now_millis())
-            .await?;
-        Ok(())
-    }
-
     /// Forgets the note, unless it was renewed after `seen_ms`.
     pub async fn clear_outbox_mark(
         &self,
@@ -363,11 +469,5 @@ impl OrderStore {
         Ok(redis
             .zrangebyscore_limit(self.outbox_key(region), "-inf", cutoff, 0, limit as isize)
             .await?)
-    }
-
-    pub async fn notify(&self, order: &str) -> Result<(), StoreError> {
-        let mut redis = self.redis.clone();
-        let _: i64 = redis.publish(self.watch_channel(order), order).await?;
-        Ok(())
     }
 }

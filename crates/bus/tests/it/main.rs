@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 
+mod batches;
+
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Bus {
@@ -35,10 +37,14 @@ impl Bus {
     }
 
     async fn start_on(broker: Broker) -> Bus {
+        Self::start_with(broker, 2).await
+    }
+
+    async fn start_with(broker: Broker, partitions: i32) -> Bus {
         let config = BusConfig {
             brokers: broker.bootstrap(),
             topic_prefix: format!("{}.", unique_name()),
-            partitions: 2,
+            partitions,
             session_timeout_ms: 6_000,
             handler_backoff_ms: 10,
             handler_max_attempts: 3,
