@@ -206,7 +206,7 @@ pub enum FoundationError {
 /// instance serves.
 pub struct Foundation {
     pub listeners: Listeners,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::store::Redis,
     pub publisher: Publisher,
     pub served: Regions,
 }

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use redis::IntoConnectionInfo;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::TcpSettings;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
 use crate::RedisConfig;
 
@@ -12,8 +12,45 @@ use crate::RedisConfig;
 #[error("could not connect to Redis")]
 pub struct ConnectError(#[source] redis::RedisError);
 
-/// A multiplexed connection that reconnects by itself. Cheap to clone.
-pub async fn connect(config: &RedisConfig) -> Result<ConnectionManager, ConnectError> {
+/// Counter: requests sent to Redis and awaited, a command or a pipeline
+/// each.
+pub const REDIS_ROUND_TRIPS: &str = "harvest_redis_round_trips_total";
+/// Counter: commands sent to Redis, those in pipelines included (not those a
+/// script runs inside Redis).
+pub const REDIS_COMMANDS: &str = "harvest_redis_commands_total";
+
+/// A multiplexed Redis connection that reconnects by itself and counts what
+/// it sends ([`REDIS_ROUND_TRIPS`], [`REDIS_COMMANDS`]). Cheap to clone.
+#[derive(Clone)]
+pub struct Redis {
+    manager: ConnectionManager,
+}
+
+impl ConnectionLike for Redis {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        metrics::counter!(REDIS_ROUND_TRIPS).increment(1);
+        metrics::counter!(REDIS_COMMANDS).increment(1);
+        self.manager.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        metrics::counter!(REDIS_ROUND_TRIPS).increment(1);
+        metrics::counter!(REDIS_COMMANDS).increment(pipeline.len() as u64);
+        self.manager.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.manager.get_db()
+    }
+}
+
+/// Connects to Redis.
+pub async fn connect(config: &RedisConfig) -> Result<Redis, ConnectError> {
     // Nagle's algorithm would hold back a command written while another is
     // in flight on the shared connection until an ACK arrives.
     let info = config
@@ -28,7 +65,8 @@ pub async fn connect(config: &RedisConfig) -> Result<ConnectionManager, ConnectE
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(5)))
         .set_number_of_retries(3);
-    ConnectionManager::new_with_config(client, manager_config)
+    let manager = ConnectionManager::new_with_config(client, manager_config)
         .await
-        .map_err(ConnectError)
+        .map_err(ConnectError)?;
+    Ok(Redis { manager })
 }

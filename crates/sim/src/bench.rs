@@ -3,6 +3,7 @@
 //! costs in CPU time and memory.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -12,6 +13,8 @@ use harvest_bus::topology::TopicSpec;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Produces `messages` events of `size` bytes with the producer settings of
 /// Harvest's publisher and consumes them with a consumer group like a
@@ -184,9 +187,180 @@ pub fn cpu_times(pids: &BTreeMap<String, u32>) -> BTreeMap<String, Duration> {
         .collect()
 }
 
+/// The work done so far, counted where it happens: the commands Redis ran by
+/// name (`INFO commandstats`) and, per service (from its `/metrics`), the
+/// requests it sent Redis (round trips, and the commands in them) and the
+/// events it handled by outcome and published.
+#[derive(Clone, Debug, Default)]
+pub struct WorkCounts {
+    /// Commands Redis ran, by name; the commands a script runs count too.
+    pub redis_commands: BTreeMap<String, u64>,
+
+    /// Service → counter (`handled`, `skipped`, `dead_letter`, `published`,
+    /// `redis_round_trips`, `redis_commands`).
+    pub events: BTreeMap<String, BTreeMap<String, f64>>,
+}
+
+impl WorkCounts {
+    pub async fn read(
+        redis_url: &str,
+        admins: &BTreeMap<String, SocketAddr>,
+    ) -> anyhow::Result<WorkCounts> {
+        let client = redis::Client::open(redis_url)?;
+        let mut redis = client.get_multiplexed_async_connection().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut redis)
+            .await?;
+        let redis_commands = info
+            .lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?;
+                Some((name.to_owned(), calls.parse().ok()?))
+            })
+            .collect();
+        let mut events = BTreeMap::new();
+        for (service, admin) in admins {
+            let text = http_get(*admin, "/metrics").await?;
+            events.insert(service.clone(), event_counters(&text));
+        }
+        Ok(WorkCounts {
+            redis_commands,
+            events,
+        })
+    }
+
+    /// What happened between `before` and this count, per order placed.
+    pub fn per_order(&self, before: &WorkCounts, orders: u64) -> Value {
+        let orders = orders.max(1) as f64;
+        let round = |value: f64| (value / orders * 100.0).round() / 100.0;
+        let commands: Vec<(String, f64)> = self
+            .redis_commands
+            .iter()
+            .map(|(name, calls)| {
+                let earlier = before.redis_commands.get(name).copied().unwrap_or(0);
+                (name.clone(), round(calls.saturating_sub(earlier) as f64))
+            })
+            .filter(|(name, calls)| *calls > 0.0 && name != "info")
+            .collect();
+        let total: f64 = commands.iter().map(|(_, calls)| calls).sum();
+        let events: serde_json::Map<String, Value> = self
+            .events
+            .iter()
+            .map(|(service, counters)| {
+                let counted: serde_json::Map<String, Value> = counters
+                    .iter()
+                    .map(|(counter, value)| {
+                        let earlier = before
+                            .events
+                            .get(service)
+                            .and_then(|c| c.get(counter))
+                            .copied()
+                            .unwrap_or(0.0);
+                        (counter.clone(), json!(round(value - earlier)))
+                    })
+                    .collect();
+                (service.clone(), Value::Object(counted))
+            })
+            .collect();
+        let sum = |counter: &str| -> f64 {
+            let total: f64 = events
+                .values()
+                .filter_map(|counters| counters[counter].as_f64())
+                .sum();
+            (total * 100.0).round() / 100.0
+        };
+        json!({
+            "redis_round_trips": sum("redis_round_trips"),
+            "redis_commands_sent": sum("redis_commands"),
+            "redis_commands_run": (total * 100.0).round() / 100.0,
+            "redis_commands_run_by_name": commands
+                .into_iter()
+                .map(|(name, calls)| (name, json!(calls)))
+                .collect::<serde_json::Map<String, Value>>(),
+            "events_published": sum("published"),
+            "events_handled": sum("handled"),
+            "events_skipped": sum("skipped"),
+            "events_by_service": events,
+        })
+    }
+}
+
+/// Sums a service's event and Redis counters from its Prometheus text.
+fn event_counters(text: &str) -> BTreeMap<String, f64> {
+    let mut counters = BTreeMap::new();
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let counter = if series.starts_with(harvest_bus::metrics::EVENTS_PUBLISHED) {
+            "published"
+        } else if series.starts_with("harvest_redis_round_trips_total") {
+            "redis_round_trips"
+        } else if series.starts_with("harvest_redis_commands_total") {
+            "redis_commands"
+        } else if series.starts_with(harvest_bus::metrics::EVENTS_HANDLED) {
+            if series.contains("outcome=\"ok\"") {
+                "handled"
+            } else if series.contains("outcome=\"skipped\"") {
+                "skipped"
+            } else {
+                "dead_letter"
+            }
+        } else {
+            continue;
+        };
+        *counters.entry(counter.to_owned()).or_insert(0.0) += value;
+    }
+    counters
+}
+
+/// The body of a plain HTTP GET.
+async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (_, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no HTTP response from {addr}{path}"))?;
+    Ok(body.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_counters_sum_each_outcome_over_topics() {
+        let text = "\
+# TYPE harvest_events_handled_total counter
+harvest_events_handled_total{outcome=\"ok\",service=\"orders\",topic=\"harvest.catalog.east\"} 3
+harvest_events_handled_total{outcome=\"ok\",service=\"orders\",topic=\"harvest.payments.east\"} 4
+harvest_events_handled_total{outcome=\"skipped\",service=\"orders\",topic=\"harvest.payments.east\"} 5
+harvest_events_handled_total{outcome=\"dead_letter\",service=\"orders\",topic=\"harvest.payments.east\"} 1
+harvest_events_published_total{topic=\"harvest.orders.east\"} 6
+harvest_redis_round_trips_total 9
+harvest_redis_commands_total 15
+harvest_event_publish_seconds_count 6
+";
+        let counters = event_counters(text);
+        assert_eq!(counters["handled"], 7.0);
+        assert_eq!(counters["skipped"], 5.0);
+        assert_eq!(counters["dead_letter"], 1.0);
+        assert_eq!(counters["published"], 6.0);
+        assert_eq!(counters["redis_round_trips"], 9.0);
+        assert_eq!(counters["redis_commands"], 15.0);
+        assert_eq!(counters.len(), 6);
+    }
 
     #[test]
     fn reads_this_process() {

@@ -19,9 +19,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use harvest_domain::{Date, Id};
+use harvest_kit::store::Redis;
 use harvest_proto::catalog::v1::Product;
 use prost::Message;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +209,7 @@ pub struct ListFilter {
 
 #[derive(Clone)]
 pub struct CatalogStore {
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
 }
 
@@ -243,7 +243,7 @@ pub fn unix_millis(time: SystemTime) -> i64 {
 }
 
 impl CatalogStore {
-    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(redis: Redis, prefix: &str) -> Self {
         CatalogStore {
             redis,
             prefix: prefix.to_owned(),

@@ -24,10 +24,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use harvest_domain::{Id, Region};
+use harvest_kit::store::Redis;
 use harvest_proto::common::v1::GeoPoint;
 use harvest_proto::delivery::v1::{Courier, Shipment, Vehicle};
 use prost::Message;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use crate::model::{FailureKind, NewCourier, State, StoredShipment, timestamp};
@@ -126,7 +126,7 @@ pub struct NewShipment<'a> {
 
 #[derive(Clone)]
 pub struct DeliveryStore {
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
 }
 
@@ -148,7 +148,7 @@ script!(transition_script, "scripts/transition.lua");
 script!(claim_due_script, "scripts/claim_due.lua");
 
 impl DeliveryStore {
-    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(redis: Redis, prefix: &str) -> Self {
         DeliveryStore {
             redis,
             prefix: prefix.to_owned(),

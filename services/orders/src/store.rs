@@ -16,9 +16,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use harvest_domain::Region;
+use harvest_kit::store::Redis;
 use harvest_proto::orders::storage::v1::StoredOrder;
 use prost::Message;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, ErrorKind, FromRedisValue, Pipeline, Script, ServerErrorKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,12 +100,12 @@ pub fn now_millis() -> i64 {
 
 #[derive(Clone)]
 pub struct OrderStore {
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
 }
 
 impl OrderStore {
-    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(redis: Redis, prefix: &str) -> Self {
         OrderStore {
             redis,
             prefix: prefix.to_owned(),

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use harvest_domain::new_id;
-use redis::aio::ConnectionManager;
+use harvest_kit::store::Redis;
 use redis::{AsyncCommands, Script};
 
 use crate::provider::{Decision, Operation, PaymentProvider, ProviderError, ProviderRequest};
@@ -83,7 +83,7 @@ pub struct SandboxRecord {
 
 #[derive(Clone)]
 pub struct SandboxProvider {
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
     latency: Duration,
 }
@@ -94,7 +94,7 @@ fn sandbox_script() -> &'static Script {
 }
 
 impl SandboxProvider {
-    pub fn new(redis: ConnectionManager, prefix: &str, latency: Duration) -> Self {
+    pub fn new(redis: Redis, prefix: &str, latency: Duration) -> Self {
         SandboxProvider {
             redis,
             prefix: prefix.to_owned(),

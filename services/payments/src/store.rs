@@ -43,9 +43,9 @@ use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use harvest_domain::Id;
+use harvest_kit::store::Redis;
 use harvest_proto::payments::v1::{LedgerEntry, PaymentState};
 use prost::Message;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 #[derive(Debug, thiserror::Error)]
@@ -378,12 +378,12 @@ fn now_ms() -> i64 {
 
 #[derive(Clone)]
 pub struct PaymentStore {
-    redis: ConnectionManager,
+    redis: Redis,
     prefix: String,
 }
 
 impl PaymentStore {
-    pub fn new(redis: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(redis: Redis, prefix: &str) -> Self {
         PaymentStore {
             redis,
             prefix: prefix.to_owned(),
