@@ -135,6 +135,7 @@ pub async fn run<H: Handler>(
             )
             .set("statistics.interval.ms", "5000")
             .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
+            .set("fetch.min.bytes", config.fetch_min_bytes.to_string())
             .create_with_context(LagReporter {
                 group: group.clone(),
             })

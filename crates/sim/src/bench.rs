@@ -51,6 +51,7 @@ pub async fn broker_ceiling(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", bus.session_timeout_ms.to_string())
         .set("fetch.wait.max.ms", bus.fetch_wait_max_ms.to_string())
+        .set("fetch.min.bytes", bus.fetch_min_bytes.to_string())
         .create()
         .context("ceiling consumer")?;
     consumer.subscribe(&[topic.as_str()])?;

@@ -65,6 +65,10 @@ struct Cli {
     /// How long a consumer's fetch may wait at the broker for new events.
     #[arg(long, default_value_t = harvest_bus::BusConfig::default().fetch_wait_max_ms)]
     fetch_wait_ms: u32,
+    /// How many bytes a consumer's fetch waits for at the broker before it
+    /// answers (up to the fetch wait).
+    #[arg(long, default_value_t = harvest_bus::BusConfig::default().fetch_min_bytes)]
+    fetch_min_bytes: u32,
     /// How long a producer waits to batch events.
     #[arg(long, default_value_t = harvest_bus::BusConfig::default().linger_ms)]
     linger_ms: u32,
@@ -179,6 +183,10 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
             "HARVEST_BUS__LINGER_MS".to_owned(),
             cli.linger_ms.to_string(),
         ),
+        (
+            "HARVEST_BUS__FETCH_MIN_BYTES".to_owned(),
+            cli.fetch_min_bytes.to_string(),
+        ),
     ];
     if cli.service_threads > 0 {
         options.env.push((
@@ -214,6 +222,7 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
     println!("measuring the ceilings: raw broker and Redis with Harvest's client settings…");
     let bus = harvest_bus::BusConfig {
         fetch_wait_max_ms: cli.fetch_wait_ms,
+        fetch_min_bytes: cli.fetch_min_bytes,
         linger_ms: cli.linger_ms,
         ..stack.bus_config()
     };
