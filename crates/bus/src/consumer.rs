@@ -160,7 +160,13 @@ pub async fn run<H: Handler>(
         .iter()
         .map(|stream| (topology.topic(*stream, &spec.region), *stream))
         .collect();
+    let counters = topics
+        .iter()
+        .map(|topic| (topic.clone(), OutcomeCounters::new(spec.service, topic)))
+        .collect();
     let worker = Arc::new(Worker {
+        counters,
+        handler_seconds: ::metrics::histogram!(metrics::HANDLER_SECONDS, "service" => spec.service),
         streams,
         region: spec.region.clone(),
         consumer: consumer.clone(),
@@ -244,6 +250,10 @@ pub async fn run<H: Handler>(
 type Member = CloseOffThread<StreamConsumer<LagReporter>>;
 
 struct Worker<H> {
+    /// Events handled, by topic and outcome: registered once, since this
+    /// runs for every event.
+    counters: HashMap<String, OutcomeCounters>,
+    handler_seconds: ::metrics::Histogram,
     /// The stream each subscribed topic carries: an event is trusted only on
     /// its owner's stream.
     streams: HashMap<String, Stream>,
@@ -269,13 +279,36 @@ enum Outcome {
     Abandoned,
 }
 
-impl Outcome {
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::Handled => "ok",
-            Outcome::Skipped => "skipped",
-            Outcome::DeadLettered => "dead_letter",
-            Outcome::Abandoned => "abandoned",
+/// The events-handled counters of one topic, one per outcome that counts.
+struct OutcomeCounters {
+    handled: ::metrics::Counter,
+    skipped: ::metrics::Counter,
+    dead_lettered: ::metrics::Counter,
+}
+
+impl OutcomeCounters {
+    fn new(service: &'static str, topic: &str) -> Self {
+        let counter = |outcome: &'static str| {
+            ::metrics::counter!(
+                metrics::EVENTS_HANDLED,
+                "service" => service,
+                "topic" => topic.to_owned(),
+                "outcome" => outcome,
+            )
+        };
+        OutcomeCounters {
+            handled: counter("ok"),
+            skipped: counter("skipped"),
+            dead_lettered: counter("dead_letter"),
+        }
+    }
+
+    fn of(&self, outcome: Outcome) -> Option<&::metrics::Counter> {
+        match outcome {
+            Outcome::Handled => Some(&self.handled),
+            Outcome::Skipped => Some(&self.skipped),
+            Outcome::DeadLettered => Some(&self.dead_lettered),
+            Outcome::Abandoned => None,
         }
     }
 }
@@ -357,16 +390,15 @@ impl<H: Handler> Worker<H> {
     }
 
     fn count(&self, message: &OwnedMessage, outcome: Outcome, started: Instant) {
-        ::metrics::counter!(
-            metrics::EVENTS_HANDLED,
-            "service" => self.service,
-            "topic" => message.topic().to_owned(),
-            "outcome" => outcome.label(),
-        )
-        .increment(1);
+        if let Some(counter) = self
+            .counters
+            .get(message.topic())
+            .and_then(|counters| counters.of(outcome))
+        {
+            counter.increment(1);
+        }
         if outcome != Outcome::Skipped {
-            ::metrics::histogram!(metrics::HANDLER_SECONDS, "service" => self.service)
-                .record(started.elapsed().as_secs_f64());
+            self.handler_seconds.record(started.elapsed().as_secs_f64());
         }
     }
 

@@ -24,12 +24,14 @@ pub const REDIS_COMMANDS: &str = "harvest_redis_commands_total";
 #[derive(Clone)]
 pub struct Redis {
     manager: ConnectionManager,
+    round_trips: metrics::Counter,
+    commands: metrics::Counter,
 }
 
 impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        metrics::counter!(REDIS_ROUND_TRIPS).increment(1);
-        metrics::counter!(REDIS_COMMANDS).increment(1);
+        self.round_trips.increment(1);
+        self.commands.increment(1);
         self.manager.req_packed_command(cmd)
     }
 
@@ -39,8 +41,8 @@ impl ConnectionLike for Redis {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        metrics::counter!(REDIS_ROUND_TRIPS).increment(1);
-        metrics::counter!(REDIS_COMMANDS).increment(pipeline.len() as u64);
+        self.round_trips.increment(1);
+        self.commands.increment(pipeline.len() as u64);
         self.manager.req_packed_commands(pipeline, offset, count)
     }
 
@@ -49,7 +51,8 @@ impl ConnectionLike for Redis {
     }
 }
 
-/// Connects to Redis.
+/// Connects to Redis. The counters are those of the metrics recorder
+/// installed at the time.
 pub async fn connect(config: &RedisConfig) -> Result<Redis, ConnectError> {
     // Nagle's algorithm would hold back a command written while another is
     // in flight on the shared connection until an ACK arrives.
@@ -68,5 +71,9 @@ pub async fn connect(config: &RedisConfig) -> Result<Redis, ConnectError> {
     let manager = ConnectionManager::new_with_config(client, manager_config)
         .await
         .map_err(ConnectError)?;
-    Ok(Redis { manager })
+    Ok(Redis {
+        manager,
+        round_trips: metrics::counter!(REDIS_ROUND_TRIPS),
+        commands: metrics::counter!(REDIS_COMMANDS),
+    })
 }
