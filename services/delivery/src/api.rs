@@ -15,11 +15,12 @@ use harvest_proto::delivery::v1::{
     RegisterCourierRequest, ReportFailureRequest, Shipment, StreamAssignmentsRequest,
     UpdateCourierStatusRequest,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::bells::Bell;
 use crate::dispatch::Dispatcher;
 use crate::error::DeliveryError;
 use crate::metrics;
@@ -233,8 +234,8 @@ impl DeliveryApi {
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
         let feed = AssignmentFeed {
             dispatcher: self.dispatcher.clone(),
+            bell: self.dispatcher.assignments_bell(&courier_id),
             courier_id,
-            bell: self.dispatcher.assignments_bell(),
             poll: self.dispatcher.settings().stream_poll(),
             shutdown: self.shutdown.clone(),
         };
@@ -250,7 +251,7 @@ impl DeliveryApi {
 struct AssignmentFeed {
     dispatcher: Arc<Dispatcher>,
     courier_id: Id,
-    bell: broadcast::Receiver<Id>,
+    bell: Bell,
     poll: Duration,
     shutdown: CancellationToken,
 }
@@ -320,22 +321,9 @@ impl AssignmentFeed {
 
     /// Returns when this courier's bell rings, or when it is time to poll.
     async fn wait_for_bell(&mut self) {
-        let deadline = tokio::time::sleep(self.poll);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                () = &mut deadline => return,
-                rung = self.bell.recv() => match rung {
-                    Ok(courier) if courier == self.courier_id => return,
-                    Ok(_) => {}
-                    // Missed some rings: look now.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        (&mut deadline).await;
-                        return;
-                    }
-                },
-            }
+        tokio::select! {
+            () = tokio::time::sleep(self.poll) => {}
+            () = self.bell.rung() => {}
         }
     }
 }

@@ -22,9 +22,9 @@ use futures::StreamExt;
 use harvest_bus::{PublishError, Publisher};
 use harvest_domain::{Id, Region, Regions};
 use harvest_kit::service::TaskError;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::bells::{Bell, Bells};
 use crate::config::AssignmentConfig;
 use crate::events;
 use crate::metrics;
@@ -57,9 +57,9 @@ pub struct Dispatcher {
     publisher: Publisher,
     regions: Regions,
     settings: AssignmentConfig,
-    /// Rings with a courier's id when it gets a new assignment, so that its
-    /// open assignment streams look at once.
-    bell: broadcast::Sender<Id>,
+    /// Rung when a courier gets a new assignment, so that its open
+    /// assignment streams look at once.
+    bells: Bells,
 }
 
 impl Dispatcher {
@@ -69,13 +69,12 @@ impl Dispatcher {
         regions: Regions,
         settings: AssignmentConfig,
     ) -> Self {
-        let (bell, _) = broadcast::channel(1_024);
         Dispatcher {
             store,
             publisher,
             regions,
             settings,
-            bell,
+            bells: Bells::default(),
         }
     }
 
@@ -92,9 +91,9 @@ impl Dispatcher {
         &self.settings
     }
 
-    /// Courier ids as they get new assignments on this replica.
-    pub fn assignments_bell(&self) -> broadcast::Receiver<Id> {
-        self.bell.subscribe()
+    /// Rings when `courier_id` gets a new assignment on this replica.
+    pub fn assignments_bell(&self, courier_id: &Id) -> Bell {
+        self.bells.listen(courier_id)
     }
 
     /// Puts the shipment in line for the sweeper a lease from now: the safety
@@ -169,7 +168,7 @@ impl Dispatcher {
             && let Some(courier) = &shipment.courier_id
         {
             // Nobody listening is fine.
-            let _ = self.bell.send(courier.clone());
+            self.bells.ring(courier);
         }
         Ok(Some(shipment))
     }

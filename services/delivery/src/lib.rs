@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bells;
 pub mod config;
 pub mod dispatch;
 pub mod error;
