@@ -195,6 +195,10 @@ impl Saga {
             let state_after = current_state(&record)?;
 
             let outbox_at = (!record.outbox.is_empty()).then(now_millis);
+            // A step can pass through a state and leave it (a parked payment
+            // confirms the order its reservation just reserved): only the
+            // deadlines of the state it ends in are worth keeping.
+            deadlines.retain(|(kind, _)| guards(*kind, state_after));
             let writes = StepWrites {
                 region: &region,
                 schedule: &deadlines,
@@ -424,18 +428,18 @@ enum Step {
 /// `after`: the payment deadline once it left RESERVED, the pickup deadline
 /// once its goods were picked up or it ended.
 fn deadlines_left_behind(before: State, after: State) -> Vec<DeadlineKind> {
-    let awaiting_pickup = |state| matches!(state, State::Confirmed | State::Dispatching);
-    let mut left = Vec::new();
-    if before == after {
-        return left;
+    [DeadlineKind::Payment, DeadlineKind::Pickup]
+        .into_iter()
+        .filter(|kind| guards(*kind, before) && !guards(*kind, after))
+        .collect()
+}
+
+/// Whether a deadline of `kind` still has something to guard in `state`.
+fn guards(kind: DeadlineKind, state: State) -> bool {
+    match kind {
+        DeadlineKind::Payment => state == State::Reserved,
+        DeadlineKind::Pickup => matches!(state, State::Confirmed | State::Dispatching),
     }
-    if before == State::Reserved {
-        left.push(DeadlineKind::Payment);
-    }
-    if awaiting_pickup(before) && !awaiting_pickup(after) {
-        left.push(DeadlineKind::Pickup);
-    }
-    left
 }
 
 fn current_state(record: &StoredOrder) -> Result<State, SagaError> {

@@ -277,6 +277,14 @@ async fn early_events_wait_and_redelivered_or_impossible_events_change_nothing()
         3,
         "reserved, then the parked payment confirmed it"
     );
+    // Reserved and confirmed in one step: no payment deadline was left to
+    // fire on a paid order.
+    assert!(
+        !pending_deadlines(&world)
+            .await
+            .contains(&format!("payment:{id}")),
+        "no payment deadline for a confirmed order"
+    );
 
     // Redelivered: the same events again change nothing.
     world.catalog.publish(reserved).await.expect("published");
@@ -560,4 +568,77 @@ async fn a_pending_deadline_fires_after_a_restart() {
         .filter(|e| matches!(e.payload, Some(Payload::OrderCancelled(_))))
         .count();
     assert_eq!(cancellations, 1);
+}
+
+/// Many orders' events waiting on the bus come to the service as batches:
+/// different orders side by side, one order's events in turn. Every event
+/// delivered twice changes nothing the second time.
+#[tokio::test]
+async fn a_batch_of_many_orders_delivered_twice_moves_each_order_once() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 1)];
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(place(&orders.client, &lines).await.order_id);
+    }
+    // Down while the events arrive: they wait on the bus and come in batches.
+    orders.stop().await;
+    for _delivery in 0..2 {
+        for id in &ids {
+            world
+                .send(id, "reserved", stock_reserved(&lines, None))
+                .await;
+            world.send(id, "authorized", authorized()).await;
+        }
+    }
+    let orders = world.start().await;
+    for id in &ids {
+        let order = wait_state(&orders.client, id, OrderState::Confirmed).await;
+        assert_eq!(
+            order.history.len(),
+            3,
+            "placed, reserved, confirmed: each once"
+        );
+    }
+
+    // One more event per order: once it is applied, every repeat before it
+    // on the order's partitions was read.
+    for id in &ids {
+        world.send(id, "assigned", assigned("shp-1")).await;
+    }
+    for id in &ids {
+        let order = wait_state(&orders.client, id, OrderState::Dispatching).await;
+        assert_eq!(order.history.len(), 4);
+        world
+            .wait_event(id, |p| {
+                matches!(p, Payload::OrderStateChanged(c) if c.to == OrderState::Dispatching as i32)
+            })
+            .await;
+        let confirmations = world
+            .events_of(id)
+            .into_iter()
+            .filter(|e| matches!(e.payload, Some(Payload::OrderConfirmed(_))))
+            .count();
+        assert_eq!(confirmations, 1, "order {id} confirmed once");
+    }
+}
+
+/// The deadlines waiting in the test region, as `kind:order`.
+async fn pending_deadlines(world: &World) -> Vec<String> {
+    let mut redis = redis::Client::open(world.redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    redis::cmd("ZRANGE")
+        .arg(format!(
+            "{}orders:deadlines:{{east}}",
+            world.config.redis.key_prefix
+        ))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .expect("deadlines")
 }
