@@ -352,6 +352,12 @@ impl<H: Handler> Worker<H> {
         let handled = futures::future::join_all(by_order.iter().map(|(_, indices)| async move {
             let mut results = Vec::with_capacity(indices.len());
             for &index in indices {
+                // The event in hand is finished; the next waits for whoever
+                // takes the partition over.
+                if self.shutdown.is_cancelled() {
+                    results.push((index, Outcome::Abandoned));
+                    break;
+                }
                 let started = Instant::now();
                 let outcome = self.process(&batch[index]).await;
                 results.push((index, outcome));
