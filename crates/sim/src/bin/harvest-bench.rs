@@ -286,7 +286,7 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
             )
             .await;
         let cpu_before = bench::cpu_times(&pids);
-        let work_before = bench::WorkCounts::read(&redis_url, &admins).await?;
+        let work_before = read_work(&redis_url, &admins).await;
         let phase = session
             .phase(
                 &traffic(&regions, per_region, cli.rung_secs, None),
@@ -295,14 +295,20 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
             )
             .await;
         let cpu_after = bench::cpu_times(&pids);
-        let work_after = bench::WorkCounts::read(&redis_url, &admins).await?;
+        let work_after = read_work(&redis_url, &admins).await;
         let (mut rung, passed, kept_up) = rung_report(total, &phase, &cpu_before, &cpu_after);
-        let work = work_after.per_order(&work_before, rung["placed"].as_u64().unwrap_or(0));
-        rung["saga_messages_per_sec"] = json!(
-            (work["events_published"].as_f64().unwrap_or(0.0)
-                * rung["achieved_per_sec"].as_f64().unwrap_or(0.0))
-            .round()
-        );
+        let work = match (work_before, work_after) {
+            (Some(before), Some(after)) => {
+                after.per_order(&before, rung["placed"].as_u64().unwrap_or(0))
+            }
+            _ => Value::Null,
+        };
+        rung["saga_messages_per_sec"] = match work["events_published"].as_f64() {
+            Some(events) => {
+                json!((events * rung["achieved_per_sec"].as_f64().unwrap_or(0.0)).round())
+            }
+            None => Value::Null,
+        };
         rung["per_order"] = work;
         let confirm_p99 = match (
             rung["confirm_ms"]["p99"].as_f64(),
@@ -460,7 +466,7 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
 
     let best_rung = best.map(|(_, rung)| rung).unwrap_or(Value::Null);
     let top_rung = throughput.map(|(_, rung)| rung).unwrap_or(Value::Null);
-    let saga_messages_per_sec = top_rung["saga_messages_per_sec"].as_f64().unwrap_or(0.0);
+    let saga_messages_per_sec = top_rung["saga_messages_per_sec"].as_f64();
     let results = json!({
         "machine": machine(),
         "setup": {
@@ -483,7 +489,7 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
         "max_kept_up_orders_per_sec": kept_up_to,
         "at_max_kept_up": top_rung,
         "ratios": {
-            "saga_messages_per_sec_over_broker_round_trip": if round_trip_per_sec > 0.0 { json!((saga_messages_per_sec / round_trip_per_sec * 1000.0).round() / 1000.0) } else { Value::Null },
+            "saga_messages_per_sec_over_broker_round_trip": match saga_messages_per_sec { Some(rate) if round_trip_per_sec > 0.0 => json!((rate / round_trip_per_sec * 1000.0).round() / 1000.0), _ => Value::Null },
         },
         "isolation": isolation,
         "flash_sale": flash,
@@ -516,6 +522,21 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
     );
     println!("results: {}", cli.out.display());
     Ok(findings.all_clear())
+}
+
+/// The work counted so far; `None` (with a warning) when a count could not
+/// be read, so that a rung without counts is still measured.
+async fn read_work(
+    redis_url: &str,
+    admins: &BTreeMap<String, std::net::SocketAddr>,
+) -> Option<bench::WorkCounts> {
+    match bench::WorkCounts::read(redis_url, admins).await {
+        Ok(counts) => Some(counts),
+        Err(error) => {
+            eprintln!("harvest-bench: could not count the work done: {error:#}");
+            None
+        }
+    }
 }
 
 /// What a rung did, and whether it met the limits.
