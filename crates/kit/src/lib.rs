@@ -10,6 +10,7 @@
 //!   continue the caller's trace, request metrics, and a per-service limit
 //!   on request messages (RESOURCE_EXHAUSTED beyond it);
 //! - [`admin`]: the admin HTTP port with Prometheus metrics and liveness;
+//! - [`bells`]: waking only the tasks that wait on one key;
 //! - [`store`]: the Redis connection;
 //! - [`service`]: binding, serving and draining a service as a whole;
 //! - [`cli`]: the `main` every service shares.
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod bells;
 pub mod cli;
 pub mod config;
 pub mod grpc;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harvest_domain::Id;
+use harvest_kit::bells::Bell;
 use harvest_proto::delivery::v1::delivery_service_server::DeliveryService;
 use harvest_proto::delivery::v1::{
     Assignment, ConfirmDeliveryRequest, ConfirmPickupRequest, Courier, GetShipmentRequest,
@@ -20,7 +21,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::bells::Bell;
 use crate::dispatch::Dispatcher;
 use crate::error::DeliveryError;
 use crate::metrics;
@@ -251,7 +251,7 @@ impl DeliveryApi {
 struct AssignmentFeed {
     dispatcher: Arc<Dispatcher>,
     courier_id: Id,
-    bell: Bell,
+    bell: Bell<Id>,
     poll: Duration,
     shutdown: CancellationToken,
 }

@@ -21,10 +21,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use harvest_bus::{PublishError, Publisher};
 use harvest_domain::{Id, Region, Regions};
+use harvest_kit::bells::{Bell, Bells};
 use harvest_kit::service::TaskError;
 use tokio_util::sync::CancellationToken;
 
-use crate::bells::{Bell, Bells};
 use crate::config::AssignmentConfig;
 use crate::events;
 use crate::metrics;
@@ -59,7 +59,7 @@ pub struct Dispatcher {
     settings: AssignmentConfig,
     /// Rung when a courier gets a new assignment, so that its open
     /// assignment streams look at once.
-    bells: Bells,
+    bells: Bells<Id>,
 }
 
 impl Dispatcher {
@@ -92,8 +92,8 @@ impl Dispatcher {
     }
 
     /// Rings when `courier_id` gets a new assignment on this replica.
-    pub fn assignments_bell(&self, courier_id: &Id) -> Bell {
-        self.bells.listen(courier_id)
+    pub fn assignments_bell(&self, courier_id: &Id) -> Bell<Id> {
+        self.bells.listen(courier_id.clone())
     }
 
     /// Puts the shipment in line for the sweeper a lease from now: the safety

@@ -11,7 +11,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod bells;
 pub mod config;
 pub mod dispatch;
 pub mod error;

@@ -225,7 +225,7 @@ impl OrdersApi {
             while !done {
                 tokio::select! {
                     () = sender.closed() => return,
-                    awake = wakeups.changed() => if !awake { return },
+                    () = wakeups.rung() => {}
                     () = tokio::time::sleep(WATCH_RESYNC) => {}
                 }
                 let order = match store.load(id.as_str()).await {

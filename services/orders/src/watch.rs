@@ -7,14 +7,12 @@
 //! costs nothing but a read. Each transition is sent with the order as it
 //! stood right after it ([`as_of`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use harvest_kit::bells::{Bell, Bells};
 use harvest_proto::common::v1::OrderState;
 use harvest_proto::orders::v1::Order;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// The order as it stood right after its `index`-th transition, from any
@@ -42,75 +40,21 @@ pub fn as_of(latest: &Order, index: usize) -> Option<Order> {
 /// The watchers of this process, by order id.
 #[derive(Clone, Default)]
 pub struct WatchHub {
-    orders: Arc<Mutex<HashMap<String, watch::Sender<u64>>>>,
+    orders: Bells<String>,
 }
 
 /// Wakes when the order changes (or the hub reconnects). Dropping it
 /// unregisters the watcher.
-pub struct Wakeups {
-    receiver: watch::Receiver<u64>,
-    order_id: String,
-    hub: WatchHub,
-}
-
-impl Wakeups {
-    /// Waits for the next wake-up; `false` once the hub is gone.
-    pub async fn changed(&mut self) -> bool {
-        self.receiver.changed().await.is_ok()
-    }
-}
-
-impl Drop for Wakeups {
-    fn drop(&mut self) {
-        let Ok(mut orders) = self.hub.orders.lock() else {
-            return;
-        };
-        // This receiver still counts while it is being dropped.
-        if orders
-            .get(&self.order_id)
-            .is_some_and(|sender| sender.receiver_count() <= 1)
-        {
-            orders.remove(&self.order_id);
-        }
-    }
-}
+pub type Wakeups = Bell<String>;
 
 impl WatchHub {
     pub fn subscribe(&self, order_id: &str) -> Wakeups {
-        let receiver = match self.orders.lock() {
-            Ok(mut orders) => orders
-                .entry(order_id.to_owned())
-                .or_insert_with(|| watch::channel(0).0)
-                .subscribe(),
-            // A poisoned lock only loses wake-ups; watchers still poll.
-            Err(_) => watch::channel(0).1,
-        };
-        Wakeups {
-            receiver,
-            order_id: order_id.to_owned(),
-            hub: self.clone(),
-        }
-    }
-
-    fn wake(&self, order_id: &str) {
-        if let Ok(orders) = self.orders.lock()
-            && let Some(sender) = orders.get(order_id)
-        {
-            sender.send_modify(|count| *count += 1);
-        }
-    }
-
-    fn wake_all(&self) {
-        if let Ok(orders) = self.orders.lock() {
-            for sender in orders.values() {
-                sender.send_modify(|count| *count += 1);
-            }
-        }
+        self.orders.listen(order_id.to_owned())
     }
 
     /// Number of orders watched in this process.
     pub fn watched(&self) -> usize {
-        self.orders.lock().map(|orders| orders.len()).unwrap_or(0)
+        self.orders.listened()
     }
 
     /// Listens on `pattern` and wakes watchers until `shutdown`, reconnecting
@@ -129,7 +73,7 @@ impl WatchHub {
                         tracing::warn!(error.cause_chain = ?error, "could not subscribe to order changes");
                     } else {
                         // Changes may have been missed while disconnected.
-                        self.wake_all();
+                        self.orders.ring_all();
                         let mut messages = pubsub.on_message();
                         loop {
                             tokio::select! {
@@ -138,7 +82,7 @@ impl WatchHub {
                                     Some(message) => {
                                         let channel = message.get_channel_name();
                                         if let Some(order_id) = channel.get(prefix_len..) {
-                                            self.wake(order_id);
+                                            self.orders.ring(order_id);
                                         }
                                     }
                                     None => break,
