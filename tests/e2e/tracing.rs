@@ -1,10 +1,14 @@
 //! One trace per order: with an OTLP endpoint configured, the spans of all
-//! four services for one order share one trace id.
+//! four services for one order share one trace id; without one, nothing is
+//! traced.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use harvest_bus::{Stream, Topology};
+use harvest_domain::Region;
 use harvest_proto::common::v1::OrderState;
+use harvest_testkit::kafka::{Probe, RawMessage};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -14,7 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tonic::{Request, Response, Status};
 
-use crate::helpers::{ANJI, System, poll};
+use crate::helpers::{ANJI, System, WAIT, poll};
 
 /// A span as received: its trace, its service, and its attribute values.
 #[derive(Clone, Debug)]
@@ -141,4 +145,50 @@ fn tokio_stream_from(
         let accepted = listener.accept().await.map(|(stream, _)| stream);
         Some((accepted, listener))
     })
+}
+
+/// Without an OTLP endpoint nothing is traced: no span is recorded, so the
+/// events of an order carry no trace context, in their headers or their
+/// envelopes.
+#[tokio::test]
+async fn without_an_endpoint_events_carry_no_trace_context() {
+    let system = System::start().await;
+    let tea = system.product("Anji white tea, 250 g", &ANJI, 10).await;
+    let order = system.place(&[(&tea, 1)], "approve").await;
+    let id = order.order_id.clone();
+    system.wait_order(&id, OrderState::Confirmed).await;
+
+    let topology = Topology::new(
+        &system.stack.bus_config(),
+        system.stack.options().regions.clone(),
+    );
+    let region = Region::parse(&order.region).expect("a region");
+    let topics: Vec<String> = [Stream::Orders, Stream::Catalog, Stream::Payments]
+        .into_iter()
+        .map(|stream| topology.topic(stream, &region))
+        .collect();
+    let probe = Probe::start(&system.stack.bootstrap(), &topics).expect("probe");
+    // Placed, reserved, state changed, authorized, confirmed.
+    let events = probe
+        .wait_for(WAIT, |messages| {
+            let ours: Vec<RawMessage> = messages
+                .iter()
+                .filter(|message| message.key.as_deref() == Some(id.as_bytes()))
+                .cloned()
+                .collect();
+            (ours.len() >= 5).then_some(ours)
+        })
+        .await
+        .expect("the order's events");
+    for message in &events {
+        assert_eq!(message.header("traceparent"), None);
+    }
+    for envelope in harvest_testkit::kafka::envelopes(&events) {
+        assert!(
+            envelope.traceparent.is_empty(),
+            "{}: {}",
+            envelope.event_type,
+            envelope.traceparent
+        );
+    }
 }

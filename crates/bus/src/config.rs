@@ -111,3 +111,29 @@ impl BusConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_and_fetches_of_nothing_are_refused_with_the_setting_named() {
+        assert_eq!(BusConfig::default().validate(), Ok(()));
+        let no_batch = BusConfig {
+            max_batch: 0,
+            ..BusConfig::default()
+        };
+        assert_eq!(
+            no_batch.validate(),
+            Err("bus.max_batch must be at least 1".to_owned())
+        );
+        let no_bytes = BusConfig {
+            fetch_min_bytes: 0,
+            ..BusConfig::default()
+        };
+        assert_eq!(
+            no_bytes.validate(),
+            Err("bus.fetch_min_bytes must be at least 1".to_owned())
+        );
+    }
+}

@@ -280,6 +280,25 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_ratio_outside_zero_to_one_is_refused() {
+        for ratio in [0.0, 0.25, 1.0] {
+            let config = TelemetryConfig {
+                sample_ratio: ratio,
+                ..TelemetryConfig::default()
+            };
+            assert_eq!(config.validate(), Ok(()), "{ratio}");
+        }
+        for ratio in [-0.1, 1.5, f64::NAN] {
+            let config = TelemetryConfig {
+                sample_ratio: ratio,
+                ..TelemetryConfig::default()
+            };
+            let refused = config.validate().expect_err("refused");
+            assert!(refused.contains("telemetry.sample_ratio"), "{refused}");
+        }
+    }
+
+    #[test]
     fn secrets_are_hidden_from_debug() {
         let config = RedisConfig {
             url: Secret::new("redis://:hunter2@db:6379".to_owned()),

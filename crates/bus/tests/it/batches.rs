@@ -15,7 +15,7 @@ use harvest_proto::events::v1::OrderStateChanged;
 use harvest_testkit::Broker;
 use tokio_util::sync::CancellationToken;
 
-use super::{Bus, WAIT};
+use super::{Bus, WAIT, stop_in_time};
 
 /// Records every call; acts only on order-delivered events when `only_wanted`;
 /// rejects one event and never finishes another, when told to.
@@ -286,6 +286,45 @@ async fn a_crash_in_the_middle_of_a_batch_redelivers_from_its_first_unfinished_e
     assert!(
         times.contains_key(&after.event_id) && times.contains_key(&before_again.event_id),
         "events after the unfinished one are delivered again although they were handled: {times:?}"
+    );
+    shutdown.cancel();
+    consuming.await.expect("consumer stops");
+}
+
+#[tokio::test]
+async fn shutdown_in_the_middle_of_a_batch_finishes_the_event_in_hand_and_leaves_the_rest() {
+    let bus = one_partition().await;
+    let first = bus.event();
+    let second = again(&first);
+    let third = Envelope {
+        event_id: harvest_domain::deterministic_id("evt", &[&first.order_id, "third"]).to_string(),
+        ..first.clone()
+    };
+    publish_all(&bus, &[&first, &second, &third]).await;
+
+    let slow = Arc::new(Recorder {
+        hold: Duration::from_secs(1),
+        ..Recorder::default()
+    });
+    let shutdown = CancellationToken::new();
+    let consuming = bus.consume(slow.clone(), shutdown.clone());
+    slow.wait_for_calls(&[&first.event_id]).await;
+    stop_in_time(&shutdown, consuming).await;
+    assert_eq!(
+        slow.calls(),
+        vec![first.event_id.clone()],
+        "the order's next events are not begun after shutdown"
+    );
+
+    let next = Arc::new(Recorder::default());
+    let shutdown = CancellationToken::new();
+    let consuming = bus.consume(next.clone(), shutdown.clone());
+    next.wait_for_calls(&[&second.event_id, &third.event_id])
+        .await;
+    assert!(
+        !next.calls().contains(&first.event_id),
+        "the finished event's offset was stored: {:?}",
+        next.calls()
     );
     shutdown.cancel();
     consuming.await.expect("consumer stops");

@@ -131,6 +131,16 @@ impl Bus {
     }
 }
 
+/// Asks a consumer to stop, and requires it to finish what it has in hand
+/// and stop within 20 s.
+async fn stop_in_time(shutdown: &CancellationToken, consuming: tokio::task::JoinHandle<()>) {
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), consuming)
+        .await
+        .expect("the consumer stops in time")
+        .expect("cleanly");
+}
+
 /// Fails the first `failures` attempts of every event, then records it.
 #[derive(Default)]
 struct Flaky {
@@ -356,11 +366,7 @@ async fn shutdown_finishes_the_event_in_hand_and_commits_it() {
     })
     .await
     .expect("the handler started");
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(20), consuming)
-        .await
-        .expect("the consumer stops in time")
-        .expect("cleanly");
+    stop_in_time(&shutdown, consuming).await;
     assert_eq!(
         slow.handled(),
         vec![event.event_id.clone()],

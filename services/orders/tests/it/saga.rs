@@ -642,3 +642,40 @@ async fn pending_deadlines(world: &World) -> Vec<String> {
         .await
         .expect("deadlines")
 }
+
+/// A step's write is a pipeline of script calls, which Redis refuses once it
+/// forgot the scripts (a restart, `SCRIPT FLUSH`): the store loads them again
+/// and the step goes on. The connection counts every request it awaits.
+#[tokio::test]
+async fn steps_go_on_after_redis_forgets_its_scripts_and_every_round_trip_is_counted() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 1)];
+    let before = orders.metric("harvest_redis_round_trips_total").await;
+    let id = place(&orders.client, &lines).await.order_id;
+    orders
+        .wait_metric("harvest_redis_round_trips_total", before + 3.0)
+        .await;
+    assert!(
+        orders.metric("harvest_redis_commands_total").await
+            >= orders.metric("harvest_redis_round_trips_total").await,
+        "a pipeline counts one round trip and every command in it"
+    );
+
+    let mut redis = redis::Client::open(world.redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut redis)
+        .await
+        .expect("flushed");
+    world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    world.send(&id, "authorized", authorized()).await;
+    let order = wait_state(&orders.client, &id, OrderState::Confirmed).await;
+    assert_eq!(order.history.len(), 3);
+}
