@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use backon::ExponentialBuilder;
 use serde::{Deserialize, Serialize};
 
 /// How a service reaches and uses the broker.
@@ -24,11 +25,14 @@ pub struct BusConfig {
     pub linger_ms: u32,
     /// How long a publish may take before it fails.
     pub publish_timeout_ms: u64,
-    /// Attempts of a failing handler before its event goes to the dead-letter
-    /// topic.
-    pub handler_max_attempts: u32,
-    /// Backoff after the first failed attempt; doubles up to 5 s.
+    /// The wait after a handler's first transient failure. Each further
+    /// failure doubles it, up to `handler_backoff_max_ms`, and every wait is
+    /// stretched by a random factor between 1 and 2, so that replicas do not
+    /// retry in step. A transient failure is retried without limit.
     pub handler_backoff_ms: u64,
+    /// The most the doubling of `handler_backoff_ms` reaches (before the
+    /// random stretch).
+    pub handler_backoff_max_ms: u64,
     /// Events buffered per partition ahead of its handler.
     pub partition_queue_depth: usize,
     /// The most events of one partition handled as one batch: the events of
@@ -60,8 +64,8 @@ impl Default for BusConfig {
             session_timeout_ms: 10_000,
             linger_ms: 2,
             publish_timeout_ms: 30_000,
-            handler_max_attempts: 5,
             handler_backoff_ms: 100,
+            handler_backoff_max_ms: 1_000,
             partition_queue_depth: 256,
             max_batch: 64,
             fetch_wait_max_ms: 20,
@@ -76,6 +80,16 @@ impl BusConfig {
         Duration::from_millis(self.publish_timeout_ms)
     }
 
+    /// The waits between a failing handler's attempts: without end.
+    pub fn handler_backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.handler_backoff_ms))
+            .with_max_delay(Duration::from_millis(self.handler_backoff_max_ms))
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+    }
+
     /// Problems that make the configuration unusable, in words for a person.
     pub fn validate(&self) -> Result<(), String> {
         if self.brokers.trim().is_empty() {
@@ -87,8 +101,11 @@ impl BusConfig {
         if self.replication_factor < 1 {
             return Err("bus.replication_factor must be at least 1".to_owned());
         }
-        if self.handler_max_attempts < 1 {
-            return Err("bus.handler_max_attempts must be at least 1".to_owned());
+        if self.handler_backoff_ms < 1 || self.handler_backoff_max_ms < self.handler_backoff_ms {
+            return Err(
+                "bus.handler_backoff_ms must be at least 1 and at most bus.handler_backoff_max_ms"
+                    .to_owned(),
+            );
         }
         if self.partition_queue_depth < 1 {
             return Err("bus.partition_queue_depth must be at least 1".to_owned());

@@ -2,26 +2,46 @@
 //!
 //! One consumer per (service, region), in the region's own consumer group. It
 //! hands each partition's events, in order, to a task of that partition, so a
-//! slow partition holds up only itself. The task takes what has arrived as a
-//! batch (up to `bus.max_batch` events): events the handler does not act on
-//! are passed over by their `event-type` header, unread; the others are
-//! handled concurrently across orders and in turn within an order, so a slow
-//! order holds up only itself. One offset is stored for the batch, and only
-//! once every event of it was handled (or went to the dead-letter topic); the
-//! client commits stored offsets in the background and once more at shutdown.
+//! slow partition holds up only itself: when a partition's queue is full, its
+//! fetching is paused (what already arrived waits beside the queue) and
+//! resumed once the queue has drained to half, while every other partition
+//! goes on. The task takes what has arrived as a batch (up to
+//! `bus.max_batch` events): events the handler does not act on are passed
+//! over by their `event-type` header, unread; the others are handled
+//! concurrently across orders and in turn within an order, so a slow order
+//! holds up only itself. One offset is stored for the batch, and only once
+//! every event of it was handled (or went to the dead-letter topic); the
+//! client commits stored offsets in the background, when partitions are
+//! revoked, and once more at shutdown.
+//!
+//! A transient failure (Redis or the broker unreachable) is retried without
+//! limit, with a capped, jittered backoff: the partition waits, nothing is
+//! lost. Only an event that can never succeed (undecodable, forged, or
+//! rejected by its handler) goes to the dead-letter topic, with the reason.
+//!
+//! When the group takes partitions away, their tasks stop before their next
+//! event: the event in hand is finished, the queued rest is dropped unhandled
+//! and no offset is stored for it, so the new owner starts from the last
+//! committed offset and nothing is handled twice by design (idempotent
+//! handlers absorb the one event that may be).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use harvest_domain::Region;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
@@ -41,7 +61,8 @@ pub struct IncomingEvent {
 /// Why a handler did not finish an event.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// Worth trying again (Redis or the broker unreachable, a timeout…).
+    /// Worth trying again (Redis or the broker unreachable, a timeout…):
+    /// retried until it succeeds or the partition moves away.
     #[error("transient failure")]
     Transient(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Will never succeed (a payload that breaks the contract): goes straight
@@ -136,8 +157,10 @@ pub async fn run<H: Handler>(
             .set("statistics.interval.ms", "5000")
             .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
             .set("fetch.min.bytes", config.fetch_min_bytes.to_string())
-            .create_with_context(LagReporter {
+            .create_with_context(MemberContext {
                 group: group.clone(),
+                lanes: Mutex::default(),
+                paused: ::metrics::gauge!(metrics::PARTITIONS_PAUSED, "group" => group.clone()),
             })
             .map_err(|source| ConsumerError::Create {
                 group: group.clone(),
@@ -167,6 +190,7 @@ pub async fn run<H: Handler>(
     let worker = Arc::new(Worker {
         counters,
         handler_seconds: ::metrics::histogram!(metrics::HANDLER_SECONDS, "service" => spec.service),
+        retries: ::metrics::counter!(metrics::HANDLER_RETRIES, "service" => spec.service),
         streams,
         region: spec.region.clone(),
         consumer: consumer.clone(),
@@ -175,17 +199,22 @@ pub async fn run<H: Handler>(
         dead_letter_topic: topology.dead_letter_topic(spec.service, &spec.region),
         service: spec.service,
         max_batch: config.max_batch,
-        max_attempts: config.handler_max_attempts,
-        first_backoff: Duration::from_millis(config.handler_backoff_ms),
-        shutdown: shutdown.clone(),
+        backoff: config.handler_backoff(),
     });
-    let mut partitions: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
     let mut tasks = JoinSet::new();
+    let mut refill = tokio::time::interval(REFILL_EVERY);
+    refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
+        let waiting = lanes.values().any(|lane| lane.paused);
         let message = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
+            _ = refill.tick(), if waiting => {
+                refill_lanes(&consumer, &mut lanes);
+                continue;
+            }
             received = consumer.recv() => match received {
                 Ok(message) => message.detach(),
                 Err(error) => {
@@ -198,23 +227,41 @@ pub async fn run<H: Handler>(
             },
         };
         let key = (message.topic().to_owned(), message.partition());
-        let sender = partitions.entry(key).or_insert_with(|| {
-            let (sender, receiver) = mpsc::channel(config.partition_queue_depth);
-            tasks.spawn(worker.clone().drain(receiver));
-            sender
-        });
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            sent = sender.send(message) => {
-                if sent.is_err() {
-                    tracing::error!(%group, "partition task ended early");
+        let lane = match lanes.get_mut(&key) {
+            Some(lane) if !lane.stop.is_revoked() => lane,
+            _ => {
+                let (sender, receiver) = mpsc::channel(config.partition_queue_depth);
+                let stop = Arc::new(LaneStop {
+                    token: shutdown.child_token(),
+                    revoked: AtomicBool::new(false),
+                });
+                consumer
+                    .context()
+                    .lanes
+                    .lock()
+                    .expect("lanes lock")
+                    .insert(key.clone(), stop.clone());
+                tasks.spawn(worker.clone().drain(receiver, stop.clone()));
+                let lane = Lane {
+                    sender,
+                    overflow: VecDeque::new(),
+                    paused: false,
+                    stop,
+                };
+                if let Some(old) = lanes.insert(key.clone(), lane) {
+                    old.forget(&consumer);
                 }
+                lanes.get_mut(&key).expect("just inserted")
             }
-        }
+        };
+        lane.push(message, &consumer);
+        // Tasks of revoked partitions end by themselves; reap them.
+        while tasks.try_join_next().is_some() {}
     }
 
-    drop(partitions);
+    for lane in std::mem::take(&mut lanes).into_values() {
+        lane.forget(&consumer);
+    }
     while tasks.join_next().await.is_some() {}
     // Committing and leaving the group wait on the broker: keep that off the
     // async workers.
@@ -247,13 +294,137 @@ pub async fn run<H: Handler>(
     Ok(())
 }
 
-type Member = CloseOffThread<StreamConsumer<LagReporter>>;
+type Member = CloseOffThread<StreamConsumer<MemberContext>>;
+
+/// How often partitions paused behind a full queue are looked at.
+const REFILL_EVERY: Duration = Duration::from_millis(10);
+
+/// One partition's way to its task.
+struct Lane {
+    sender: mpsc::Sender<OwnedMessage>,
+    /// Events that arrived while the queue was full, in order: the partition
+    /// is paused until they are in the queue and it has room again.
+    overflow: VecDeque<OwnedMessage>,
+    paused: bool,
+    stop: Arc<LaneStop>,
+}
+
+/// Stops one partition's task: at shutdown, or when the partition is revoked.
+struct LaneStop {
+    /// A child of the consumer's shutdown token.
+    token: CancellationToken,
+    revoked: AtomicBool,
+}
+
+impl LaneStop {
+    fn revoke(&self) {
+        self.revoked.store(true, Ordering::SeqCst);
+        self.token.cancel();
+    }
+
+    fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::SeqCst)
+    }
+}
+
+impl Lane {
+    /// Queues `message` for the partition's task, or sets it aside and
+    /// pauses the partition when the queue is full.
+    fn push(&mut self, message: OwnedMessage, consumer: &Member) {
+        if self.overflow.is_empty() {
+            match self.sender.try_send(message) {
+                Ok(()) => return,
+                Err(TrySendError::Full(message)) => self.overflow.push_back(message),
+                Err(TrySendError::Closed(_)) => return,
+            }
+        } else {
+            self.overflow.push_back(message);
+        }
+        if !self.paused {
+            let front = self.overflow.front().expect("just pushed");
+            if pause_partition(consumer, front.topic(), front.partition(), true) {
+                self.paused = true;
+                consumer.context().paused.increment(1);
+            }
+        }
+    }
+
+    /// Moves what waits beside the queue into it; resumes the partition once
+    /// all of it is queued and the queue is at most half full.
+    fn refill(&mut self, consumer: &Member, topic: &str, partition: i32) {
+        while let Some(message) = self.overflow.pop_front() {
+            match self.sender.try_send(message) {
+                Ok(()) => {}
+                Err(TrySendError::Full(message)) => {
+                    self.overflow.push_front(message);
+                    return;
+                }
+                Err(TrySendError::Closed(_)) => {
+                    self.overflow.clear();
+                    break;
+                }
+            }
+        }
+        let half_free = self.sender.capacity() * 2 >= self.sender.max_capacity();
+        if self.paused && half_free && pause_partition(consumer, topic, partition, false) {
+            self.paused = false;
+            consumer.context().paused.decrement(1);
+        }
+    }
+
+    /// Lets the lane go: its task ends once the queue is empty (or at once,
+    /// when revoked), and the partition is no longer counted as paused.
+    fn forget(self, consumer: &Member) {
+        if self.paused {
+            consumer.context().paused.decrement(1);
+        }
+    }
+}
+
+fn refill_lanes(consumer: &Member, lanes: &mut HashMap<(String, i32), Lane>) {
+    lanes.retain(|(topic, partition), lane| {
+        if lane.stop.is_revoked() {
+            // Whoever owns the partition now reads it from its last commit.
+            if lane.paused {
+                consumer.context().paused.decrement(1);
+            }
+            return false;
+        }
+        if lane.paused {
+            lane.refill(consumer, topic, *partition);
+        }
+        true
+    });
+}
+
+/// Pauses (or resumes) fetching one partition; false when the client
+/// refused, which it does for a partition no longer assigned.
+fn pause_partition(consumer: &Member, topic: &str, partition: i32, pause: bool) -> bool {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    let done = if pause {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    match done {
+        Ok(()) => {
+            tracing::debug!(topic, partition, pause, "partition fetching switched");
+            true
+        }
+        Err(error) => {
+            tracing::debug!(topic, partition, pause, error.cause_chain = ?error, "could not switch partition fetching");
+            false
+        }
+    }
+}
 
 struct Worker<H> {
     /// Events handled, by topic and outcome: registered once, since this
     /// runs for every event.
     counters: HashMap<String, OutcomeCounters>,
     handler_seconds: ::metrics::Histogram,
+    retries: ::metrics::Counter,
     /// The stream each subscribed topic carries: an event is trusted only on
     /// its owner's stream.
     streams: HashMap<String, Stream>,
@@ -264,9 +435,7 @@ struct Worker<H> {
     dead_letter_topic: String,
     service: &'static str,
     max_batch: usize,
-    max_attempts: u32,
-    first_backoff: Duration,
-    shutdown: CancellationToken,
+    backoff: ExponentialBuilder,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -275,7 +444,7 @@ enum Outcome {
     /// Of a type the handler does not act on.
     Skipped,
     DeadLettered,
-    /// Shutdown came first; the event will be delivered again.
+    /// Shutdown or revocation came first; the event will be delivered again.
     Abandoned,
 }
 
@@ -314,22 +483,32 @@ impl OutcomeCounters {
 }
 
 impl<H: Handler> Worker<H> {
-    async fn drain(self: Arc<Self>, mut receiver: mpsc::Receiver<OwnedMessage>) {
+    async fn drain(
+        self: Arc<Self>,
+        mut receiver: mpsc::Receiver<OwnedMessage>,
+        stop: Arc<LaneStop>,
+    ) {
         let mut batch = Vec::with_capacity(self.max_batch);
         loop {
             batch.clear();
-            if receiver.recv_many(&mut batch, self.max_batch).await == 0 {
+            let received = tokio::select! {
+                biased;
+                () = stop.token.cancelled() => 0,
+                received = receiver.recv_many(&mut batch, self.max_batch) => received,
+            };
+            if received == 0 || stop.token.is_cancelled() {
                 return;
             }
-            if self.shutdown.is_cancelled() {
-                return;
-            }
-            let done = self.process_batch(&batch).await;
-            if let Some(last) = done.checked_sub(1).map(|index| &batch[index]) {
+            let done = self.process_batch(&batch, &stop.token).await;
+            // A revoked partition's offsets are its new owner's to store.
+            if let Some(last) = done.checked_sub(1).map(|index| &batch[index])
+                && !stop.is_revoked()
+            {
                 self.store_offset(last);
             }
             if done < batch.len() {
-                // Shutdown came in the middle: the rest is delivered again.
+                // Shutdown or revocation came in the middle: the rest is
+                // delivered again.
                 return;
             }
         }
@@ -339,7 +518,7 @@ impl<H: Handler> Worker<H> {
     /// turn, different orders concurrently. Returns how many events from the
     /// start of the batch are done, so that an offset never passes an event
     /// that is not.
-    async fn process_batch(&self, batch: &[OwnedMessage]) -> usize {
+    async fn process_batch(&self, batch: &[OwnedMessage], stop: &CancellationToken) -> usize {
         let mut by_order: Vec<(Option<&[u8]>, Vec<usize>)> = Vec::new();
         for (index, message) in batch.iter().enumerate() {
             let key = message.key();
@@ -354,12 +533,12 @@ impl<H: Handler> Worker<H> {
             for &index in indices {
                 // The event in hand is finished; the next waits for whoever
                 // takes the partition over.
-                if self.shutdown.is_cancelled() {
+                if stop.is_cancelled() {
                     results.push((index, Outcome::Abandoned));
                     break;
                 }
                 let started = Instant::now();
-                let outcome = self.process(&batch[index]).await;
+                let outcome = self.process(&batch[index], stop).await;
                 results.push((index, outcome));
                 if outcome == Outcome::Abandoned {
                     break;
@@ -418,7 +597,7 @@ impl<H: Handler> Worker<H> {
             .and_then(|value| std::str::from_utf8(value).ok())
     }
 
-    async fn process(&self, message: &OwnedMessage) -> Outcome {
+    async fn process(&self, message: &OwnedMessage, stop: &CancellationToken) -> Outcome {
         if Self::declared_type(message).is_some_and(|declared| !self.handler.wants(declared)) {
             return Outcome::Skipped;
         }
@@ -450,7 +629,7 @@ impl<H: Handler> Worker<H> {
                         "undecodable event",
                     );
                     return self
-                        .dead_letter(message, &format!("undecodable: {error}"), 0)
+                        .dead_letter(message, &format!("undecodable: {error}"), 0, stop)
                         .await;
                 }
             };
@@ -471,7 +650,7 @@ impl<H: Handler> Worker<H> {
                     "untrusted event",
                 );
                 return self
-                    .dead_letter(message, &format!("untrusted: {reason}"), 0)
+                    .dead_letter(message, &format!("untrusted: {reason}"), 0, stop)
                     .await;
             }
             let event = IncomingEvent {
@@ -480,15 +659,25 @@ impl<H: Handler> Worker<H> {
                 partition: message.partition(),
                 offset: message.offset(),
             };
-            self.handle_with_retries(message, &event).await
+            self.handle_with_retries(message, &event, stop).await
         }
         .instrument(span)
         .await
     }
 
-    async fn handle_with_retries(&self, message: &OwnedMessage, event: &IncomingEvent) -> Outcome {
-        let mut backoff = self.first_backoff;
-        for attempt in 1..=self.max_attempts {
+    /// Handles `event` until it is done: a transient failure is retried
+    /// after a growing, jittered wait, for as long as it takes; a rejection
+    /// sends the event to the dead-letter topic.
+    async fn handle_with_retries(
+        &self,
+        message: &OwnedMessage,
+        event: &IncomingEvent,
+        stop: &CancellationToken,
+    ) -> Outcome {
+        let mut waits = self.backoff.build();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt = attempt.saturating_add(1);
             let error = match self.handler.handle(event).await {
                 Ok(()) => return Outcome::Handled,
                 Err(HandlerError::Rejected(reason)) => {
@@ -500,41 +689,40 @@ impl<H: Handler> Worker<H> {
                         "event rejected by handler",
                     );
                     return self
-                        .dead_letter(message, &format!("rejected: {reason}"), attempt)
+                        .dead_letter(message, &format!("rejected: {reason}"), attempt, stop)
                         .await;
                 }
                 Err(HandlerError::Transient(error)) => error,
             };
+            // The builder sets no limit of attempts: there is always a wait.
+            let wait = waits.next().unwrap_or(Duration::from_secs(1));
             tracing::warn!(
                 topic = %event.topic,
                 partition = event.partition,
                 offset = event.offset,
                 attempt,
-                max_attempts = self.max_attempts,
+                retry_in_ms = wait.as_millis() as u64,
                 error.cause_chain = ?error,
-                "handler failed",
+                "handler failed; retrying",
             );
-            if attempt == self.max_attempts {
-                let reason = format!(
-                    "failed {attempt} times, last: {}",
-                    harvest_domain::cause_chain(&*error)
-                );
-                return self.dead_letter(message, &reason, attempt).await;
-            }
-            ::metrics::counter!(metrics::HANDLER_RETRIES, "service" => self.service).increment(1);
+            self.retries.increment(1);
             tokio::select! {
-                () = self.shutdown.cancelled() => return Outcome::Abandoned,
-                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => return Outcome::Abandoned,
+                () = tokio::time::sleep(wait) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        Outcome::Abandoned
     }
 
     /// Writes the original key, bytes and headers to the dead-letter topic with
     /// the reason. Keeps trying until the broker takes it or shutdown comes:
     /// an event is never skipped without a trace.
-    async fn dead_letter(&self, message: &OwnedMessage, reason: &str, attempts: u32) -> Outcome {
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        reason: &str,
+        attempts: u32,
+        stop: &CancellationToken,
+    ) -> Outcome {
         let mut backoff = Duration::from_millis(200);
         loop {
             let mut headers = OwnedHeaders::new();
@@ -589,7 +777,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
             tokio::select! {
-                () = self.shutdown.cancelled() => return Outcome::Abandoned,
+                () = stop.cancelled() => return Outcome::Abandoned,
                 () = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -597,12 +785,18 @@ impl<H: Handler> Worker<H> {
     }
 }
 
-/// Publishes each topic's consumer lag from the client's statistics.
-struct LagReporter {
+/// A group member's context: publishes each topic's consumer lag from the
+/// client's statistics, and stops the tasks of partitions the group takes
+/// away.
+struct MemberContext {
     group: String,
+    /// The stop handle of each partition this member runs a task for.
+    lanes: Mutex<HashMap<(String, i32), Arc<LaneStop>>>,
+    /// Partitions paused behind a full queue.
+    paused: ::metrics::Gauge,
 }
 
-impl ClientContext for LagReporter {
+impl ClientContext for MemberContext {
     fn stats(&self, statistics: Statistics) {
         for (name, topic) in statistics.topics {
             let lag: i64 = topic
@@ -617,4 +811,32 @@ impl ClientContext for LagReporter {
     }
 }
 
-impl ConsumerContext for LagReporter {}
+impl ConsumerContext for MemberContext {
+    /// Runs before the revoked partitions' offsets are committed: their
+    /// tasks store nothing from here on and stop before their next event.
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        for element in revoked.elements() {
+            if let Some(stop) = lanes.remove(&(element.topic().to_owned(), element.partition())) {
+                stop.revoke();
+            }
+        }
+        tracing::info!(group = %self.group, partitions = revoked.count(), "partitions revoked");
+    }
+
+    /// A partition paused before it was revoked comes back unpaused.
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(assigned) = rebalance else {
+            return;
+        };
+        if assigned.count() > 0
+            && let Err(error) = consumer.resume(assigned)
+        {
+            tracing::debug!(group = %self.group, error.cause_chain = ?error, "could not resume assigned partitions");
+        }
+        tracing::info!(group = %self.group, partitions = assigned.count(), "partitions assigned");
+    }
+}

@@ -29,7 +29,7 @@ impl TestSettings {
                 // A group forms in about half of this.
                 session_timeout_ms: 6_000,
                 handler_backoff_ms: 20,
-                handler_max_attempts: 3,
+                handler_backoff_max_ms: 200,
                 ..BusConfig::default()
             },
             redis: RedisConfig {
