@@ -21,6 +21,7 @@ pub mod admin;
 mod closing;
 pub mod config;
 pub mod consumer;
+pub mod dead_letters;
 pub mod event;
 pub mod metrics;
 mod publisher;

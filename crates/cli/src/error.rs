@@ -62,6 +62,10 @@ pub enum CliError {
     StreamEnded { service: Service, what: String },
     #[error("could not write the output")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    DeadLetters(#[from] harvest_bus::dead_letters::DeadLetterError),
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Exit codes scripts can rely on.

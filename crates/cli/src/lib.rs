@@ -1,7 +1,8 @@
 //! `harvest`: the command-line client for people who poke at a running
 //! Harvest system. It browses the catalog, places, follows and cancels orders,
 //! plays a courier against the delivery service, and reads and refunds
-//! payments, all through the services' public gRPC APIs.
+//! payments, all through the services' public gRPC APIs; and it lists and
+//! replays the consumers' dead letters, through Kafka.
 //!
 //! Output is for people by default (aligned blocks and tables, money as
 //! `¥12.34`, enum values as `IN_TRANSIT`), or JSON with `--json`. Exit codes:
@@ -14,6 +15,7 @@ mod args;
 mod catalog;
 mod connect;
 mod couriers;
+mod dlq;
 mod enums;
 mod error;
 mod orders;
@@ -80,6 +82,9 @@ enum Command {
     /// Show, list and refund payments.
     #[command(subcommand)]
     Payment(payments::PaymentCommand),
+    /// List, show and replay a consumer's dead letters (reads Kafka).
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
 }
 
 /// How a successful run ends.
@@ -117,6 +122,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Courier(command) => couriers::courier(&context, command).await?,
         Command::Shipment(command) => couriers::shipment(&context, command).await?,
         Command::Payment(command) => payments::run(&context, command).await?,
+        Command::Dlq(command) => dlq::run(&context, command).await?,
     }
     Ok(Outcome::Done)
 }

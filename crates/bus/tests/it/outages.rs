@@ -1,11 +1,13 @@
 //! What a consumer does while what it stands on fails: a partition whose
 //! handler cannot go on is paused and holds up no other partition, and a
-//! partition the group takes away stops before its next event.
+//! partition the group takes away stops before its next event; a dead letter
+//! is replayed once its cause is fixed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use harvest_bus::dead_letters;
 use harvest_bus::{Handler, HandlerError, IncomingEvent, Stream};
 use harvest_testkit::Broker;
 use tokio::sync::watch;
@@ -215,4 +217,87 @@ impl Slow {
     fn handled(&self) -> Vec<String> {
         self.handled.lock().expect("lock").clone()
     }
+}
+
+/// Rejects every event while broken, as a handler with a bug would.
+#[derive(Default)]
+struct Buggy {
+    fixed: std::sync::atomic::AtomicBool,
+    handled: Mutex<Vec<String>>,
+}
+
+impl Handler for Buggy {
+    async fn handle(&self, event: &IncomingEvent) -> Result<(), HandlerError> {
+        if !self.fixed.load(Ordering::SeqCst) {
+            return Err(HandlerError::Rejected("no such product".to_owned()));
+        }
+        self.handled
+            .lock()
+            .expect("lock")
+            .push(event.envelope.event_id.clone());
+        Ok(())
+    }
+}
+
+/// An event a handler rejected is read back from the dead-letter topic, and
+/// once the handler is fixed, replayed to its stream and handled; the
+/// redrive mark moves past it.
+#[tokio::test]
+async fn a_dead_letter_replayed_after_the_fix_is_handled() {
+    let bus = Bus::start().await;
+    let handler = Arc::new(Buggy::default());
+    let shutdown = CancellationToken::new();
+    let consuming = bus.consume(handler.clone(), shutdown.clone());
+    let event = bus.event();
+    bus.publisher(Stream::Orders)
+        .publish(event.clone())
+        .await
+        .expect("published");
+
+    let read = || dead_letters::read(&bus.config, &bus.topology, "catalog", &bus.region);
+    let letters = harvest_testkit::eventually(WAIT, || async {
+        read()
+            .await
+            .ok()
+            .filter(|letters| !letters.letters.is_empty())
+    })
+    .await
+    .expect("a dead letter");
+    let letter = &letters.letters[0];
+    assert_eq!(letter.reason(), "rejected: no such product");
+    assert_eq!(
+        letter.envelope().map(|e| e.event_id),
+        Some(event.event_id.clone())
+    );
+    assert!(!letter.redriven);
+    assert_eq!(letters.mark, 0);
+
+    handler.fixed.store(true, Ordering::SeqCst);
+    dead_letters::redrive(
+        &bus.config,
+        &bus.topology,
+        "catalog",
+        &bus.region,
+        &letters.letters,
+        Some(letter.offset + 1),
+    )
+    .await
+    .expect("replayed");
+    harvest_testkit::eventually(WAIT, || {
+        std::future::ready(
+            handler
+                .handled
+                .lock()
+                .expect("lock")
+                .contains(&event.event_id)
+                .then_some(()),
+        )
+    })
+    .await
+    .expect("the replayed event is handled");
+    let after = read().await.expect("read");
+    assert_eq!(after.mark, 1);
+    assert_eq!(after.letters.len(), 1, "not dead-lettered again");
+    assert!(after.letters[0].redriven);
+    stop_in_time(&shutdown, consuming).await;
 }

@@ -20,6 +20,8 @@ pub struct World {
     pub orders_url: String,
     /// The seeded sample catalog.
     pub products: Vec<Product>,
+    /// The services' bus settings: brokers and topic prefix.
+    pub bus: harvest_bus::BusConfig,
     shutdown: CancellationToken,
     _redis: Redis,
     _broker: Broker,
@@ -80,6 +82,7 @@ impl World {
             catalog_url,
             orders_url,
             products,
+            bus: settings.bus.clone(),
             shutdown,
             _redis: redis,
             _broker: broker,

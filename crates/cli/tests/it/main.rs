@@ -3,6 +3,7 @@
 //! the test run's Apache Kafka broker.
 
 mod catalog;
+mod dlq;
 mod errors;
 mod helpers;
 mod orders;

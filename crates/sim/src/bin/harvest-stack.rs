@@ -372,6 +372,10 @@ async fn run(args: StackArgs) -> anyhow::Result<bool> {
             );
         }
     }
+    println!(
+        "dead letters: export HARVEST_BUS__BROKERS={} for `harvest dlq`",
+        stack.bootstrap()
+    );
     println!("running (Ctrl-C to stop); a service that exits is reported here and restarted");
     supervise(&mut stack, &stop).await;
     println!("stopping every process…");
