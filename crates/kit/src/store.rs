@@ -51,6 +51,17 @@ impl ConnectionLike for Redis {
     }
 }
 
+/// Whether a Redis error says the server cannot be reached or cannot answer
+/// for now (down, failing over, loading its data): worth retrying, unlike a
+/// refused command or a bad reply.
+pub fn unreachable(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || matches!(error.retry_method(), redis::RetryMethod::WaitAndRetry)
+}
+
 /// Connects to Redis. The counters are those of the metrics recorder
 /// installed at the time.
 pub async fn connect(config: &RedisConfig) -> Result<Redis, ConnectError> {

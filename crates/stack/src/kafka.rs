@@ -402,6 +402,36 @@ impl BrokerServer {
     pub fn kill(mut self) {
         self.guard.kill();
     }
+
+    /// Kills the broker's process (SIGKILL) and keeps its data and ports, for
+    /// [`BrokerServer::restart`].
+    pub fn crash(&mut self) {
+        self.guard.kill();
+    }
+
+    /// Starts the node again on its data and ports (after [`crash`]), and
+    /// waits until it answers.
+    ///
+    /// [`crash`]: BrokerServer::crash
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.guard.kill();
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let child = self
+            .node
+            .command()
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .context("restarting the broker (java kafka.Kafka)")?;
+        self.guard = ChildGuard::new("kafka", child);
+        let guard = &mut self.guard;
+        self.node
+            .wait_ready(|| guard.exited())
+            .with_context(|| format!("restarting Apache Kafka; see {}", self.log.display()))
+    }
 }
 
 impl Drop for BrokerServer {

@@ -73,6 +73,30 @@ impl Broker {
             server.kill();
         }
     }
+
+    /// Kills a private broker's process (SIGKILL), keeping its data and
+    /// address for [`Broker::restart`].
+    pub fn crash(&mut self) {
+        if let Some(server) = self.private.as_mut() {
+            server.crash();
+        }
+    }
+
+    /// Starts a crashed private broker again at the same address, on the
+    /// same data, and waits until it answers. Runs the JVM start off the
+    /// async workers.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let Some(mut server) = self.private.take() else {
+            anyhow::bail!("only a private broker can be restarted");
+        };
+        let (server, restarted) = tokio::task::spawn_blocking(move || {
+            let restarted = server.restart();
+            (server, restarted)
+        })
+        .await?;
+        self.private = Some(server);
+        restarted
+    }
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.

@@ -1,7 +1,7 @@
 //! The orders service's gRPC API for storefronts.
 
 use std::pin::Pin;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use futures::Stream;
 use harvest_bus::{Payload, new_envelope};
@@ -22,7 +22,7 @@ use crate::config::OrderRules;
 use crate::decider::State;
 use crate::error::OrderError;
 use crate::model::{self, ValidOrder};
-use crate::saga::{Applied, Input, PLACEMENT_POLL, Saga};
+use crate::saga::{Applied, Input, PLACEMENT_POLL, Saga, SagaError};
 use crate::store::Claim;
 use crate::watch::WatchHub;
 
@@ -51,11 +51,21 @@ impl OrdersApi {
         }
     }
 
+    /// Places an order, answering once its placed event is acknowledged. A
+    /// call that cannot get there within `placement_wait` answers
+    /// `UNAVAILABLE`; the order it stored is published once the broker is
+    /// back, and a retry with the same key returns it.
     #[tracing::instrument(skip_all, fields(buyer_id = %request.buyer_id, region = %request.region, order_id))]
     async fn place(&self, request: PlaceOrderRequest) -> Result<Order, OrderError> {
         let valid = model::validate(&request, &self.regions, &self.rules)?;
         let candidate = new_id("ord");
-        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.rules.placement_wait();
+        let not_yet = |order_id: &str| {
+            OrderError::Unavailable(format!(
+                "order {order_id} is stored but the event broker has not acknowledged it yet; \
+                 retry with the same idempotency_key to get it"
+            ))
+        };
         let mut claim = self.claim(&valid, &candidate).await?;
         loop {
             let placed_here = matches!(claim, Claim::New(_));
@@ -72,7 +82,11 @@ impl OrdersApi {
                     take_over: true,
                 } => {
                     tracing::Span::current().record("order_id", order_id.as_str());
-                    let record = self.saga.create(new_record(&valid, &order_id)?).await?;
+                    let created = self.saga.create(new_record(&valid, &order_id)?);
+                    let record = tokio::time::timeout_at(deadline, created)
+                        .await
+                        .map_err(|_| not_yet(order_id.as_str()))?
+                        .map_err(|error| unacknowledged(error, order_id.as_str()))?;
                     if placed_here {
                         metrics::counter!(ORDERS_PLACED, "region" => valid.region.to_string())
                             .increment(1);
@@ -84,17 +98,24 @@ impl OrdersApi {
                     order_id,
                     take_over: false,
                 } => {
-                    // Another call placed it: answer once its event is
-                    // acknowledged, like that call will.
-                    if let Some(stored) = self.saga.store().load(&order_id).await?
-                        && !awaiting_placement(&stored.record)
-                    {
-                        return Ok(stored.record.order.unwrap_or_default());
+                    // Another call placed it (or is placing it): answer once
+                    // its event is acknowledged, publishing it here if that
+                    // call has given up.
+                    if let Some(stored) = self.saga.store().load(&order_id).await? {
+                        if !awaiting_placement(&stored.record) {
+                            return Ok(stored.record.order.unwrap_or_default());
+                        }
+                        if stored_for(&stored.record) > PLACEMENT_POLL * 5 {
+                            tokio::time::timeout_at(deadline, self.saga.flush(&order_id))
+                                .await
+                                .map_err(|_| not_yet(&order_id))?
+                                .map_err(|error| unacknowledged(error, &order_id))?;
+                            claim = self.claim(&valid, &candidate).await?;
+                            continue;
+                        }
                     }
-                    if started.elapsed() > self.rules.placement_lease() * 3 {
-                        return Err(OrderError::Unavailable(format!(
-                            "order {order_id} is still being placed; retry with the same idempotency_key"
-                        )));
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(not_yet(&order_id));
                     }
                     tokio::time::sleep(PLACEMENT_POLL).await;
                     claim = self.claim(&valid, &candidate).await?;
@@ -261,6 +282,35 @@ impl OrdersApi {
 }
 
 /// Whether the order-placed event is still waiting for the broker.
+/// A failed publish of a placed order is the broker's: `UNAVAILABLE`, to be
+/// retried with the same key.
+fn unacknowledged(error: SagaError, order_id: &str) -> OrderError {
+    match error {
+        SagaError::Publish(_) => OrderError::Unavailable(format!(
+            "order {order_id} is stored but the event broker did not acknowledge it; \
+             retry with the same idempotency_key to get it"
+        )),
+        other => other.into(),
+    }
+}
+
+/// How long ago the order was stored.
+fn stored_for(record: &StoredOrder) -> Duration {
+    let created = record
+        .order
+        .as_ref()
+        .and_then(|order| order.created_at)
+        .and_then(|at| {
+            SystemTime::UNIX_EPOCH.checked_add(Duration::new(
+                at.seconds.max(0) as u64,
+                at.nanos.max(0) as u32,
+            ))
+        });
+    created
+        .and_then(|at| SystemTime::now().duration_since(at).ok())
+        .unwrap_or_default()
+}
+
 fn awaiting_placement(record: &StoredOrder) -> bool {
     record
         .outbox

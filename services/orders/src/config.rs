@@ -42,6 +42,11 @@ pub struct OrderRules {
     pub idempotency_ttl_hours: u64,
     /// How long a PlaceOrder call holds its key before a retry may take over.
     pub placement_lease_ms: u64,
+    /// How long PlaceOrder waits for the broker to acknowledge the order's
+    /// placed event before it answers `UNAVAILABLE` (the order is kept and
+    /// its event published once the broker is back; a retry with the same
+    /// idempotency key returns it).
+    pub placement_wait_ms: u64,
     /// How often due deadlines are looked for.
     pub deadline_poll_ms: u64,
     /// Events not acknowledged after this are published by the sweeper.
@@ -58,6 +63,7 @@ impl Default for OrderRules {
             payment_deadline_secs: 15 * 60,
             idempotency_ttl_hours: 48,
             placement_lease_ms: 10_000,
+            placement_wait_ms: 3_000,
             deadline_poll_ms: 250,
             outbox_stale_secs: 15,
             max_lines: 50,
@@ -77,6 +83,10 @@ impl OrderRules {
 
     pub fn placement_lease(&self) -> Duration {
         Duration::from_millis(self.placement_lease_ms)
+    }
+
+    pub fn placement_wait(&self) -> Duration {
+        Duration::from_millis(self.placement_wait_ms)
     }
 
     pub fn deadline_poll(&self) -> Duration {
@@ -105,6 +115,9 @@ impl OrdersConfig {
         }
         if rules.placement_lease_ms < 100 {
             return Err("orders.placement_lease_ms must be at least 100".to_owned());
+        }
+        if !(100..=60_000).contains(&rules.placement_wait_ms) {
+            return Err("orders.placement_wait_ms must be between 100 and 60000".to_owned());
         }
         if rules.deadline_poll_ms == 0 {
             return Err("orders.deadline_poll_ms must be positive".to_owned());

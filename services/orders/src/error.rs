@@ -43,6 +43,15 @@ impl From<OrderError> for Status {
             OrderError::FailedPrecondition(message) => Status::failed_precondition(message),
             OrderError::PermissionDenied(message) => Status::permission_denied(message),
             OrderError::Unavailable(message) => Status::unavailable(message),
+            OrderError::Store(StoreError::Redis(ref redis))
+            | OrderError::Saga(SagaError::Store(StoreError::Redis(ref redis)))
+                if harvest_kit::store::unreachable(redis) =>
+            {
+                tracing::warn!(error.cause_chain = ?error, "order storage unreachable");
+                Status::unavailable(
+                    "order storage is unreachable for now; retry (PlaceOrder with the same idempotency_key)",
+                )
+            }
             OrderError::Store(_) | OrderError::Saga(_) => {
                 tracing::error!(error.cause_chain = ?error, "request failed");
                 Status::internal("internal error")

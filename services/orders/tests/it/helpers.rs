@@ -22,7 +22,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 /// The shared servers and names of one test.
 pub struct World {
-    pub _broker: Broker,
+    pub broker: Broker,
     pub redis: Redis,
     pub config: OrdersConfig,
     pub region: Region,
@@ -99,8 +99,12 @@ impl World {
     }
 
     pub async fn with(adjust: impl FnOnce(&mut OrdersConfig)) -> World {
+        Self::on(Broker::shared().expect("the shared broker is up"), adjust).await
+    }
+
+    /// On `broker`: a private one, for a test that stops it.
+    pub async fn on(broker: Broker, adjust: impl FnOnce(&mut OrdersConfig)) -> World {
         let redis = Redis::start().expect("redis starts");
-        let broker = Broker::shared().expect("the shared broker is up");
         let settings = TestSettings::new(&redis, &broker);
         let mut config = OrdersConfig {
             server: ServerConfig::local(0, 0),
@@ -127,7 +131,7 @@ impl World {
             catalog: publisher(Stream::Catalog),
             payments: publisher(Stream::Payments),
             delivery: publisher(Stream::Delivery),
-            _broker: broker,
+            broker,
             redis,
             config,
             region,

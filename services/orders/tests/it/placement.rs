@@ -268,3 +268,87 @@ async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
     // buyer's only one.
     place_as_only_order(&client, "huge-1").await;
 }
+
+/// With the broker down, PlaceOrder answers `UNAVAILABLE` within its bounded
+/// wait (not after the publish timeout), telling the client to retry with
+/// the same key; retries answer the same while it is down. Once it is back,
+/// the same key returns the order that was stored: one order, published
+/// once it could be.
+#[tokio::test]
+async fn with_the_broker_down_place_order_answers_unavailable_and_the_same_key_gets_the_order_later()
+ {
+    let mut world = World::on(
+        harvest_testkit::Broker::private().expect("a private broker starts"),
+        |config| config.orders.placement_wait_ms = 1_500,
+    )
+    .await;
+    let orders = world.start().await;
+    let before = place(&orders.client, &[("prd_apples", 1)]).await;
+
+    world.broker.crash();
+    let request = place_request("checkout-during-outage", &[("prd_walnuts", 2)]);
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let refused = orders
+            .client
+            .clone()
+            .place_order(request.clone())
+            .await
+            .expect_err("no broker to acknowledge it");
+        assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+        assert!(
+            refused
+                .message()
+                .contains("retry with the same idempotency_key"),
+            "{}",
+            refused.message()
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "answered within the bounded wait, not the publish timeout: {:?}",
+            started.elapsed()
+        );
+    }
+
+    world.broker.restart().await.expect("the broker restarts");
+    let placed = harvest_testkit::eventually(crate::helpers::WAIT, || {
+        let mut client = orders.client.clone();
+        let request = request.clone();
+        async move { client.place_order(request).await.ok() }
+    })
+    .await
+    .expect("the retry returns the order")
+    .into_inner();
+    assert_eq!(placed.lines.len(), 1);
+    let listed = orders
+        .client
+        .clone()
+        .list_orders(ListOrdersRequest {
+            buyer_id: placed.buyer_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    let mut ids: Vec<String> = listed.orders.into_iter().map(|o| o.order_id).collect();
+    ids.sort();
+    let mut expected = vec![before.order_id.clone(), placed.order_id.clone()];
+    expected.sort();
+    assert_eq!(
+        ids, expected,
+        "one order for the key, beside the one before"
+    );
+    let events = harvest_testkit::eventually(crate::helpers::WAIT, || {
+        let events = world.events_of(&placed.order_id);
+        std::future::ready(
+            events
+                .iter()
+                .any(|event| matches!(event.payload, Some(Payload::OrderPlaced(_))))
+                .then_some(events),
+        )
+    })
+    .await
+    .expect("the order-placed event is published");
+    assert!(!events.is_empty());
+    orders.stop().await;
+}
