@@ -36,6 +36,9 @@ impl Default for OrdersConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OrderRules {
+    /// A placed order the catalog has not answered within this is cancelled
+    /// (its stock, if reserved after all, is released).
+    pub placement_deadline_secs: u64,
     /// A reserved order not paid within this is cancelled.
     pub payment_deadline_secs: u64,
     /// How long an idempotency key is remembered (at least 24 hours).
@@ -60,6 +63,7 @@ pub struct OrderRules {
 impl Default for OrderRules {
     fn default() -> Self {
         OrderRules {
+            placement_deadline_secs: 10 * 60,
             payment_deadline_secs: 15 * 60,
             idempotency_ttl_hours: 48,
             placement_lease_ms: 10_000,
@@ -73,6 +77,10 @@ impl Default for OrderRules {
 }
 
 impl OrderRules {
+    pub fn placement_deadline(&self) -> Duration {
+        Duration::from_secs(self.placement_deadline_secs)
+    }
+
     pub fn payment_deadline(&self) -> Duration {
         Duration::from_secs(self.payment_deadline_secs)
     }
@@ -109,6 +117,9 @@ impl OrdersConfig {
         let rules = &self.orders;
         if rules.idempotency_ttl_hours < 24 {
             return Err("orders.idempotency_ttl_hours must be at least 24".to_owned());
+        }
+        if rules.placement_deadline_secs == 0 {
+            return Err("orders.placement_deadline_secs must be positive".to_owned());
         }
         if rules.payment_deadline_secs == 0 {
             return Err("orders.payment_deadline_secs must be positive".to_owned());

@@ -116,10 +116,12 @@ pub enum Event {
     BuyerCancelled,
     PaymentDeadlinePassed,
     PickupWindowMissed,
+    /// The catalog did not answer in time.
+    PlacementDeadlinePassed,
 }
 
 impl Event {
-    pub const ALL: [Event; 14] = [
+    pub const ALL: [Event; 15] = [
         Event::StockReserved,
         Event::StockRejected {
             unknown_product: false,
@@ -142,6 +144,7 @@ impl Event {
         Event::BuyerCancelled,
         Event::PaymentDeadlinePassed,
         Event::PickupWindowMissed,
+        Event::PlacementDeadlinePassed,
     ];
 }
 
@@ -191,7 +194,8 @@ fn earliest_state(event: Event) -> Option<State> {
         | Event::StockRejected { .. }
         | Event::BuyerCancelled
         | Event::PaymentDeadlinePassed
-        | Event::PickupWindowMissed => None,
+        | Event::PickupWindowMissed
+        | Event::PlacementDeadlinePassed => None,
     }
 }
 
@@ -210,6 +214,10 @@ pub fn decide(state: State, event: Event) -> Result<Outcome, Refused> {
             } else {
                 CancelReason::OutOfStock
             }))
+        }
+
+        (S::Placed, E::PlacementDeadlinePassed) => {
+            Ok(Outcome::Cancelled(CancelReason::PlacementDeadline))
         }
 
         (S::Reserved, E::PaymentAuthorized) => Ok(Outcome::Moved(S::Confirmed)),
@@ -288,6 +296,7 @@ mod tests {
             (S::Placed, E::StockReserved) => S::Reserved,
             (S::Placed, E::StockRejected { .. }) => S::Cancelled,
             (S::Placed, E::BuyerCancelled) => S::Cancelled,
+            (S::Placed, E::PlacementDeadlinePassed) => S::Cancelled,
             (S::Reserved, E::PaymentAuthorized) => S::Confirmed,
             (S::Reserved, E::PaymentDeclined) => S::Cancelled,
             (S::Reserved, E::PaymentDeadlinePassed) => S::Cancelled,
@@ -352,6 +361,11 @@ mod tests {
                     unknown_product: true,
                 },
                 R::UnknownProduct,
+            ),
+            (
+                State::Placed,
+                Event::PlacementDeadlinePassed,
+                R::PlacementDeadline,
             ),
             (State::Reserved, Event::PaymentDeclined, R::PaymentDeclined),
             (

@@ -75,6 +75,7 @@ impl Input {
         match self {
             Input::Event(envelope) => envelope.event_type.clone(),
             Input::BuyerCancel { .. } => "harvest.orders.v1.OrdersService/CancelOrder".to_owned(),
+            Input::Deadline(DeadlineKind::Placement) => "placement deadline".to_owned(),
             Input::Deadline(DeadlineKind::Payment) => "payment deadline".to_owned(),
             Input::Deadline(DeadlineKind::Pickup) => "pickup deadline".to_owned(),
         }
@@ -126,9 +127,10 @@ impl Saga {
             at.seconds * 1000 + i64::from(at.nanos) / 1_000_000
         });
         let outbox_at = now_millis();
+        let placement_due = outbox_at + self.rules.placement_deadline().as_millis() as i64;
         let writes = StepWrites {
             region: &region,
-            schedule: &[],
+            schedule: &[(DeadlineKind::Placement, placement_due)],
             outbox_at: Some(outbox_at),
             notify: false,
             buyer_index: Some((&order.buyer_id, created_ms)),
@@ -428,15 +430,20 @@ enum Step {
 /// `after`: the payment deadline once it left RESERVED, the pickup deadline
 /// once its goods were picked up or it ended.
 fn deadlines_left_behind(before: State, after: State) -> Vec<DeadlineKind> {
-    [DeadlineKind::Payment, DeadlineKind::Pickup]
-        .into_iter()
-        .filter(|kind| guards(*kind, before) && !guards(*kind, after))
-        .collect()
+    [
+        DeadlineKind::Placement,
+        DeadlineKind::Payment,
+        DeadlineKind::Pickup,
+    ]
+    .into_iter()
+    .filter(|kind| guards(*kind, before) && !guards(*kind, after))
+    .collect()
 }
 
 /// Whether a deadline of `kind` still has something to guard in `state`.
 fn guards(kind: DeadlineKind, state: State) -> bool {
     match kind {
+        DeadlineKind::Placement => state == State::Placed,
         DeadlineKind::Payment => state == State::Reserved,
         DeadlineKind::Pickup => matches!(state, State::Confirmed | State::Dispatching),
     }
@@ -464,6 +471,7 @@ fn to_millis(time: SystemTime) -> i64 {
 fn decider_event(record: &StoredOrder, input: &Input) -> Option<Event> {
     let envelope = match input {
         Input::BuyerCancel { .. } => return Some(Event::BuyerCancelled),
+        Input::Deadline(DeadlineKind::Placement) => return Some(Event::PlacementDeadlinePassed),
         Input::Deadline(DeadlineKind::Payment) => return Some(Event::PaymentDeadlinePassed),
         Input::Deadline(DeadlineKind::Pickup) => return Some(Event::PickupWindowMissed),
         Input::Event(envelope) => envelope,
@@ -566,6 +574,12 @@ fn detail_of(input: &Input, outcome: Outcome, rules: &OrderRules) -> String {
             return "cancelled by the buyer".to_owned();
         }
         Input::BuyerCancel { reason } => return format!("cancelled by the buyer: {reason}"),
+        Input::Deadline(DeadlineKind::Placement) => {
+            return format!(
+                "the catalog did not answer within {} s of placement",
+                rules.placement_deadline_secs
+            );
+        }
         Input::Deadline(DeadlineKind::Payment) => {
             return format!(
                 "not paid within {} s of reservation",

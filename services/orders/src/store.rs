@@ -69,6 +69,8 @@ pub struct StepWrites<'a> {
 /// What kind of deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeadlineKind {
+    /// An order still PLACED: the catalog has not answered.
+    Placement,
     Payment,
     Pickup,
 }
@@ -76,6 +78,7 @@ pub enum DeadlineKind {
 impl DeadlineKind {
     fn tag(self) -> &'static str {
         match self {
+            DeadlineKind::Placement => "placement",
             DeadlineKind::Payment => "payment",
             DeadlineKind::Pickup => "pickup",
         }
@@ -412,6 +415,7 @@ impl OrderStore {
             .filter_map(|member| {
                 let (tag, order) = member.split_once(':')?;
                 let kind = match tag {
+                    "placement" => DeadlineKind::Placement,
                     "payment" => DeadlineKind::Payment,
                     "pickup" => DeadlineKind::Pickup,
                     _ => return None,

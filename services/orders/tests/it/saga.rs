@@ -257,6 +257,65 @@ async fn every_cancellation_reason() {
     assert_cancelled(&world, &orders, &id, CancelReason::DeliveryFailed).await;
 }
 
+/// An order the catalog never answers (its event lost to a dead letter, the
+/// catalog down for long) does not stay PLACED: its placement deadline
+/// cancels it, and the cancellation carries its lines so that stock reserved
+/// after all is released. An order the catalog answers keeps no placement
+/// deadline, and a late answer changes nothing on a cancelled one.
+#[tokio::test]
+async fn an_order_the_catalog_never_answers_is_cancelled_at_its_placement_deadline() {
+    let world = World::with(|config| config.orders.placement_deadline_secs = 2).await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 1)];
+    let unanswered = place(&orders.client, &lines).await.order_id;
+    let answered = place(&orders.client, &lines).await.order_id;
+    world
+        .send(&answered, "reserved", stock_reserved(&lines, None))
+        .await;
+    let reserved = wait_state(&orders.client, &answered, OrderState::Reserved).await;
+    let pending = pending_deadlines(&world).await;
+    assert!(
+        !pending.contains(&format!("placement:{answered}")),
+        "{pending:?}"
+    );
+    assert!(
+        pending.contains(&format!("placement:{unanswered}")),
+        "{pending:?}"
+    );
+
+    assert_cancelled(
+        &world,
+        &orders,
+        &unanswered,
+        CancelReason::PlacementDeadline,
+    )
+    .await;
+    let order = wait_state(&orders.client, &unanswered, OrderState::Cancelled).await;
+    assert_eq!(
+        order.cancel_detail,
+        "the catalog did not answer within 2 s of placement"
+    );
+    assert!(
+        !pending_deadlines(&world)
+            .await
+            .contains(&format!("placement:{unanswered}")),
+        "done with"
+    );
+
+    world
+        .send(&unanswered, "late-reserved", stock_reserved(&lines, None))
+        .await;
+    orders.wait_metric(REFUSED, 1.0).await;
+    let still = wait_state(&orders.client, &unanswered, OrderState::Cancelled).await;
+    assert_eq!(still.history.len(), order.history.len());
+    let answered_order = wait_state(&orders.client, &answered, OrderState::Reserved).await;
+    assert_eq!(
+        answered_order.history.len(),
+        reserved.history.len(),
+        "the deadline never touched it"
+    );
+}
+
 #[tokio::test]
 async fn early_events_wait_and_redelivered_or_impossible_events_change_nothing() {
     let world = World::new().await;
