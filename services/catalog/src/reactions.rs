@@ -129,6 +129,32 @@ fn parse_lines(lines: &[OrderLine]) -> Result<Vec<Line>, ReactionError> {
         .collect()
 }
 
+/// The lines whose total, or the order's running total with them, is above
+/// what one order may cost, at the current prices (`None`: no such product,
+/// which the reservation reports itself).
+fn too_large(lines: &[Line], prices: &[Option<i64>]) -> Vec<LineShortfall> {
+    let mut total = Fen::ZERO;
+    let mut shortfalls = Vec::new();
+    for (line, price) in lines.iter().zip(prices) {
+        let Some(price) = price.and_then(|fen| Fen::parse(fen).ok()) else {
+            continue;
+        };
+        let fits = price
+            .times(line.quantity.get())
+            .and_then(|line_total| total.checked_add(line_total));
+        match fits {
+            Ok(sum) => total = sum,
+            Err(_) => shortfalls.push(LineShortfall {
+                product_id: line.product_id.to_string(),
+                requested: line.quantity.get(),
+                available: 0,
+                reason: ShortfallReason::TotalTooLarge.into(),
+            }),
+        }
+    }
+    shortfalls
+}
+
 impl StockReactions {
     pub fn new(store: CatalogStore, publisher: Publisher, settings: ReservationConfig) -> Self {
         StockReactions {
@@ -145,13 +171,34 @@ impl StockReactions {
         region: &Region,
         placed: &OrderPlaced,
     ) -> Result<(), ReactionError> {
-        if let Some(encoded) = self.store.outcome(order_id.as_str()).await? {
+        let lines = parse_lines(&placed.lines)?;
+        let products: Vec<&str> = lines.iter().map(|line| line.product_id.as_str()).collect();
+        let (decided, prices) = self
+            .store
+            .outcome_and_prices(order_id.as_str(), &products)
+            .await?;
+        if let Some(encoded) = decided {
             let outcome = Envelope::decode(encoded.as_slice())?;
             tracing::debug!("order already decided; publishing its outcome again");
             self.publisher.publish(outcome).await?;
             return Ok(());
         }
-        let lines = parse_lines(&placed.lines)?;
+        // What the order would cost is checked before anything is reserved,
+        // so that no total found too large later can strand stock.
+        let too_large = too_large(&lines, &prices);
+        if !too_large.is_empty() {
+            metrics::counter!(LINES_REJECTED, "reason" => "total_too_large")
+                .increment(too_large.len() as u64);
+            return self
+                .decide(
+                    order_id,
+                    region,
+                    Payload::StockRejected(StockRejected {
+                        shortfalls: too_large,
+                    }),
+                )
+                .await;
+        }
         let earliest = Date::today().plus_days(self.settings.delivery_lead_days as i32);
 
         let mut results = Vec::with_capacity(lines.len());
@@ -237,6 +284,16 @@ impl StockReactions {
             }
             Payload::StockRejected(StockRejected { shortfalls })
         };
+        self.decide(order_id, region, payload).await
+    }
+
+    /// Records the order's stock outcome, then publishes it.
+    async fn decide(
+        &self,
+        order_id: &Id,
+        region: &Region,
+        payload: Payload,
+    ) -> Result<(), ReactionError> {
         let outcome_label = match payload {
             Payload::StockReserved(_) => "reserved",
             _ => "rejected",

@@ -550,10 +550,35 @@ impl CatalogStore {
         })
     }
 
-    /// The stock event already decided for an order, encoded.
-    pub async fn outcome(&self, order: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    /// The stock event already decided for an order, encoded, and the
+    /// current price of each of `products` (`None` for a product that does
+    /// not exist), in one round trip.
+    pub async fn outcome_and_prices(
+        &self,
+        order: &str,
+        products: &[&str],
+    ) -> Result<(Option<Vec<u8>>, Vec<Option<i64>>), StoreError> {
         let mut redis = self.redis.clone();
-        Ok(redis.get(self.outcome_key(order)).await?)
+        let mut pipeline = redis::pipe();
+        pipeline.get(self.outcome_key(order));
+        for product in products {
+            pipeline.hget(self.product_key(product), "price_fen");
+        }
+        let (outcome, prices): (Option<Vec<u8>>, Vec<Option<i64>>) = {
+            let mut replies: Vec<redis::Value> = pipeline.query_async(&mut redis).await?;
+            let prices = replies
+                .split_off(1)
+                .into_iter()
+                .map(redis::from_redis_value)
+                .collect::<Result<_, _>>()
+                .map_err(redis::RedisError::from)?;
+            let outcome = match replies.pop() {
+                Some(reply) => redis::from_redis_value(reply).map_err(redis::RedisError::from)?,
+                None => None,
+            };
+            (outcome, prices)
+        };
+        Ok((outcome, prices))
     }
 
     pub async fn save_outcome(&self, order: &str, encoded: &[u8]) -> Result<(), StoreError> {

@@ -99,9 +99,7 @@ impl fmt::Display for State {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
     StockReserved,
-    StockRejected {
-        unknown_product: bool,
-    },
+    StockRejected(Rejection),
     PaymentAuthorized,
     PaymentDeclined,
     CourierAssigned,
@@ -121,14 +119,11 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 15] = [
+    pub const ALL: [Event; 16] = [
         Event::StockReserved,
-        Event::StockRejected {
-            unknown_product: false,
-        },
-        Event::StockRejected {
-            unknown_product: true,
-        },
+        Event::StockRejected(Rejection::OutOfStock),
+        Event::StockRejected(Rejection::UnknownProduct),
+        Event::StockRejected(Rejection::TotalTooLarge),
         Event::PaymentAuthorized,
         Event::PaymentDeclined,
         Event::CourierAssigned,
@@ -146,6 +141,14 @@ impl Event {
         Event::PickupWindowMissed,
         Event::PlacementDeadlinePassed,
     ];
+}
+
+/// Why the catalog could not serve an order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    OutOfStock,
+    UnknownProduct,
+    TotalTooLarge,
 }
 
 /// The decider's answer to an event it accepts.
@@ -191,7 +194,7 @@ fn earliest_state(event: Event) -> Option<State> {
         // Caused by the order's own placement or by its own clock and
         // buyer: never ahead of the order.
         Event::StockReserved
-        | Event::StockRejected { .. }
+        | Event::StockRejected(_)
         | Event::BuyerCancelled
         | Event::PaymentDeadlinePassed
         | Event::PickupWindowMissed
@@ -208,13 +211,11 @@ pub fn decide(state: State, event: Event) -> Result<Outcome, Refused> {
         (S::Delivered | S::Cancelled, _) => refused,
 
         (S::Placed, E::StockReserved) => Ok(Outcome::Moved(S::Reserved)),
-        (S::Placed, E::StockRejected { unknown_product }) => {
-            Ok(Outcome::Cancelled(if unknown_product {
-                CancelReason::UnknownProduct
-            } else {
-                CancelReason::OutOfStock
-            }))
-        }
+        (S::Placed, E::StockRejected(rejection)) => Ok(Outcome::Cancelled(match rejection {
+            Rejection::OutOfStock => CancelReason::OutOfStock,
+            Rejection::UnknownProduct => CancelReason::UnknownProduct,
+            Rejection::TotalTooLarge => CancelReason::TotalTooLarge,
+        })),
 
         (S::Placed, E::PlacementDeadlinePassed) => {
             Ok(Outcome::Cancelled(CancelReason::PlacementDeadline))
@@ -294,7 +295,7 @@ mod tests {
         use State as S;
         Some(match (state, event) {
             (S::Placed, E::StockReserved) => S::Reserved,
-            (S::Placed, E::StockRejected { .. }) => S::Cancelled,
+            (S::Placed, E::StockRejected(_)) => S::Cancelled,
             (S::Placed, E::BuyerCancelled) => S::Cancelled,
             (S::Placed, E::PlacementDeadlinePassed) => S::Cancelled,
             (S::Reserved, E::PaymentAuthorized) => S::Confirmed,
@@ -350,17 +351,18 @@ mod tests {
         let cases = [
             (
                 State::Placed,
-                Event::StockRejected {
-                    unknown_product: false,
-                },
+                Event::StockRejected(Rejection::OutOfStock),
                 R::OutOfStock,
             ),
             (
                 State::Placed,
-                Event::StockRejected {
-                    unknown_product: true,
-                },
+                Event::StockRejected(Rejection::UnknownProduct),
                 R::UnknownProduct,
+            ),
+            (
+                State::Placed,
+                Event::StockRejected(Rejection::TotalTooLarge),
+                R::TotalTooLarge,
             ),
             (
                 State::Placed,

@@ -21,7 +21,7 @@ use harvest_proto::orders::storage::v1::StoredOrder;
 use harvest_proto::orders::v1::{Order, PricedLine, Transition};
 
 use crate::config::OrderRules;
-use crate::decider::{self, Event, Outcome, Refused, State};
+use crate::decider::{self, Event, Outcome, Refused, Rejection, State};
 use crate::store::{DeadlineKind, OrderStore, StepWrites, StoreError, now_millis};
 
 /// Counter: orders that reached a terminal state, by `outcome` and `reason`.
@@ -478,12 +478,16 @@ fn decider_event(record: &StoredOrder, input: &Input) -> Option<Event> {
     };
     Some(match envelope.payload.as_ref()? {
         Payload::StockReserved(_) => Event::StockReserved,
-        Payload::StockRejected(rejected) => Event::StockRejected {
-            unknown_product: rejected
-                .shortfalls
-                .iter()
-                .any(|s| s.reason() == ShortfallReason::UnknownProduct),
-        },
+        Payload::StockRejected(rejected) => {
+            let any = |reason| rejected.shortfalls.iter().any(|s| s.reason() == reason);
+            Event::StockRejected(if any(ShortfallReason::TotalTooLarge) {
+                Rejection::TotalTooLarge
+            } else if any(ShortfallReason::UnknownProduct) {
+                Rejection::UnknownProduct
+            } else {
+                Rejection::OutOfStock
+            })
+        }
         Payload::PaymentAuthorized(_) => Event::PaymentAuthorized,
         Payload::PaymentDeclined(_) => Event::PaymentDeclined,
         Payload::CourierAssigned(_) => Event::CourierAssigned,
@@ -597,6 +601,10 @@ fn detail_of(input: &Input, outcome: Outcome, rules: &OrderRules) -> String {
             .iter()
             .map(|s| match s.reason() {
                 ShortfallReason::UnknownProduct => format!("{}: no such product", s.product_id),
+                ShortfallReason::TotalTooLarge => format!(
+                    "{}: {} would take the order above the most one order may cost",
+                    s.product_id, s.requested
+                ),
                 _ => format!(
                     "{}: {} wanted, {} available",
                     s.product_id, s.requested, s.available

@@ -228,6 +228,56 @@ async fn a_failed_line_rolls_back_the_others_and_unknown_products_are_named() {
     assert_eq!((stock.available, stock.reserved), (2, 0));
 }
 
+/// An order whose total would be above what one order may cost (a price
+/// set very high, a large quantity) is rejected before any line is
+/// reserved, naming the lines that do not fit: no stock is held for it, and
+/// nothing goes to the dead-letter topic.
+#[tokio::test]
+async fn an_order_too_large_to_pay_for_is_rejected_before_anything_is_reserved() {
+    let catalog = TestCatalog::start().await;
+    let apples = catalog.product("Fuji apples", 6_800, false).await;
+    let honey = catalog
+        .product("Wild mountain honey", 600_000_000_000, false)
+        .await;
+    catalog.lot(&apples, "a1", 10, 30).await;
+    catalog.lot(&honey, "h1", 5, 30).await;
+
+    let order = catalog
+        .place(&[(&apples.product_id, 3), (&honey.product_id, 2)])
+        .await;
+    let outcome = catalog.outcome(&order.order_id).await;
+    let Some(Payload::StockRejected(rejected)) = outcome.payload else {
+        panic!("expected a rejection, got {outcome:?}");
+    };
+    let shortfalls: Vec<(String, ShortfallReason, i64, i64)> = rejected
+        .shortfalls
+        .iter()
+        .map(|s| (s.product_id.clone(), s.reason(), s.requested, s.available))
+        .collect();
+    assert_eq!(
+        shortfalls,
+        vec![(
+            honey.product_id.clone(),
+            ShortfallReason::TotalTooLarge,
+            2,
+            0
+        )]
+    );
+    for (product, on_hand) in [(&apples, 10), (&honey, 5)] {
+        let stock = catalog.stock(product).await;
+        assert_eq!((stock.available, stock.reserved), (on_hand, 0));
+    }
+
+    // One jar fits.
+    let fits = catalog.place(&[(&honey.product_id, 1)]).await;
+    let outcome = catalog.outcome(&fits.order_id).await;
+    assert!(
+        matches!(outcome.payload, Some(Payload::StockReserved(_))),
+        "{outcome:?}"
+    );
+    assert!(catalog.dead_letters.messages().is_empty());
+}
+
 #[tokio::test]
 async fn a_redelivered_order_reserves_nothing_twice() {
     let catalog = TestCatalog::start().await;
