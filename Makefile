@@ -13,7 +13,7 @@ KAFKA_LIBS  ?= $(or $(HARVEST_KAFKA_LIBS),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)
 export HARVEST_KAFKA_LIBS := $(KAFKA_LIBS)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test lint fmt demo run bench clean
+.PHONY: help deps build test lint fmt demo run bench chaos clean
 
 help: ## List the commands
 	@echo "Harvest — order fulfillment for rural e-commerce"
@@ -72,6 +72,10 @@ run: deps build ## Run the whole system without simulated traffic until Ctrl-C
 bench: deps ## Measure rates, a regional spike and a flash sale (release build); writes target/bench/results.json
 	$(CARGO) build --locked --release --workspace --bins
 	$(TARGET_DIR)/release/harvest-bench $(ARGS)
+
+chaos: deps ## Kill services, Kafka and Redis under load and check nothing is lost (release build); writes target/faults/results.json
+	$(CARGO) build --locked --release --workspace --bins
+	$(TARGET_DIR)/release/harvest-faults $(ARGS)
 
 clean: ## Remove build output and local state
 	$(CARGO) clean

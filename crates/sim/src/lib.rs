@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod couriers;
+pub mod faults;
 pub mod invariants;
 pub mod observer;
 pub mod report;

@@ -31,6 +31,11 @@ pub struct Track {
     pub assigned_at: Option<f64>,
     pub ending: Option<Ending>,
     pub ended_at: Option<f64>,
+    /// Shipments' milestones seen on the delivery stream: picked up,
+    /// delivered, failed.
+    pub shipments_picked_up: u16,
+    pub shipments_delivered: u16,
+    pub shipments_failed: u16,
 }
 
 /// Per-region outcomes and latencies, taken from event times.
@@ -99,6 +104,15 @@ impl State {
                     && changed.to == harvest_proto::common::v1::OrderState::Reserved as i32 =>
             {
                 track.reserved_at = at;
+            }
+            Some(Payload::ShipmentPickedUp(_)) => {
+                track.shipments_picked_up = track.shipments_picked_up.saturating_add(1);
+            }
+            Some(Payload::ShipmentDelivered(_)) => {
+                track.shipments_delivered = track.shipments_delivered.saturating_add(1);
+            }
+            Some(Payload::ShipmentFailed(_)) => {
+                track.shipments_failed = track.shipments_failed.saturating_add(1);
             }
             Some(Payload::OrderDelivered(_)) if track.ending.is_none() => {
                 track.ended_at = at;

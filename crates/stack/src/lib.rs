@@ -8,4 +8,5 @@ mod kafka;
 pub mod servers;
 mod stack;
 
+pub use servers::Fsync;
 pub use stack::{ServiceKind, Stack, StackOptions, Supervision};

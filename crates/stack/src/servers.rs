@@ -9,6 +9,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+pub use rustix::process::Signal;
 
 pub use crate::kafka::{
     BrokerOptions, BrokerServer, KafkaInstall, KafkaNode, answers, kafka_libs_dir,
@@ -57,12 +58,18 @@ impl ChildGuard {
         self.child.try_wait().ok().flatten()
     }
 
+    /// Sends the process `signal`; false if it is gone.
+    pub fn signal(&self, signal: Signal) -> bool {
+        let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) else {
+            return false;
+        };
+        rustix::process::kill_process(pid, signal).is_ok()
+    }
+
     /// Asks the process to stop (SIGTERM) and waits up to `grace` before
     /// killing it.
     pub fn terminate(&mut self, grace: Duration) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal(Signal::TERM);
         let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -96,7 +103,30 @@ fn output(log: Option<&Path>) -> anyhow::Result<(Stdio, Stdio)> {
 /// A Redis server.
 pub struct RedisServer {
     port: u16,
+    binary: PathBuf,
+    options: RedisOptions,
     guard: ChildGuard,
+}
+
+/// When Redis writes its append-only file to disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fsync {
+    /// Before answering each write: nothing acknowledged is lost when the
+    /// process or the machine dies.
+    #[default]
+    Always,
+    /// Once a second: up to a second of acknowledged writes is lost when the
+    /// machine dies (not when only the process does).
+    EverySec,
+}
+
+impl Fsync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fsync::Always => "always",
+            Fsync::EverySec => "everysec",
+        }
+    }
 }
 
 /// How to run Redis.
@@ -105,6 +135,8 @@ pub struct RedisOptions {
     /// Keep data in an append-only file in this directory; in memory only
     /// when unset.
     pub data_dir: Option<PathBuf>,
+    /// When the append-only file is written to disk.
+    pub fsync: Fsync,
     pub log: Option<PathBuf>,
 }
 
@@ -113,39 +145,64 @@ impl RedisServer {
         let binary = find_binary("HARVEST_REDIS_SERVER", "redis-server")?;
         retry_on_port_clash(|| {
             let port = free_port()?;
-            let mut command = Command::new(&binary);
-            command
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--protected-mode", "yes", "--save", ""]);
-            match &options.data_dir {
-                Some(dir) => {
-                    std::fs::create_dir_all(dir)?;
-                    command.arg("--dir").arg(dir).args([
-                        "--appendonly",
-                        "yes",
-                        "--appendfsync",
-                        "everysec",
-                    ]);
-                }
-                None => {
-                    command.args(["--appendonly", "no"]);
-                }
-            }
-            let (stdout, stderr) = output(options.log.as_deref())?;
-            let child = command
-                .stdout(stdout)
-                .stderr(stderr)
-                .spawn()
-                .with_context(|| format!("starting {}", binary.display()))?;
-            let mut guard = ChildGuard::new("redis-server", child);
-            wait_until(
-                Duration::from_secs(10),
-                "redis-server",
-                || guard.exited(),
-                || redis_answers(port),
-            )?;
-            Ok(RedisServer { port, guard })
+            let guard = Self::spawn(&binary, options, port, false)?;
+            Ok(RedisServer {
+                port,
+                binary: binary.clone(),
+                options: options.clone(),
+                guard,
+            })
         })
+    }
+
+    fn spawn(
+        binary: &Path,
+        options: &RedisOptions,
+        port: u16,
+        append_log: bool,
+    ) -> anyhow::Result<ChildGuard> {
+        let mut command = Command::new(binary);
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--protected-mode", "yes", "--save", ""]);
+        match &options.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                command.arg("--dir").arg(dir).args([
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    options.fsync.as_str(),
+                ]);
+            }
+            None => {
+                command.args(["--appendonly", "no"]);
+            }
+        }
+        let (stdout, stderr) = match (&options.log, append_log) {
+            (Some(path), true) => {
+                let file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                (Stdio::from(file.try_clone()?), Stdio::from(file))
+            }
+            (log, _) => output(log.as_deref())?,
+        };
+        let child = command
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut guard = ChildGuard::new("redis-server", child);
+        wait_until(
+            Duration::from_secs(30),
+            "redis-server",
+            || guard.exited(),
+            || redis_answers(port),
+        )?;
+        Ok(guard)
     }
 
     pub fn url(&self) -> String {
@@ -162,6 +219,31 @@ impl RedisServer {
 
     pub fn stop(mut self) {
         self.guard.terminate(Duration::from_secs(5));
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would; its data stays
+    /// for [`RedisServer::restart`].
+    pub fn crash(&mut self) {
+        self.guard.kill();
+    }
+
+    /// Starts the server again on its port, loading its append-only file
+    /// (when it keeps one), and waits until it answers.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.guard.kill();
+        self.guard = Self::spawn(&self.binary, &self.options, self.port, true)?;
+        Ok(())
+    }
+
+    /// Freezes the process (SIGSTOP): connections stay open and nothing is
+    /// answered, as on a machine that stalls.
+    pub fn pause(&self) {
+        self.guard.signal(Signal::STOP);
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.guard.signal(Signal::CONT);
     }
 }
 

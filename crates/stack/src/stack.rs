@@ -13,7 +13,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::servers::{
-    BrokerOptions, BrokerServer, ChildGuard, RedisOptions, RedisServer, free_port,
+    BrokerOptions, BrokerServer, ChildGuard, Fsync, RedisOptions, RedisServer, free_port,
 };
 
 /// A Harvest service, built as its own binary.
@@ -83,6 +83,9 @@ pub struct StackOptions {
     /// directories under the state directory; otherwise Redis keeps its data
     /// in memory and the broker's directories are removed when it stops.
     pub durable: bool,
+    /// When a durable Redis writes its append-only file to disk: before it
+    /// answers each write, by default.
+    pub redis_fsync: Fsync,
     /// Use this running broker (`host:port`) instead of starting one; the
     /// stack neither creates it nor stops it.
     pub external_broker: Option<String>,
@@ -112,6 +115,7 @@ impl StackOptions {
         StackOptions {
             state_dir: state_dir.into(),
             durable: false,
+            redis_fsync: Fsync::Always,
             external_broker: None,
             topic_prefix: String::new(),
             services: ServiceKind::ALL.to_vec(),
@@ -245,6 +249,7 @@ impl Stack {
         let data = options.state_dir.join("data");
         let redis = RedisServer::start(&RedisOptions {
             data_dir: options.durable.then(|| data.join("redis")),
+            fsync: options.redis_fsync,
             log: Some(logs.join("redis.log")),
         })
         .context("starting redis-server")?;
@@ -530,6 +535,51 @@ impl Stack {
         }
         if let Some(redis) = self.redis.take() {
             redis.stop();
+        }
+    }
+
+    /// Kills Redis at once (SIGKILL), as a crash would.
+    pub fn crash_redis(&mut self) {
+        if let Some(redis) = self.redis.as_mut() {
+            redis.crash();
+        }
+    }
+
+    /// Starts Redis again on its port, from its append-only file when the
+    /// stack is durable (in-memory data is gone).
+    pub fn restart_redis(&mut self) -> anyhow::Result<()> {
+        match self.redis.as_mut() {
+            Some(redis) => redis.restart(),
+            None => bail!("this stack has no Redis of its own"),
+        }
+    }
+
+    /// Freezes Redis (SIGSTOP) until [`Stack::resume_redis`].
+    pub fn pause_redis(&self) {
+        if let Some(redis) = &self.redis {
+            redis.pause();
+        }
+    }
+
+    pub fn resume_redis(&self) {
+        if let Some(redis) = &self.redis {
+            redis.resume();
+        }
+    }
+
+    /// Kills the broker this stack started (SIGKILL), as a crash would.
+    pub fn crash_broker(&mut self) {
+        if let Some(broker) = self.broker.as_mut() {
+            broker.crash();
+        }
+    }
+
+    /// Starts the broker again on its ports and data; it keeps what it had
+    /// written to its log directories.
+    pub fn restart_broker(&mut self) -> anyhow::Result<()> {
+        match self.broker.as_mut() {
+            Some(broker) => broker.restart(),
+            None => bail!("this stack uses a broker it did not start"),
         }
     }
 
