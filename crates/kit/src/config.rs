@@ -120,6 +120,12 @@ pub struct RedisConfig {
     /// Prepended to every key; lets several deployments (or tests) share a
     /// server.
     pub key_prefix: String,
+    /// How long what an order leaves in Redis is kept once it ended: the
+    /// order, its payment and ledger, its shipments, the catalog's decision
+    /// and settled reservations. Past it, they are gone from every API.
+    /// Keep it longer than the event streams' retention, so that a replayed
+    /// event still finds what it would change.
+    pub retention_secs: u64,
 }
 
 impl Default for RedisConfig {
@@ -127,12 +133,20 @@ impl Default for RedisConfig {
         RedisConfig {
             url: Secret::new("redis://127.0.0.1:6379".to_owned()),
             key_prefix: String::new(),
+            retention_secs: 30 * 24 * 3600,
         }
     }
 }
 
 impl RedisConfig {
+    pub fn retention(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.retention_secs)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
+        if self.retention_secs == 0 {
+            return Err("redis.retention_secs must be positive".to_owned());
+        }
         if self.key_prefix.contains(['{', '}']) {
             return Err("redis.key_prefix must not contain '{' or '}'".to_owned());
         }
@@ -302,7 +316,7 @@ mod tests {
     fn secrets_are_hidden_from_debug() {
         let config = RedisConfig {
             url: Secret::new("redis://:hunter2@db:6379".to_owned()),
-            key_prefix: String::new(),
+            ..RedisConfig::default()
         };
         assert!(!format!("{config:?}").contains("hunter2"));
     }

@@ -11,6 +11,7 @@
 //!   on request messages (RESOURCE_EXHAUSTED beyond it);
 //! - [`admin`]: the admin HTTP port with Prometheus metrics and liveness;
 //! - [`bells`]: waking only the tasks that wait on one key;
+//! - [`clock`]: Redis's clock for deadlines, leases and recorded times;
 //! - [`store`]: the Redis connection;
 //! - [`service`]: binding, serving and draining a service as a whole;
 //! - [`cli`]: the `main` every service shares.
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod bells;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod grpc;
 pub mod service;

@@ -83,6 +83,8 @@ pub struct Listeners {
     admin: TcpListener,
     metrics: PrometheusHandle,
     grace_period: Duration,
+    /// Where Redis's clock is read while serving.
+    clock: Option<crate::store::Redis>,
 }
 
 impl Listeners {
@@ -98,6 +100,7 @@ impl Listeners {
             admin: bind("the admin port", config.admin_addr).await?,
             metrics: crate::admin::prometheus().map_err(StartError::Metrics)?,
             grace_period: config.grace_period(),
+            clock: None,
         })
     }
 
@@ -153,6 +156,13 @@ impl Listeners {
         });
         for (name, task) in tasks {
             set.spawn(async move { (name, task.await) });
+        }
+        if let Some(redis) = self.clock {
+            let clock_stop = stop.clone();
+            set.spawn(async move {
+                let Ok(()) = crate::clock::keep_in_sync(redis, clock_stop).await;
+                ("the clock", Ok(()))
+            });
         }
 
         let first_to_end = tokio::select! {
@@ -220,8 +230,13 @@ impl Foundation {
         owner: harvest_bus::Stream,
     ) -> Result<Foundation, FoundationError> {
         let served = regions.served()?;
-        let listeners = Listeners::bind(server).await?;
-        let redis = crate::store::connect(redis).await?;
+        let mut listeners = Listeners::bind(server).await?;
+        let mut redis = crate::store::connect(redis).await?;
+        // Deadlines and leases follow Redis's clock from the first one on.
+        crate::clock::sync(&mut redis)
+            .await
+            .map_err(|error| FoundationError::Redis(crate::store::ConnectError::from(error)))?;
+        listeners.clock = Some(redis.clone());
         let topology = harvest_bus::Topology::new(bus, regions.all.clone());
         if bus.ensure_topics {
             let created = harvest_bus::admin::ensure_topics(bus, &topology.all_topics()).await?;

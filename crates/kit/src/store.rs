@@ -10,7 +10,7 @@ use crate::RedisConfig;
 
 #[derive(Debug, thiserror::Error)]
 #[error("could not connect to Redis")]
-pub struct ConnectError(#[source] redis::RedisError);
+pub struct ConnectError(#[from] redis::RedisError);
 
 /// Counter: requests sent to Redis and awaited, a command or a pipeline
 /// each.

@@ -35,6 +35,7 @@ impl TestSettings {
             redis: RedisConfig {
                 url: Secret::new(redis.url()),
                 key_prefix: format!("{prefix}:"),
+                ..RedisConfig::default()
             },
             regions: RegionsConfig {
                 all: Regions::try_from(vec!["east".to_owned(), "north".to_owned()])

@@ -71,7 +71,8 @@ impl App {
             Stream::Catalog,
         )
         .await?;
-        let store = CatalogStore::new(redis, &config.redis.key_prefix);
+        let store = CatalogStore::new(redis, &config.redis.key_prefix)
+            .with_retention(config.redis.retention());
         Ok(App {
             config,
             listeners,

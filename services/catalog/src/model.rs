@@ -149,7 +149,9 @@ pub fn new_product(request: &CreateProductRequest) -> Result<Product, CatalogErr
 
     // Stored times have millisecond precision; start with one.
     let now = SystemTime::UNIX_EPOCH
-        + std::time::Duration::from_millis(crate::store::unix_millis(SystemTime::now()) as u64);
+        + std::time::Duration::from_millis(
+            crate::store::unix_millis(harvest_kit::clock::now()) as u64
+        );
     Ok(Product {
         product_id: harvest_domain::new_id("prd").to_string(),
         seller: Some(seller),

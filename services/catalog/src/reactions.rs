@@ -320,7 +320,7 @@ impl StockReactions {
         lines: &[Line],
         results: Vec<LineResult>,
     ) -> Result<StockReserved, ReactionError> {
-        let now = SystemTime::now();
+        let now = harvest_kit::clock::now();
         let pickup_window =
             Duration::from_secs(u64::from(self.settings.perishable_pickup_hours) * 3600);
         let lead_days = self.settings.delivery_lead_days as i32;

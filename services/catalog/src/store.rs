@@ -10,6 +10,8 @@
 //! {prefix}catalog:{p}:lots           hash  <lot>|received|on_hand|reserved|best_before|harvested
 //! {prefix}catalog:{p}:lots-by-date   zset  lot id scored by best-before day
 //! {prefix}catalog:{p}:reservations   hash  order id -> reservation record
+//! {prefix}catalog:{p}:settled        zset  order ids of settled records, by when (forgotten
+//!                                          after the retention)
 //! {prefix}catalog:{o}:outcome        string  the stock event decided for order o
 //! {prefix}catalog:create:{r}         string  product id created by request r
 //! {prefix}catalog:index:…            zset  product ids, all / by category, province, seller
@@ -211,9 +213,12 @@ pub struct ListFilter {
 pub struct CatalogStore {
     redis: Redis,
     prefix: String,
+    /// How long an order's stock outcome and settled reservations are kept.
+    retention: Duration,
 }
 
-/// How long a create request id and an order's stock outcome are remembered.
+/// How long a create request id is remembered, and by default an order's
+/// stock outcome and settled reservations.
 const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn reserve_script() -> &'static Script {
@@ -247,7 +252,14 @@ impl CatalogStore {
         CatalogStore {
             redis,
             prefix: prefix.to_owned(),
+            retention: REMEMBER_FOR,
         }
+    }
+
+    /// Keeps orders' stock outcomes and settled reservations this long.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     fn product_key(&self, product: &str) -> String {
@@ -260,6 +272,10 @@ impl CatalogStore {
 
     fn lots_by_date_key(&self, product: &str) -> String {
         format!("{}catalog:{{{product}}}:lots-by-date", self.prefix)
+    }
+
+    fn settled_key(&self, product: &str) -> String {
+        format!("{}catalog:{{{product}}}:settled", self.prefix)
     }
 
     fn reservations_key(&self, product: &str) -> String {
@@ -423,7 +439,7 @@ impl CatalogStore {
         let updated: i64 = update_price_script()
             .key(self.product_key(product))
             .arg(price_fen)
-            .arg(unix_millis(SystemTime::now()))
+            .arg(unix_millis(harvest_kit::clock::now()))
             .invoke_async(&mut redis)
             .await?;
         if updated == 0 {
@@ -490,9 +506,12 @@ impl CatalogStore {
             .key(self.lots_key(product))
             .key(self.lots_by_date_key(product))
             .key(self.reservations_key(product))
+            .key(self.settled_key(product))
             .arg(order)
             .arg(quantity)
             .arg(earliest_best_before.days())
+            .arg(unix_millis(harvest_kit::clock::now()))
+            .arg(self.retention.as_millis() as u64)
             .invoke_async(&mut redis)
             .await?;
         match reply.as_slice() {
@@ -517,8 +536,10 @@ impl CatalogStore {
         let (status, record): (String, String) = settle_script()
             .key(self.lots_key(product))
             .key(self.reservations_key(product))
+            .key(self.settled_key(product))
             .arg(order)
             .arg(settlement.as_arg())
+            .arg(unix_millis(harvest_kit::clock::now()))
             .invoke_async(&mut redis)
             .await?;
         let reservation = if record.is_empty() {
@@ -584,7 +605,7 @@ impl CatalogStore {
     pub async fn save_outcome(&self, order: &str, encoded: &[u8]) -> Result<(), StoreError> {
         let mut redis = self.redis.clone();
         let _: () = redis
-            .set_ex(self.outcome_key(order), encoded, REMEMBER_FOR.as_secs())
+            .set_ex(self.outcome_key(order), encoded, self.retention.as_secs())
             .await?;
         Ok(())
     }

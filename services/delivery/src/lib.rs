@@ -77,7 +77,8 @@ impl App {
             Stream::Delivery,
         )
         .await?;
-        let store = DeliveryStore::new(redis, &config.redis.key_prefix);
+        let store = DeliveryStore::new(redis, &config.redis.key_prefix)
+            .with_retention(config.redis.retention());
         Ok(App {
             config,
             listeners,

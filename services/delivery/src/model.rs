@@ -169,8 +169,9 @@ pub fn courier_pool(province: &str, order_region: &Region, regions: &Regions) ->
         .unwrap_or_else(|| order_region.clone())
 }
 
+/// Milliseconds since the epoch, by Redis's clock (shared by every replica).
 pub fn now_ms() -> i64 {
-    unix_millis(SystemTime::now())
+    unix_millis(harvest_kit::clock::now())
 }
 
 pub fn unix_millis(time: SystemTime) -> i64 {

@@ -128,6 +128,8 @@ pub struct NewShipment<'a> {
 pub struct DeliveryStore {
     redis: Redis,
     prefix: String,
+    /// How long a finished shipment, and what is known of its order, is kept.
+    retention: Duration,
 }
 
 macro_rules! script {
@@ -152,7 +154,15 @@ impl DeliveryStore {
         DeliveryStore {
             redis,
             prefix: prefix.to_owned(),
+            retention: REMEMBER_FOR,
         }
+    }
+
+    /// Keeps finished shipments, and what is known of their orders, this
+    /// long.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     fn courier_key(&self, courier: &str) -> String {
@@ -460,7 +470,7 @@ impl DeliveryStore {
         let _: () = redis::pipe()
             .sadd(&order_key, shipment.shipment_id.as_str())
             .ignore()
-            .expire(&order_key, REMEMBER_FOR.as_secs() as i64)
+            .expire(&order_key, self.retention.as_secs() as i64)
             .ignore()
             .query_async(&mut redis)
             .await?;
@@ -513,7 +523,7 @@ impl DeliveryStore {
             .arg(name)
             .arg(courier)
             .arg(now_ms)
-            .arg(REMEMBER_FOR.as_millis() as i64)
+            .arg(self.retention.as_millis() as i64)
             .arg(first)
             .arg(second)
             .invoke_async(&mut redis)
@@ -567,7 +577,7 @@ impl DeliveryStore {
             .set_ex(
                 self.cancelled_key(order_id.as_str()),
                 1,
-                REMEMBER_FOR.as_secs(),
+                self.retention.as_secs(),
             )
             .await?;
         Ok(())

@@ -307,7 +307,7 @@ fn stored_for(record: &StoredOrder) -> Duration {
             ))
         });
     created
-        .and_then(|at| SystemTime::now().duration_since(at).ok())
+        .and_then(|at| harvest_kit::clock::now().duration_since(at).ok())
         .unwrap_or_default()
 }
 
@@ -321,7 +321,7 @@ fn awaiting_placement(record: &StoredOrder) -> bool {
 /// A new order in state PLACED, with its order-placed event in the outbox.
 fn new_record(valid: &ValidOrder, order_id: &str) -> Result<StoredOrder, OrderError> {
     let id = Id::parse(order_id).map_err(|e| OrderError::invalid("order_id", e))?;
-    let now = SystemTime::now();
+    let now = harvest_kit::clock::now();
     let placed = new_envelope(
         &deterministic_id("evt", &[id.as_str(), "orders", "placed"]),
         &id,

@@ -251,7 +251,7 @@ impl Saga {
             Err(refused) => return Ok(Step::Refused(refused)),
         };
         let next = decider::next_state(state, outcome);
-        let now = SystemTime::now();
+        let now = harvest_kit::clock::now();
         record_progress(record, input);
         // What a transition changes in the order, `watch::as_of` winds back
         // for watchers: keep the two in step.

@@ -13,10 +13,11 @@
 //! ```
 
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use harvest_domain::Region;
 use harvest_kit::store::Redis;
+use harvest_proto::common::v1::OrderState;
 use harvest_proto::orders::storage::v1::StoredOrder;
 use prost::Message;
 use redis::{AsyncCommands, ErrorKind, FromRedisValue, Pipeline, Script, ServerErrorKind};
@@ -94,24 +95,25 @@ static COMPARE_AND_SET: OnceLock<Script> = OnceLock::new();
 static CLAIM_DUE: OnceLock<Script> = OnceLock::new();
 static REMOVE_IF_OLDER: OnceLock<Script> = OnceLock::new();
 
+/// Milliseconds since the epoch, by Redis's clock (shared by every replica).
 pub fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
+    harvest_kit::clock::now_ms()
 }
 
 #[derive(Clone)]
 pub struct OrderStore {
     redis: Redis,
     prefix: String,
+    /// How long an ended order is kept.
+    retention: Duration,
 }
 
 impl OrderStore {
-    pub fn new(redis: Redis, prefix: &str) -> Self {
+    pub fn new(redis: Redis, prefix: &str, retention: Duration) -> Self {
         OrderStore {
             redis,
             prefix: prefix.to_owned(),
+            retention,
         }
     }
 
@@ -256,6 +258,11 @@ impl OrderStore {
                 .arg(created_ms)
                 .arg(order)
                 .ignore();
+            // Orders placed twice the retention ago are gone: so go their
+            // entries in the buyer's list.
+            let forgotten = created_ms - 2 * self.retention.as_millis() as i64;
+            pipe.zrembyscore(self.buyer_key(buyer), "-inf", forgotten)
+                .ignore();
         }
         let cas = self.compare_and_set_invocation(order, version, record);
         pipe.invoke_script(&cas);
@@ -312,10 +319,19 @@ impl OrderStore {
             include_str!("scripts/compare_and_set.lua"),
         )
         .prepare_invoke();
+        let ended = record.order.as_ref().is_some_and(|order| {
+            matches!(order.state(), OrderState::Delivered | OrderState::Cancelled)
+        });
+        let keep_ms = if ended {
+            self.retention.as_millis() as u64
+        } else {
+            0
+        };
         invocation
             .key(self.order_key(order))
             .arg(version)
-            .arg(record.encode_to_vec());
+            .arg(record.encode_to_vec())
+            .arg(keep_ms);
         invocation
     }
 

@@ -82,7 +82,8 @@ impl App {
             Stream::Payments,
         )
         .await?;
-        let store = PaymentStore::new(redis.clone(), &config.redis.key_prefix);
+        let store = PaymentStore::new(redis.clone(), &config.redis.key_prefix)
+            .with_retention(config.redis.retention());
         let provider =
             SandboxProvider::new(redis, &config.redis.key_prefix, config.provider.latency());
         let payments = Arc::new(Payments::new(

@@ -130,7 +130,7 @@ fn ledger_entry(order: &Id, kind: LedgerEntryKind, part: &str, amount: i64) -> L
         entry_id: deterministic_id("led", &[order.as_str(), kind.as_str_name(), part]).to_string(),
         kind: kind.into(),
         amount_fen: amount,
-        at: Some(std::time::SystemTime::now().into()),
+        at: Some(harvest_kit::clock::now().into()),
         ..LedgerEntry::default()
     }
 }

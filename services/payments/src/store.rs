@@ -40,7 +40,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use harvest_domain::Id;
 use harvest_kit::store::Redis;
@@ -372,14 +372,17 @@ pub fn unix_millis(time: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the epoch, by Redis's clock (shared by every replica).
 fn now_ms() -> i64 {
-    unix_millis(SystemTime::now())
+    unix_millis(harvest_kit::clock::now())
 }
 
 #[derive(Clone)]
 pub struct PaymentStore {
     redis: Redis,
     prefix: String,
+    /// How long a settled payment is kept.
+    retention: Duration,
 }
 
 impl PaymentStore {
@@ -387,7 +390,14 @@ impl PaymentStore {
         PaymentStore {
             redis,
             prefix: prefix.to_owned(),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
+    }
+
+    /// Keeps a payment that reached a final state this long.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     fn payment_key(&self, order: &str) -> String {
@@ -650,6 +660,26 @@ impl PaymentStore {
             pipe.zadd(self.index_key(PaymentState::Unspecified), order, 0)
                 .ignore();
         }
+        // A payment that moves no more money but by refund is kept for the
+        // retention from its last step, then goes (its index entries with
+        // it, as lists come across them).
+        let settled = matches!(
+            state,
+            Some(
+                PaymentState::Declined
+                    | PaymentState::Voided
+                    | PaymentState::Captured
+                    | PaymentState::PartiallyRefunded
+                    | PaymentState::Refunded
+            )
+        );
+        if settled {
+            let keep = self.retention.as_millis() as i64;
+            pipe.pexpire(self.payment_key(order), keep)
+                .ignore()
+                .pexpire(self.entries_key(order), keep)
+                .ignore();
+        }
         let _: () = pipe.query_async(&mut redis).await?;
         Ok(())
     }
@@ -680,7 +710,12 @@ impl PaymentStore {
                 pipe.hgetall(self.payment_key(id));
             }
             let rows: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(&mut redis).await?;
+            let mut gone = Vec::new();
             for (id, row) in ids.iter().zip(rows) {
+                if row.is_empty() {
+                    gone.push(id.as_str());
+                    continue;
+                }
                 let Some(payment) = StoredPayment::parse(id, row)? else {
                     continue;
                 };
@@ -694,14 +729,30 @@ impl PaymentStore {
                     continue;
                 }
                 if found.len() == limit {
+                    self.forget_in_indexes(&gone).await?;
                     return Ok((found, true));
                 }
                 found.push(payment);
             }
+            self.forget_in_indexes(&gone).await?;
             if ids.len() < batch {
                 return Ok((found, false));
             }
         }
+    }
+
+    /// Drops the index entries of payments past their retention.
+    async fn forget_in_indexes(&self, gone: &[&str]) -> Result<(), StoreError> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut redis = self.redis.clone();
+        let mut pipe = redis::pipe();
+        for listed in LISTED_STATES.into_iter().chain([PaymentState::Unspecified]) {
+            pipe.zrem(self.index_key(listed), gone).ignore();
+        }
+        let _: () = pipe.query_async(&mut redis).await?;
+        Ok(())
     }
 
     /// Claims refund idempotency key `key` for the request `fingerprint`.

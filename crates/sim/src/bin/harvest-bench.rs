@@ -80,6 +80,10 @@ struct Cli {
     /// directories in the state directory instead of a temporary folder.
     #[arg(long)]
     durable: bool,
+    /// With --durable: when Redis writes its append-only file to disk
+    /// (`always`: before it answers each write; `everysec`: once a second).
+    #[arg(long, default_value = "always", value_parser = ["always", "everysec"])]
+    redis_fsync: String,
     /// Where logs go.
     #[arg(long, default_value = "target/bench/run")]
     state_dir: PathBuf,
@@ -170,6 +174,10 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(&cli.state_dir);
     let mut options = StackOptions::new(&cli.state_dir);
     options.durable = cli.durable;
+    options.redis_fsync = match cli.redis_fsync.as_str() {
+        "everysec" => harvest_stack::Fsync::EverySec,
+        _ => harvest_stack::Fsync::Always,
+    };
     options.regions = deployment.clone();
     options.partitions = cli.partitions;
     options.services = Vec::new();
@@ -473,7 +481,7 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
             "regions": deployment.to_string(),
             "partitions_per_regional_stream": cli.partitions,
             "broker": "apache-kafka",
-            "redis_persistence": if cli.durable { "aof" } else { "none" },
+            "redis_persistence": if cli.durable { format!("aof, appendfsync {}", cli.redis_fsync) } else { "none".to_owned() },
             "rung_secs": cli.rung_secs,
             "warmup_secs": cli.warmup_secs,
             "thresholds": {"place_p99_ms": PLACE_P99 * 1000.0, "confirm_p99_ms": CONFIRM_P99 * 1000.0, "max_error_ratio": MAX_ERROR_RATIO},

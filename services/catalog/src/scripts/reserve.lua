@@ -3,8 +3,11 @@
 --
 -- KEYS[1] product hash   KEYS[2] lots hash   KEYS[3] lots by best-before (zset)
 -- KEYS[4] reservations hash (order id -> record)
+-- KEYS[5] settled records (zset: order id by the time it was settled)
 -- ARGV[1] order id   ARGV[2] quantity   ARGV[3] first acceptable best-before day
+-- ARGV[4] now (unix ms)   ARGV[5] how long a settled record is kept (ms)
 --
+-- First forgets up to 8 records settled longer ago than that.
 -- A record is STATE|...:
 --   R|unit_price|lot=qty;lot=qty   reserved
 --   N|requested|available          not enough stock
@@ -12,6 +15,13 @@
 --   T                              released before it was ever reserved
 -- Returns {'existing', record} when the order already has a record (nothing
 -- changes), {'new', record} otherwise, or {'unknown'} for no such product.
+local now = tonumber(ARGV[4])
+local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[5]), 'LIMIT', 0, 8)
+for _, order in ipairs(expired) do
+  redis.call('HDEL', KEYS[4], order)
+  redis.call('ZREM', KEYS[5], order)
+end
+
 local existing = redis.call('HGET', KEYS[4], ARGV[1])
 if existing then
   return {'existing', existing}
@@ -43,6 +53,7 @@ end
 local record
 if remaining > 0 then
   record = 'N|' .. wanted .. '|' .. available_total
+  redis.call('ZADD', KEYS[5], now, ARGV[1])
 else
   local parts = {}
   for i, step in ipairs(plan) do

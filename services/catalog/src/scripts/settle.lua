@@ -3,7 +3,9 @@
 -- Every key belongs to the product's hash slot.
 --
 -- KEYS[1] lots hash   KEYS[2] reservations hash
+-- KEYS[3] settled records (zset: order id by the time it was settled)
 -- ARGV[1] order id    ARGV[2] 'release' | 'rollback' | 'commit'
+-- ARGV[3] now (unix ms)
 --
 -- Only a reserved (R) record changes; any other record is returned as it is,
 -- so repeating a call changes nothing. Releasing an order with no record
@@ -13,6 +15,7 @@ local record = redis.call('HGET', KEYS[2], ARGV[1])
 if not record then
   if ARGV[2] == 'release' then
     redis.call('HSET', KEYS[2], ARGV[1], 'T')
+    redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
     return {'changed', 'T'}
   end
   return {'unchanged', ''}
@@ -31,4 +34,5 @@ end
 local state = ({release = 'X', rollback = 'B', commit = 'C'})[ARGV[2]]
 local settled = state .. string.sub(record, 2)
 redis.call('HSET', KEYS[2], ARGV[1], settled)
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 return {'changed', settled}

@@ -60,9 +60,14 @@ pub fn test_config(redis: &Redis, broker: &Broker) -> CatalogConfig {
 
 impl TestCatalog {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut CatalogConfig)) -> Self {
         let redis = Redis::start().expect("redis starts");
         let broker = Broker::shared().expect("the shared broker is up");
-        let config = test_config(&redis, &broker);
+        let mut config = test_config(&redis, &broker);
+        adjust(&mut config);
         let app = App::build(config.clone()).await.expect("catalog builds");
         let grpc = app.grpc_addr();
         let admin_addr = app.admin_addr();

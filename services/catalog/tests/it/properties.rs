@@ -220,6 +220,7 @@ fn stock_arithmetic_matches_the_model() {
     let config = harvest_kit::RedisConfig {
         url: harvest_kit::Secret::new(redis.url()),
         key_prefix: format!("{}:", unique_name()),
+        ..harvest_kit::RedisConfig::default()
     };
     let connection = runtime
         .block_on(harvest_kit::store::connect(&config))

@@ -278,6 +278,54 @@ async fn an_order_too_large_to_pay_for_is_rejected_before_anything_is_reserved()
     assert!(catalog.dead_letters.messages().is_empty());
 }
 
+/// A settled reservation record (released, committed, rolled back, short)
+/// is kept for the retention, so that a redelivered event finds it, and is
+/// forgotten afterwards, as later orders of the product are reserved: a
+/// product's records do not grow with every order it ever had.
+#[tokio::test]
+async fn settled_reservations_are_forgotten_after_the_retention() {
+    let catalog = TestCatalog::start_with(|config| config.redis.retention_secs = 1).await;
+    let apples = catalog.product("Fuji apples", 6_800, false).await;
+    catalog.lot(&apples, "a1", 10, 30).await;
+    let product_id = apples.product_id.as_str();
+
+    let first = catalog.place(&[(product_id, 2)]).await;
+    catalog.outcome(&first.order_id).await;
+    catalog
+        .orders
+        .publish(cancelled(
+            &first.order_id,
+            &catalog.region,
+            &[(product_id, 2)],
+        ))
+        .await
+        .expect("published");
+    let released = harvest_testkit::eventually(WAIT, || async {
+        let snapshot = catalog.store.snapshot(product_id).await.ok()?;
+        matches!(
+            snapshot.reservations.get(&first.order_id),
+            Some(harvest_catalog::store::Reservation::Released(_))
+        )
+        .then_some(())
+    })
+    .await;
+    assert!(released.is_some(), "the first order's stock was released");
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let second = catalog.place(&[(product_id, 1)]).await;
+    catalog.outcome(&second.order_id).await;
+    let snapshot = catalog.store.snapshot(product_id).await.expect("snapshot");
+    let orders: Vec<&String> = snapshot.reservations.keys().collect();
+    assert_eq!(
+        orders,
+        vec![&second.order_id],
+        "the first record is forgotten"
+    );
+    snapshot.audit().expect("the arithmetic still holds");
+    let stock = catalog.stock(&apples).await;
+    assert_eq!((stock.available, stock.reserved), (9, 1));
+}
+
 #[tokio::test]
 async fn a_redelivered_order_reserves_nothing_twice() {
     let catalog = TestCatalog::start().await;

@@ -8,7 +8,7 @@ use harvest_proto::events::v1::{
     LineShortfall, PaymentAuthorized, PaymentDeclined, ShipmentFailureReason, ShortfallReason,
     StockRejected,
 };
-use harvest_proto::orders::v1::{CancelOrderRequest, GetOrderRequest};
+use harvest_proto::orders::v1::{CancelOrderRequest, GetOrderRequest, ListOrdersRequest};
 use tonic::Code;
 
 const REFUSED: &str = "harvest_orders_events_refused_total";
@@ -700,6 +700,92 @@ async fn pending_deadlines(world: &World) -> Vec<String> {
         .query_async(&mut redis)
         .await
         .expect("deadlines")
+}
+
+/// An order that ended is kept for the retention (`redis.retention_secs`)
+/// from its last step, then it is gone from GetOrder and its buyer's list;
+/// an open order is kept for as long as it is open. A buyer's list forgets
+/// orders placed twice the retention ago as the buyer orders again.
+#[tokio::test]
+async fn ended_orders_expire_after_the_retention_and_open_ones_stay() {
+    let world = World::with(|config| config.redis.retention_secs = 2).await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 1)];
+    let ended = place(&orders.client, &lines).await.order_id;
+    let open = place(&orders.client, &lines).await.order_id;
+    cancel(&orders, &ended, "changed my mind")
+        .await
+        .expect("cancelled");
+    wait_state(&orders.client, &ended, OrderState::Cancelled).await;
+    let mut redis = redis::Client::open(world.redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let ttl = |order: &str| {
+        let mut command = redis::cmd("PTTL");
+        command.arg(format!(
+            "{}orders:{{{order}}}:order",
+            world.config.redis.key_prefix
+        ));
+        command
+    };
+    let kept_for: i64 = ttl(&ended).query_async(&mut redis).await.expect("pttl");
+    assert!((1..=2_000).contains(&kept_for), "{kept_for}");
+    let open_for: i64 = ttl(&open).query_async(&mut redis).await.expect("pttl");
+    assert_eq!(open_for, -1, "an open order does not expire");
+
+    tokio::time::sleep(Duration::from_millis(4_200)).await;
+    let gone = orders
+        .client
+        .clone()
+        .get_order(GetOrderRequest {
+            order_id: ended.clone(),
+        })
+        .await
+        .expect_err("expired");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    let still = orders
+        .client
+        .clone()
+        .get_order(GetOrderRequest {
+            order_id: open.clone(),
+        })
+        .await
+        .expect("still there")
+        .into_inner();
+    assert_eq!(still.state(), OrderState::Placed);
+
+    // Placed more than twice the retention after the first two: the
+    // buyer's list keeps only the orders that may still exist.
+    let next = place(&orders.client, &lines).await.order_id;
+    let listed = orders
+        .client
+        .clone()
+        .list_orders(ListOrdersRequest {
+            buyer_id: "buyer-hangzhou-1".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .expect("listed")
+        .into_inner();
+    let ids: Vec<String> = listed.orders.into_iter().map(|o| o.order_id).collect();
+    assert_eq!(
+        ids,
+        vec![next.clone()],
+        "a list shows the orders placed within twice the retention"
+    );
+    let indexed: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!(
+            "{}orders:buyer:{{buyer-hangzhou-1}}",
+            world.config.redis.key_prefix
+        ))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .expect("zrange");
+    assert_eq!(indexed, vec![next]);
 }
 
 /// A step's write is a pipeline of script calls, which Redis refuses once it

@@ -1,6 +1,8 @@
 //! The payments gRPC API: what it accepts, and what it refuses without
 //! changing anything.
 
+use std::time::Duration;
+
 use harvest_bus::{Envelope, Payload};
 use harvest_proto::payments::v1::{
     GetPaymentRequest, LedgerEntryKind, ListPaymentsRequest, Payment, PaymentState, RefundRequest,
@@ -373,4 +375,45 @@ async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
         "the limit is 16384 bytes (16 KiB)",
     );
     assert_eq!(payments.payment(&captured.order_id).await, before);
+}
+
+/// A payment that moves no more money but by refund (captured, voided,
+/// declined) is kept for the retention from its last step, then GetPayment
+/// answers NOT_FOUND and the lists forget it; an authorized payment stays.
+#[tokio::test]
+async fn settled_payments_expire_after_the_retention() {
+    let payments = TestPayments::start_with(|config| config.redis.retention_secs = 1).await;
+    let voided = payments.reserve("approve", &[("farmer-li", 2_000)]).await;
+    let authorized = |p: &Payload| matches!(p, Payload::PaymentAuthorized(_));
+    payments.wait_event(&voided.order_id, authorized).await;
+    let held = payments.reserve("approve", &[("farmer-li", 3_000)]).await;
+    payments.wait_event(&held.order_id, authorized).await;
+    payments.cancel(&voided.order_id).await;
+    payments
+        .wait_event(&voided.order_id, |p| matches!(p, Payload::PaymentVoided(_)))
+        .await;
+
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let gone = payments
+        .client
+        .clone()
+        .get_payment(GetPaymentRequest {
+            order_id: voided.order_id.clone(),
+        })
+        .await
+        .expect_err("expired");
+    assert_eq!(gone.code(), Code::NotFound);
+    let listed = payments
+        .client
+        .clone()
+        .list_payments(ListPaymentsRequest::default())
+        .await
+        .expect("listed")
+        .into_inner();
+    let ids: Vec<String> = listed.payments.into_iter().map(|p| p.order_id).collect();
+    assert_eq!(ids, vec![held.order_id.clone()]);
+    assert_eq!(
+        payments.payment(&held.order_id).await.state(),
+        PaymentState::Authorized
+    );
 }

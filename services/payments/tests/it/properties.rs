@@ -289,6 +289,7 @@ fn the_scripts_keep_the_ledger_rules() {
     let config = harvest_kit::RedisConfig {
         url: harvest_kit::Secret::new(redis.url()),
         key_prefix: format!("{}:", unique_name()),
+        ..harvest_kit::RedisConfig::default()
     };
     let connection = runtime
         .block_on(harvest_kit::store::connect(&config))
