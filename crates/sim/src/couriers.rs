@@ -178,14 +178,23 @@ async fn run_courier(
                 continue;
             }
             counts.assignments.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(carry(
+            let carrying = carry(
                 delivery.clone(),
                 courier_id.clone(),
-                shipment.shipment_id,
+                shipment.shipment_id.clone(),
                 behavior.clone(),
                 counts.clone(),
                 stop.clone(),
-            ));
+            );
+            let working = working.clone();
+            tokio::spawn(async move {
+                carrying.await;
+                // Done with, one way or another: should the stream offer it
+                // again (it is still open), it is taken up again.
+                if let Ok(mut working) = working.lock() {
+                    working.remove(&shipment.shipment_id);
+                }
+            });
         }
     }
 }
@@ -267,21 +276,27 @@ async fn carry(
     }
 }
 
-/// Calls until the service answers for good: an unreachable service (a
-/// restart) is retried for up to a minute; a refusal (the shipment was
+/// Calls until the service answers for good, as a courier's app would: a
+/// service that cannot answer now (restarting, or waiting on Redis or the
+/// broker) is asked again until `stop`; a refusal (the shipment was
 /// withdrawn) ends it.
 async fn retry<T, F, Fut>(stop: &CancellationToken, mut call: F, counts: &FleetCounts) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
-    for _ in 0..200 {
+    loop {
         match call().await {
             Ok(response) => return Some(response.into_inner()),
             Err(status)
                 if matches!(
                     status.code(),
-                    tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Unknown
+                    tonic::Code::Unavailable
+                        | tonic::Code::Internal
+                        | tonic::Code::Unknown
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Aborted
                 ) =>
             {
                 tokio::select! {
@@ -295,5 +310,4 @@ where
             }
         }
     }
-    None
 }

@@ -81,6 +81,8 @@ pub struct Summary {
     pub fleet_assignments: u64,
     pub fleet_delivered: u64,
     pub fleet_failed: u64,
+    /// Courier steps the delivery service refused.
+    pub fleet_refused: u64,
     /// Restarts of services that exited during the run, by service; filled
     /// in by whoever supervised them.
     pub service_restarts: BTreeMap<String, u32>,
@@ -466,6 +468,7 @@ impl Session {
             fleet_assignments: self.fleet_counts.assignments.load(relaxed),
             fleet_delivered: self.fleet_counts.delivered.load(relaxed),
             fleet_failed: self.fleet_counts.failed.load(relaxed),
+            fleet_refused: self.fleet_counts.refused.load(relaxed),
             ..Summary::default()
         };
         for (region, view) in &views {

@@ -383,15 +383,21 @@ impl Saga {
                 self.publisher.publish(envelope.clone()).await?;
                 published.push(envelope.event_id.clone());
             }
-            self.remove_from_outbox(order_id, &published).await?;
+            self.remove_from_outbox(order_id, &published, loaded_at)
+                .await?;
         }
         Err(SagaError::Contended(order_id.to_owned()))
     }
 
+    /// Takes `published` out of the order's outbox. When that empties it,
+    /// also forgets the outbox note made before `loaded_at` and the
+    /// deadlines the order's state no longer needs, as a step's own finish
+    /// would have.
     async fn remove_from_outbox(
         &self,
         order_id: &str,
         published: &[String],
+        loaded_at: i64,
     ) -> Result<(), SagaError> {
         for _ in 0..MAX_ATTEMPTS {
             let Some(stored) = self.store.load(order_id).await? else {
@@ -405,12 +411,22 @@ impl Saga {
             if record.outbox.len() == before {
                 return Ok(());
             }
-            if self
-                .store
-                .compare_and_set(order_id, stored.version, &record)
-                .await?
-                .is_some()
-            {
+            let written = if record.outbox.is_empty() {
+                let region = region_of(&record.order.clone().unwrap_or_default())?;
+                let state = current_state(&record)?;
+                let moot: Vec<DeadlineKind> = ALL_DEADLINES
+                    .into_iter()
+                    .filter(|kind| !guards(*kind, state))
+                    .collect();
+                self.store
+                    .finish_outbox(order_id, stored.version, &record, &region, loaded_at, &moot)
+                    .await?
+            } else {
+                self.store
+                    .compare_and_set(order_id, stored.version, &record)
+                    .await?
+            };
+            if written.is_some() {
                 return Ok(());
             }
         }
@@ -426,18 +442,20 @@ enum Step {
     Ignored,
 }
 
+const ALL_DEADLINES: [DeadlineKind; 3] = [
+    DeadlineKind::Placement,
+    DeadlineKind::Payment,
+    DeadlineKind::Pickup,
+];
+
 /// The deadlines an order no longer has once it moved from `before` to
 /// `after`: the payment deadline once it left RESERVED, the pickup deadline
 /// once its goods were picked up or it ended.
 fn deadlines_left_behind(before: State, after: State) -> Vec<DeadlineKind> {
-    [
-        DeadlineKind::Placement,
-        DeadlineKind::Payment,
-        DeadlineKind::Pickup,
-    ]
-    .into_iter()
-    .filter(|kind| guards(*kind, before) && !guards(*kind, after))
-    .collect()
+    ALL_DEADLINES
+        .into_iter()
+        .filter(|kind| guards(*kind, before) && !guards(*kind, after))
+        .collect()
 }
 
 /// Whether a deadline of `kind` still has something to guard in `state`.

@@ -210,6 +210,13 @@ fn print_report(report: &FaultReport) {
         findings.money_held_after_cancel.len()
     );
     println!(
+        "couriers: {} assignments, {} delivered, {} failed deliveries, {} steps refused",
+        summary.fleet_assignments,
+        summary.fleet_delivered,
+        summary.fleet_failed,
+        summary.fleet_refused
+    );
+    println!(
         "dead letters: {} of the {} bad events ({:?}), {} of anything else",
         report.dead_letters.of_bad_events.values().sum::<usize>(),
         report.dead_letters.bad_events_sent,

@@ -15,7 +15,7 @@ const REFUSED: &str = "harvest_orders_events_refused_total";
 const PARKED: &str = "harvest_orders_events_parked_total";
 
 use crate::helpers::{
-    World, assigned, delivered, failed, picked_up, place, stock_reserved, wait_state, watch,
+    WAIT, World, assigned, delivered, failed, picked_up, place, stock_reserved, wait_state, watch,
 };
 
 async fn cancel(
@@ -786,6 +786,81 @@ async fn ended_orders_expire_after_the_retention_and_open_ones_stay() {
         .await
         .expect("zrange");
     assert_eq!(indexed, vec![next]);
+}
+
+/// A crash (or an unreachable Redis) between a step's write and its finish
+/// leaves the step's events in the outbox and the deadlines of the state
+/// the order left behind. The outbox sweeper publishes the events and, as
+/// the step's finish would have, drops those deadlines: they do not wait
+/// to fire and be refused.
+#[tokio::test]
+async fn the_outbox_sweeper_drops_the_deadlines_an_interrupted_step_left() {
+    let world = World::with(|config| config.orders.outbox_stale_secs = 1).await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 1)];
+    let id = place(&orders.client, &lines).await.order_id;
+    world
+        .send(&id, "reserved", stock_reserved(&lines, None))
+        .await;
+    world.send(&id, "authorized", authorized()).await;
+    wait_state(&orders.client, &id, OrderState::Confirmed).await;
+    orders.stop().await;
+
+    // As a step interrupted after its write left it: an event still in the
+    // outbox, the outbox note, and the payment deadline of RESERVED.
+    let redis = harvest_kit::store::connect(&world.config.redis)
+        .await
+        .expect("connects");
+    let store = harvest_orders::store::OrderStore::new(
+        redis.clone(),
+        &world.config.redis.key_prefix,
+        world.config.redis.retention(),
+    );
+    let stored = store.load(&id).await.expect("load").expect("stored");
+    let mut record = stored.record.clone();
+    let mut again = world
+        .events_of(&id)
+        .last()
+        .cloned()
+        .expect("an event of the order");
+    again.event_id = format!("{}-again", again.event_id);
+    record.outbox.push(again);
+    store
+        .compare_and_set(&id, stored.version, &record)
+        .await
+        .expect("written")
+        .expect("not contended");
+    let mut plain = redis::Client::open(world.redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let prefix = &world.config.redis.key_prefix;
+    let _: () = redis::pipe()
+        .zadd(
+            format!("{prefix}orders:deadlines:{{east}}"),
+            format!("payment:{id}"),
+            i64::MAX / 2,
+        )
+        .zadd(format!("{prefix}orders:outbox:{{east}}"), &id, 1)
+        .query_async(&mut plain)
+        .await
+        .expect("written");
+    assert!(
+        pending_deadlines(&world)
+            .await
+            .contains(&format!("payment:{id}"))
+    );
+
+    let _orders = world.start().await;
+    let swept = harvest_testkit::eventually(WAIT, || async {
+        let stored = store.load(&id).await.ok()??;
+        stored.record.outbox.is_empty().then_some(())
+    })
+    .await;
+    assert!(swept.is_some(), "the sweeper published the left-over event");
+    let pending = pending_deadlines(&world).await;
+    assert!(!pending.contains(&format!("payment:{id}")), "{pending:?}");
 }
 
 /// A step's write is a pipeline of script calls, which Redis refuses once it
