@@ -235,12 +235,9 @@ pub async fn run<H: Handler>(
                     token: shutdown.child_token(),
                     revoked: AtomicBool::new(false),
                 });
-                consumer
-                    .context()
-                    .lanes
-                    .lock()
-                    .expect("lanes lock")
-                    .insert(key.clone(), stop.clone());
+                if let Ok(mut registered) = consumer.context().lanes.lock() {
+                    registered.insert(key.clone(), stop.clone());
+                }
                 tasks.spawn(worker.clone().drain(receiver, stop.clone()));
                 let lane = Lane {
                     sender,
@@ -818,7 +815,10 @@ impl ConsumerContext for MemberContext {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
-        let mut lanes = self.lanes.lock().expect("lanes lock");
+        // Runs inside the client's callback: never panic here.
+        let Ok(mut lanes) = self.lanes.lock() else {
+            return;
+        };
         for element in revoked.elements() {
             if let Some(stop) = lanes.remove(&(element.topic().to_owned(), element.partition())) {
                 stop.revoke();
