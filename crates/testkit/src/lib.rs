@@ -34,6 +34,17 @@ impl Redis {
     pub fn url(&self) -> String {
         self.0.url()
     }
+
+    /// Freezes the server (SIGSTOP): connections stay open and nothing is
+    /// answered, as when its machine stalls.
+    pub fn pause(&self) {
+        self.0.pause();
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.0.resume();
+    }
 }
 
 /// A Kafka broker for a test: the run's shared one, or a private one.

@@ -34,6 +34,12 @@ impl From<CatalogError> for Status {
             CatalogError::NotFound(message) => Status::not_found(message),
             CatalogError::AlreadyExists(message) => Status::already_exists(message),
             CatalogError::FailedPrecondition(message) => Status::failed_precondition(message),
+            CatalogError::Store(StoreError::Redis(ref redis))
+                if harvest_kit::store::unreachable(redis) =>
+            {
+                tracing::warn!(error.cause_chain = ?error, "storage unreachable");
+                Status::unavailable("storage is unreachable for now; retry")
+            }
             CatalogError::Store(_) => {
                 tracing::error!(error.cause_chain = ?error, "request failed");
                 Status::internal("internal error")

@@ -43,6 +43,13 @@ impl From<DeliveryError> for Status {
                 tracing::warn!(error.cause_chain = ?error, "event not published");
                 Status::unavailable("the event could not be published yet; retry")
             }
+            DeliveryError::Store(StoreError::Redis(ref redis))
+            | DeliveryError::Dispatch(DispatchError::Store(StoreError::Redis(ref redis)))
+                if harvest_kit::store::unreachable(redis) =>
+            {
+                tracing::warn!(error.cause_chain = ?error, "storage unreachable");
+                Status::unavailable("storage is unreachable for now; retry")
+            }
             DeliveryError::Store(_) | DeliveryError::Dispatch(_) => {
                 tracing::error!(error.cause_chain = ?error, "request failed");
                 Status::internal("internal error")

@@ -68,6 +68,12 @@ impl From<PaymentsError> for Status {
             PaymentsError::FailedPrecondition(message) => Status::failed_precondition(message),
             PaymentsError::Unavailable(message) => Status::unavailable(message),
             PaymentsError::Aborted(message) => Status::aborted(message),
+            PaymentsError::Store(StoreError::Redis(ref redis))
+                if harvest_kit::store::unreachable(redis) =>
+            {
+                tracing::warn!(error.cause_chain = ?error, "storage unreachable");
+                Status::unavailable("storage is unreachable for now; retry")
+            }
             PaymentsError::Store(_) | PaymentsError::Step(_) => {
                 tracing::error!(error.cause_chain = ?error, "request failed");
                 Status::internal("internal error")

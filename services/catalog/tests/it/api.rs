@@ -545,3 +545,34 @@ async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
         .products;
     assert!(products.is_empty(), "nothing was created: {products:?}");
 }
+
+/// With Redis frozen, a call answers UNAVAILABLE ("retry") once the
+/// connection's response timeout passes, not INTERNAL; once Redis is back,
+/// the same call answers.
+#[tokio::test]
+async fn with_redis_frozen_calls_answer_unavailable_and_then_recover() {
+    let catalog = TestCatalog::start().await;
+    let product = catalog.product("Fuji apples", 6_800, false).await;
+    let request = GetProductRequest {
+        product_id: product.product_id.clone(),
+    };
+    catalog.redis.pause();
+    let refused = catalog
+        .client
+        .clone()
+        .get_product(request.clone())
+        .await
+        .expect_err("no answer from Redis");
+    catalog.redis.resume();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("retry"), "{}", refused.message());
+    let answered = harvest_testkit::eventually(std::time::Duration::from_secs(20), || {
+        let mut client = catalog.client.clone();
+        let request = request.clone();
+        async move { client.get_product(request).await.ok() }
+    })
+    .await
+    .expect("answers again")
+    .into_inner();
+    assert_eq!(answered.product_id, product.product_id);
+}

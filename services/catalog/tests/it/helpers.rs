@@ -37,7 +37,7 @@ pub struct TestCatalog {
     pub admin_addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     running: tokio::task::JoinHandle<()>,
-    _redis: Redis,
+    pub redis: Redis,
 }
 
 impl Drop for TestCatalog {
@@ -114,7 +114,7 @@ impl TestCatalog {
             admin_addr,
             shutdown,
             running,
-            _redis: redis,
+            redis,
         }
     }
 
