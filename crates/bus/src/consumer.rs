@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -160,7 +160,10 @@ pub async fn run<H: Handler>(
             .create_with_context(MemberContext {
                 group: group.clone(),
                 lanes: Mutex::default(),
-                paused: ::metrics::gauge!(metrics::PARTITIONS_PAUSED, "group" => group.clone()),
+                paused: PausedCount {
+                    gauge: ::metrics::gauge!(metrics::PARTITIONS_PAUSED, "group" => group.clone()),
+                    count: AtomicUsize::new(0),
+                },
             })
             .map_err(|source| ConsumerError::Create {
                 group: group.clone(),
@@ -207,7 +210,7 @@ pub async fn run<H: Handler>(
     refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
-        let waiting = lanes.values().any(|lane| lane.paused);
+        let waiting = consumer.context().paused.any();
         let message = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -341,7 +344,7 @@ impl Lane {
             let front = self.overflow.front().expect("just pushed");
             if pause_partition(consumer, front.topic(), front.partition(), true) {
                 self.paused = true;
-                consumer.context().paused.increment(1);
+                consumer.context().paused.add();
             }
         }
     }
@@ -365,7 +368,7 @@ impl Lane {
         let half_free = self.sender.capacity() * 2 >= self.sender.max_capacity();
         if self.paused && half_free && pause_partition(consumer, topic, partition, false) {
             self.paused = false;
-            consumer.context().paused.decrement(1);
+            consumer.context().paused.remove();
         }
     }
 
@@ -373,7 +376,7 @@ impl Lane {
     /// when revoked), and the partition is no longer counted as paused.
     fn forget(self, consumer: &Member) {
         if self.paused {
-            consumer.context().paused.decrement(1);
+            consumer.context().paused.remove();
         }
     }
 }
@@ -383,7 +386,7 @@ fn refill_lanes(consumer: &Member, lanes: &mut HashMap<(String, i32), Lane>) {
         if lane.stop.is_revoked() {
             // Whoever owns the partition now reads it from its last commit.
             if lane.paused {
-                consumer.context().paused.decrement(1);
+                consumer.context().paused.remove();
             }
             return false;
         }
@@ -790,7 +793,30 @@ struct MemberContext {
     /// The stop handle of each partition this member runs a task for.
     lanes: Mutex<HashMap<(String, i32), Arc<LaneStop>>>,
     /// Partitions paused behind a full queue.
-    paused: ::metrics::Gauge,
+    paused: PausedCount,
+}
+
+/// How many partitions are paused: kept for the poll loop (which looks
+/// after them only while there are some) and published as a gauge.
+struct PausedCount {
+    gauge: ::metrics::Gauge,
+    count: AtomicUsize,
+}
+
+impl PausedCount {
+    fn add(&self) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.gauge.increment(1);
+    }
+
+    fn remove(&self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.decrement(1);
+    }
+
+    fn any(&self) -> bool {
+        self.count.load(Ordering::Relaxed) > 0
+    }
 }
 
 impl ClientContext for MemberContext {

@@ -62,6 +62,16 @@ pub fn unreachable(error: &redis::RedisError) -> bool {
         || matches!(error.retry_method(), redis::RetryMethod::WaitAndRetry)
 }
 
+/// A call that failed because Redis cannot be reached for now: logged, and
+/// answered `UNAVAILABLE` with `message`, which tells the client to retry.
+pub fn unreachable_status(error: &impl std::fmt::Debug, message: &str) -> tonic::Status {
+    tracing::warn!(error.cause_chain = ?error, "storage unreachable");
+    tonic::Status::unavailable(message)
+}
+
+/// What a client is told when Redis cannot be reached for now.
+pub const RETRY_LATER: &str = "storage is unreachable for now; retry";
+
 /// Connects to Redis. The counters are those of the metrics recorder
 /// installed at the time.
 pub async fn connect(config: &RedisConfig) -> Result<Redis, ConnectError> {

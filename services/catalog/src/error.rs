@@ -37,8 +37,7 @@ impl From<CatalogError> for Status {
             CatalogError::Store(StoreError::Redis(ref redis))
                 if harvest_kit::store::unreachable(redis) =>
             {
-                tracing::warn!(error.cause_chain = ?error, "storage unreachable");
-                Status::unavailable("storage is unreachable for now; retry")
+                harvest_kit::store::unreachable_status(&error, harvest_kit::store::RETRY_LATER)
             }
             CatalogError::Store(_) => {
                 tracing::error!(error.cause_chain = ?error, "request failed");

@@ -47,8 +47,8 @@ impl From<OrderError> for Status {
             | OrderError::Saga(SagaError::Store(StoreError::Redis(ref redis)))
                 if harvest_kit::store::unreachable(redis) =>
             {
-                tracing::warn!(error.cause_chain = ?error, "order storage unreachable");
-                Status::unavailable(
+                harvest_kit::store::unreachable_status(
+                    &error,
                     "order storage is unreachable for now; retry (PlaceOrder with the same idempotency_key)",
                 )
             }

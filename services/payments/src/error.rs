@@ -71,8 +71,7 @@ impl From<PaymentsError> for Status {
             PaymentsError::Store(StoreError::Redis(ref redis))
                 if harvest_kit::store::unreachable(redis) =>
             {
-                tracing::warn!(error.cause_chain = ?error, "storage unreachable");
-                Status::unavailable("storage is unreachable for now; retry")
+                harvest_kit::store::unreachable_status(&error, harvest_kit::store::RETRY_LATER)
             }
             PaymentsError::Store(_) | PaymentsError::Step(_) => {
                 tracing::error!(error.cause_chain = ?error, "request failed");

@@ -139,6 +139,15 @@ impl World {
         }
     }
 
+    /// A plain connection to this world's Redis, for looking under the store.
+    pub async fn plain_redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connects")
+    }
+
     /// Starts an orders service on this world's Redis and broker.
     pub async fn start(&self) -> Running {
         let app = App::build(self.config.clone())

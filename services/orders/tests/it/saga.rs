@@ -593,11 +593,7 @@ async fn a_pending_deadline_fires_after_a_restart() {
     // Fired once: one cancellation in the history and one event on the bus,
     // even with two replicas watching the same deadlines.
     let deadlines = format!("{}orders:deadlines:{{east}}", world.config.redis.key_prefix);
-    let mut redis = redis::Client::open(world.redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
+    let mut redis = world.plain_redis().await;
     harvest_testkit::eventually(Duration::from_secs(10), || {
         let mut redis = redis.clone();
         let key = deadlines.clone();
@@ -685,11 +681,7 @@ async fn a_batch_of_many_orders_delivered_twice_moves_each_order_once() {
 
 /// The deadlines waiting in the test region, as `kind:order`.
 async fn pending_deadlines(world: &World) -> Vec<String> {
-    let mut redis = redis::Client::open(world.redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
+    let mut redis = world.plain_redis().await;
     redis::cmd("ZRANGE")
         .arg(format!(
             "{}orders:deadlines:{{east}}",
@@ -717,11 +709,7 @@ async fn ended_orders_expire_after_the_retention_and_open_ones_stay() {
         .await
         .expect("cancelled");
     wait_state(&orders.client, &ended, OrderState::Cancelled).await;
-    let mut redis = redis::Client::open(world.redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
+    let mut redis = world.plain_redis().await;
     let ttl = |order: &str| {
         let mut command = redis::cmd("PTTL");
         command.arg(format!(
@@ -830,11 +818,7 @@ async fn the_outbox_sweeper_drops_the_deadlines_an_interrupted_step_left() {
         .await
         .expect("written")
         .expect("not contended");
-    let mut plain = redis::Client::open(world.redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
+    let mut plain = world.plain_redis().await;
     let prefix = &world.config.redis.key_prefix;
     let _: () = redis::pipe()
         .zadd(
@@ -882,11 +866,7 @@ async fn steps_go_on_after_redis_forgets_its_scripts_and_every_round_trip_is_cou
         "a pipeline counts one round trip and every command in it"
     );
 
-    let mut redis = redis::Client::open(world.redis.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
+    let mut redis = world.plain_redis().await;
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut redis)
