@@ -144,6 +144,18 @@ mod tests {
             no_batch.validate(),
             Err("bus.max_batch must be at least 1".to_owned())
         );
+        let backoff_over_its_cap = BusConfig {
+            handler_backoff_ms: 2_000,
+            handler_backoff_max_ms: 1_000,
+            ..BusConfig::default()
+        };
+        assert_eq!(
+            backoff_over_its_cap.validate(),
+            Err(
+                "bus.handler_backoff_ms must be at least 1 and at most bus.handler_backoff_max_ms"
+                    .to_owned()
+            )
+        );
         let no_bytes = BusConfig {
             fetch_min_bytes: 0,
             ..BusConfig::default()

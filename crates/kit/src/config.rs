@@ -294,6 +294,19 @@ mod tests {
     }
 
     #[test]
+    fn a_retention_of_nothing_is_refused() {
+        let config = RedisConfig {
+            retention_secs: 0,
+            ..RedisConfig::default()
+        };
+        assert_eq!(
+            config.validate(),
+            Err("redis.retention_secs must be positive".to_owned())
+        );
+        assert_eq!(RedisConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
     fn a_sample_ratio_outside_zero_to_one_is_refused() {
         for ratio in [0.0, 0.25, 1.0] {
             let config = TelemetryConfig {

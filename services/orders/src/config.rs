@@ -152,3 +152,25 @@ impl harvest_kit::cli::ServiceConfig for OrdersConfig {
         &self.telemetry
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_waits_and_deadlines_out_of_range_are_refused_with_the_setting_named() {
+        assert_eq!(OrdersConfig::default().validate(), Ok(()));
+        let mut config = OrdersConfig::default();
+        config.orders.placement_wait_ms = 50;
+        assert_eq!(
+            config.validate(),
+            Err("orders.placement_wait_ms must be between 100 and 60000".to_owned())
+        );
+        let mut config = OrdersConfig::default();
+        config.orders.placement_deadline_secs = 0;
+        assert_eq!(
+            config.validate(),
+            Err("orders.placement_deadline_secs must be positive".to_owned())
+        );
+    }
+}
