@@ -807,10 +807,8 @@ async fn the_outbox_sweeper_drops_the_deadlines_an_interrupted_step_left() {
     let stored = store.load(&id).await.expect("load").expect("stored");
     let mut record = stored.record.clone();
     let mut again = world
-        .events_of(&id)
-        .last()
-        .cloned()
-        .expect("an event of the order");
+        .wait_event(&id, |p| matches!(p, Payload::OrderConfirmed(_)))
+        .await;
     again.event_id = format!("{}-again", again.event_id);
     record.outbox.push(again);
     store
