@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use harvest_domain::{Regions, deterministic_id};
+use harvest_domain::Regions;
 use harvest_proto::catalog::v1::{
     Category, CollectionPointInput, CreateProductRequest, GetStockRequest, Product,
     ReceiveStockLotRequest, Stock, Unit,
@@ -295,7 +295,7 @@ impl System {
     /// exists.
     pub async fn shipment(&self, order_id: &str, product: &Product) -> Shipment {
         let point = product.collection_point.as_ref().expect("point");
-        let shipment_id = deterministic_id("shp", &[order_id, &point.pickup_point_id]).to_string();
+        let shipment_id = harvest_domain::shipment_id(order_id, &point.pickup_point_id).to_string();
         poll(|| async {
             self.clients
                 .delivery

@@ -25,6 +25,21 @@ async fn pick_up(system: &System, shipment_id: &str) {
         .expect("picked up");
 }
 
+async fn deliver(system: &System, shipment_id: &str, proof_reference: &str) {
+    system
+        .clients
+        .delivery
+        .clone()
+        .confirm_delivery(ConfirmDeliveryRequest {
+            courier_id: COURIER.to_owned(),
+            shipment_id: shipment_id.to_owned(),
+            recipient_name: "Chen Jing".to_owned(),
+            proof_reference: proof_reference.to_owned(),
+        })
+        .await
+        .expect("delivered");
+}
+
 #[tokio::test]
 async fn every_way_an_order_ends() {
     let system = System::start().await;
@@ -36,6 +51,8 @@ async fn every_way_an_order_ends() {
     let sold_out = system.product("Lotus seeds, 500 g", &ANJI, 0).await;
     let remote = system.product("Fuping jujubes, 1 kg", &FUPING, 10).await;
     let unpaid = system.product("Chestnuts, 1 kg", &ANJI, 20).await;
+    let arrives = system.product("Anji bamboo vinegar", &ANJI, 20).await;
+    let stranded = system.product("Fuping dried persimmons", &FUPING, 10).await;
 
     let delivered = async {
         let order = system.place(&[(&happy, 2)], "approve").await;
@@ -46,18 +63,7 @@ async fn every_way_an_order_ends() {
         assert_eq!(shipment.courier_id, COURIER);
         pick_up(&system, &shipment.shipment_id).await;
         system.wait_order(id, OrderState::InTransit).await;
-        system
-            .clients
-            .delivery
-            .clone()
-            .confirm_delivery(ConfirmDeliveryRequest {
-                courier_id: COURIER.to_owned(),
-                shipment_id: shipment.shipment_id.clone(),
-                recipient_name: "Chen Jing".to_owned(),
-                proof_reference: "photo-0001".to_owned(),
-            })
-            .await
-            .expect("delivered");
+        deliver(&system, &shipment.shipment_id, "photo-0001").await;
         let order = system.wait_order(id, OrderState::Delivered).await;
         assert_eq!(order.total_fen, 10_000);
         let payment = system.wait_payment(id, PaymentState::Captured).await;
@@ -215,6 +221,49 @@ async fn every_way_an_order_ends() {
         .expect("stock released");
     };
 
+    // Two pickup points; nobody carries from the second. The order is
+    // delivered with what arrived and charged for that only.
+    let delivered_in_part = async {
+        let order = system
+            .place(&[(&arrives, 1), (&stranded, 2)], "approve")
+            .await;
+        let id = order.order_id.as_str();
+        let shipment = system
+            .wait_shipment(id, &arrives, ShipmentState::Assigned)
+            .await;
+        pick_up(&system, &shipment.shipment_id).await;
+        deliver(&system, &shipment.shipment_id, "photo-0002").await;
+        let failed = system
+            .wait_shipment(id, &stranded, ShipmentState::Failed)
+            .await;
+        let order = system.wait_order(id, OrderState::Delivered).await;
+        assert_eq!((order.total_fen, order.charged_fen), (15_000, 5_000));
+        assert_eq!(order.failed_shipments.len(), 1);
+        assert_eq!(order.failed_shipments[0].shipment_id, failed.shipment_id);
+        assert_eq!(order.failed_shipments[0].reason(), CancelReason::NoCourier);
+        let payment = system.wait_payment(id, PaymentState::Captured).await;
+        assert_eq!(
+            (payment.authorized_fen, payment.captured_fen),
+            (15_000, 5_000),
+            "the failed shipment's share is released"
+        );
+        assert!(
+            payment
+                .entries
+                .iter()
+                .filter(|e| e.kind() == LedgerEntryKind::Payout)
+                .all(|e| e.seller_id == "coop-anji"),
+            "only the seller whose goods arrived is paid"
+        );
+        let stock = crate::helpers::poll(|| async {
+            let stock = system.stock(&stranded).await;
+            (stock.reserved == 0).then_some(stock)
+        })
+        .await
+        .expect("the failed shipment's stock is released");
+        assert_eq!((stock.on_hand, stock.available), (10, 10));
+    };
+
     let payment_deadline = async {
         // In the other region, so that the slow provider holds up nobody else.
         let key = uuid::Uuid::new_v4().simple().to_string();
@@ -285,5 +334,6 @@ async fn every_way_an_order_ends() {
         no_courier,
         payment_deadline,
         one_key_one_order,
+        delivered_in_part,
     );
 }

@@ -26,6 +26,7 @@ pub mod types {
     pub const ORDER_CANCELLED: &str = "harvest.events.v1.OrderCancelled";
     pub const ORDER_DELIVERED: &str = "harvest.events.v1.OrderDelivered";
     pub const ORDER_STATE_CHANGED: &str = "harvest.events.v1.OrderStateChanged";
+    pub const ORDER_SHIPMENT_FAILED: &str = "harvest.events.v1.OrderShipmentFailed";
     pub const STOCK_RESERVED: &str = "harvest.events.v1.StockReserved";
     pub const STOCK_REJECTED: &str = "harvest.events.v1.StockRejected";
     pub const STOCK_RELEASED: &str = "harvest.events.v1.StockReleased";
@@ -51,6 +52,7 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::OrderCancelled(_) => types::ORDER_CANCELLED,
         Payload::OrderDelivered(_) => types::ORDER_DELIVERED,
         Payload::OrderStateChanged(_) => types::ORDER_STATE_CHANGED,
+        Payload::OrderShipmentFailed(_) => types::ORDER_SHIPMENT_FAILED,
         Payload::StockReserved(_) => types::STOCK_RESERVED,
         Payload::StockRejected(_) => types::STOCK_REJECTED,
         Payload::StockReleased(_) => types::STOCK_RELEASED,
@@ -77,7 +79,8 @@ pub fn owning_stream(payload: &Payload) -> Stream {
         | Payload::OrderConfirmed(_)
         | Payload::OrderCancelled(_)
         | Payload::OrderDelivered(_)
-        | Payload::OrderStateChanged(_) => Stream::Orders,
+        | Payload::OrderStateChanged(_)
+        | Payload::OrderShipmentFailed(_) => Stream::Orders,
         Payload::StockReserved(_)
         | Payload::StockRejected(_)
         | Payload::StockReleased(_)

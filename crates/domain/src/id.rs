@@ -82,6 +82,12 @@ pub fn deterministic_id(prefix: &str, parts: &[&str]) -> Id {
     Id(format!("{prefix}_{}", uuid.simple()))
 }
 
+/// The id of an order's one shipment from a pickup point: delivery creates
+/// it under this id, and orders finds the pickup point of a shipment by it.
+pub fn shipment_id(order_id: &str, pickup_point_id: &str) -> Id {
+    deterministic_id("shp", &[order_id, pickup_point_id])
+}
+
 const HARVEST_NAMESPACE: uuid::Uuid =
     uuid::Uuid::from_u128(0x8d6f_3c1e_52a4_4b0f_9f3e_6a1d_2c7b_4e90);
 

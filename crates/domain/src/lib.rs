@@ -16,7 +16,7 @@ mod region;
 mod text;
 
 pub use date::{Date, DateError};
-pub use id::{Id, IdError, deterministic_id, new_id};
+pub use id::{Id, IdError, deterministic_id, new_id, shipment_id};
 pub use money::{Fen, FenError};
 pub use province::default_region_of_province;
 pub use quantity::{Quantity, QuantityError};

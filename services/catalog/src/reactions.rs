@@ -1,6 +1,6 @@
 //! How the catalog reacts to the saga: reserve stock when an order is placed,
-//! release it when the order is cancelled, commit it when the goods are
-//! picked up. Every reaction is idempotent; a redelivered event republishes
+//! release it when the order is cancelled (or one of its shipments fails
+//! while the order goes on), commit it when the goods are picked up. Every reaction is idempotent; a redelivered event republishes
 //! the event it caused the first time, with the same id.
 
 use std::collections::HashSet;
@@ -13,8 +13,9 @@ use harvest_bus::{
 use harvest_domain::{Date, Fen, Id, Quantity, Region, deterministic_id};
 use harvest_proto::common::v1::OrderLine;
 use harvest_proto::events::v1::{
-    LineShortfall, LotAllocation, OrderCancelled, OrderPlaced, Pickup, ReservedLine,
-    ShipmentPickedUp, ShortfallReason, StockCommitted, StockRejected, StockReleased, StockReserved,
+    LineShortfall, LotAllocation, OrderCancelled, OrderPlaced, OrderShipmentFailed, Pickup,
+    ReservedLine, ShipmentPickedUp, ShortfallReason, StockCommitted, StockRejected, StockReleased,
+    StockReserved,
 };
 use prost::Message;
 
@@ -77,7 +78,10 @@ impl Handler for StockReactions {
     fn wants(&self, event_type: &str) -> bool {
         matches!(
             event_type,
-            types::ORDER_PLACED | types::ORDER_CANCELLED | types::SHIPMENT_PICKED_UP
+            types::ORDER_PLACED
+                | types::ORDER_CANCELLED
+                | types::ORDER_SHIPMENT_FAILED
+                | types::SHIPMENT_PICKED_UP
         )
     }
 
@@ -93,6 +97,9 @@ impl Handler for StockReactions {
             }
             Some(Payload::OrderCancelled(cancelled)) => {
                 self.on_order_cancelled(&order_id, &region, cancelled).await
+            }
+            Some(Payload::OrderShipmentFailed(failed)) => {
+                self.on_shipment_failed(&order_id, &region, failed).await
             }
             Some(Payload::ShipmentPickedUp(picked_up)) => {
                 self.on_picked_up(&order_id, &region, picked_up).await
@@ -437,10 +444,46 @@ impl StockReactions {
         region: &Region,
         cancelled: &OrderCancelled,
     ) -> Result<(), ReactionError> {
+        let products = cancelled.lines.iter().map(|line| line.product_id.as_str());
+        let event_id = deterministic_id("evt", &[order_id.as_str(), "catalog", "stock-released"]);
+        self.release(order_id, region, products, &event_id).await
+    }
+
+    /// The lines of a failed shipment leave the order: their stock goes back
+    /// on sale unless it was picked up (then it stays committed).
+    #[tracing::instrument(skip_all, fields(order_id = %order_id, shipment_id = %failed.shipment_id))]
+    async fn on_shipment_failed(
+        &self,
+        order_id: &Id,
+        region: &Region,
+        failed: &OrderShipmentFailed,
+    ) -> Result<(), ReactionError> {
+        let products = failed.lines.iter().map(|line| line.product_id.as_str());
+        let event_id = deterministic_id(
+            "evt",
+            &[
+                order_id.as_str(),
+                "catalog",
+                "stock-released",
+                &failed.shipment_id,
+            ],
+        );
+        self.release(order_id, region, products, &event_id).await
+    }
+
+    /// Releases the order's reservations of `products` still held, and
+    /// announces what is released under `event_id`.
+    async fn release(
+        &self,
+        order_id: &Id,
+        region: &Region,
+        products: impl Iterator<Item = &str>,
+        event_id: &Id,
+    ) -> Result<(), ReactionError> {
         let mut released = Vec::new();
-        for line in &cancelled.lines {
-            let Ok(product_id) = Id::parse(&line.product_id) else {
-                tracing::warn!(product_id = %line.product_id, "cancelled order names an invalid product id");
+        for product in products {
+            let Ok(product_id) = Id::parse(product) else {
+                tracing::warn!(product_id = %product, "order event names an invalid product id");
                 continue;
             };
             let (_, record) = self
@@ -459,7 +502,7 @@ impl StockReactions {
         }
         tracing::info!(lines = released.len(), "stock released");
         let event = new_envelope(
-            &deterministic_id("evt", &[order_id.as_str(), "catalog", "stock-released"]),
+            event_id,
             order_id,
             region,
             "catalog",

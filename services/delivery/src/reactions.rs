@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use harvest_bus::event::types;
 use harvest_bus::{Handler, HandlerError, IncomingEvent, Payload};
-use harvest_domain::{Id, Quantity, Region, deterministic_id};
+use harvest_domain::{Id, Quantity, Region};
 use harvest_proto::common::v1::PickupPoint;
 use harvest_proto::delivery::v1::Shipment;
 use harvest_proto::events::v1::{OrderConfirmed, Pickup};
@@ -44,7 +44,7 @@ impl From<ReactionError> for HandlerError {
 
 /// The id of the one shipment of an order's pickup point.
 pub fn shipment_id(order_id: &Id, pickup_point_id: &str) -> Id {
-    deterministic_id("shp", &[order_id.as_str(), pickup_point_id])
+    harvest_domain::shipment_id(order_id.as_str(), pickup_point_id)
 }
 
 impl Handler for ShipmentReactions {

@@ -363,6 +363,8 @@ fn new_record(valid: &ValidOrder, order_id: &str) -> Result<StoredOrder, OrderEr
             event_id: placed.event_id.clone(),
             detail: String::new(),
         }],
+        failed_shipments: Vec::new(),
+        charged_fen: 0,
     };
     Ok(StoredOrder {
         order: Some(order),

@@ -5,8 +5,15 @@
 //! PLACED ─(stock reserved)─▶ RESERVED ─(payment authorized)─▶ CONFIRMED
 //!   ─(courier assigned)─▶ DISPATCHING ─(picked up)─▶ IN_TRANSIT ─(all delivered)─▶ DELIVERED
 //! any state before pickup ─(out of stock | payment declined | buyer cancel
-//!   | deadline | no courier)─▶ CANCELLED; IN_TRANSIT ─(shipment failed)─▶ CANCELLED
+//!   | deadline)─▶ CANCELLED
 //! ```
+//!
+//! An order has one shipment per pickup point, and each ends on its own. A
+//! shipment that fails while another is delivered or still under way leaves
+//! the order where it is ([`Outcome::ShipmentDropped`]); its lines are no
+//! longer part of what the order delivers. The last shipment to end decides
+//! the order's end: DELIVERED when any shipment was delivered, else
+//! CANCELLED (no courier, or delivery failed).
 
 use std::fmt;
 
@@ -104,12 +111,13 @@ pub enum Event {
     PaymentDeclined,
     CourierAssigned,
     PickedUp,
-    /// A shipment arrived; `all_delivered` when it was the last one.
+    /// A shipment arrived; `last` when no other shipment is under way.
     ShipmentDelivered {
-        all_delivered: bool,
+        last: bool,
     },
     ShipmentFailed {
         no_courier: bool,
+        rest: Rest,
     },
     BuyerCancelled,
     PaymentDeadlinePassed,
@@ -119,7 +127,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 16] = [
+    pub const ALL: [Event; 20] = [
         Event::StockReserved,
         Event::StockRejected(Rejection::OutOfStock),
         Event::StockRejected(Rejection::UnknownProduct),
@@ -128,19 +136,48 @@ impl Event {
         Event::PaymentDeclined,
         Event::CourierAssigned,
         Event::PickedUp,
-        Event::ShipmentDelivered {
-            all_delivered: false,
+        Event::ShipmentDelivered { last: false },
+        Event::ShipmentDelivered { last: true },
+        Event::ShipmentFailed {
+            no_courier: false,
+            rest: Rest::UnderWay,
         },
-        Event::ShipmentDelivered {
-            all_delivered: true,
+        Event::ShipmentFailed {
+            no_courier: true,
+            rest: Rest::UnderWay,
         },
-        Event::ShipmentFailed { no_courier: false },
-        Event::ShipmentFailed { no_courier: true },
+        Event::ShipmentFailed {
+            no_courier: false,
+            rest: Rest::Delivered,
+        },
+        Event::ShipmentFailed {
+            no_courier: true,
+            rest: Rest::Delivered,
+        },
+        Event::ShipmentFailed {
+            no_courier: false,
+            rest: Rest::NoneDelivered,
+        },
+        Event::ShipmentFailed {
+            no_courier: true,
+            rest: Rest::NoneDelivered,
+        },
         Event::BuyerCancelled,
         Event::PaymentDeadlinePassed,
         Event::PickupWindowMissed,
         Event::PlacementDeadlinePassed,
     ];
+}
+
+/// Where an order's other shipments stand when one of them fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rest {
+    /// Another shipment is still under way.
+    UnderWay,
+    /// Every other shipment ended, and at least one was delivered.
+    Delivered,
+    /// Every other shipment failed, or there is no other.
+    NoneDelivered,
 }
 
 /// Why the catalog could not serve an order.
@@ -161,6 +198,9 @@ pub enum Outcome {
     /// Accepted without a change of state: progress of one shipment among
     /// several.
     Progressed,
+    /// One shipment failed while another is still under way: the order
+    /// stays where it is without that shipment's lines.
+    ShipmentDropped,
 }
 
 /// An event that cannot apply to an order in its state.
@@ -231,30 +271,36 @@ pub fn decide(state: State, event: Event) -> Result<Outcome, Refused> {
         (S::Dispatching | S::InTransit, E::CourierAssigned) => Ok(Outcome::Progressed),
         (S::Dispatching, E::PickedUp) => Ok(Outcome::Moved(S::InTransit)),
         (S::InTransit, E::PickedUp) => Ok(Outcome::Progressed),
+        (S::InTransit, E::ShipmentDelivered { last: true }) => Ok(Outcome::Moved(S::Delivered)),
+        (S::InTransit, E::ShipmentDelivered { last: false }) => Ok(Outcome::Progressed),
+
+        (
+            S::Confirmed | S::Dispatching | S::InTransit,
+            E::ShipmentFailed {
+                rest: Rest::UnderWay,
+                ..
+            },
+        ) => Ok(Outcome::ShipmentDropped),
+        // Something was delivered, which only happens once the order is in
+        // transit: it ends with what arrived.
         (
             S::InTransit,
-            E::ShipmentDelivered {
-                all_delivered: true,
+            E::ShipmentFailed {
+                rest: Rest::Delivered,
+                ..
             },
         ) => Ok(Outcome::Moved(S::Delivered)),
         (
-            S::InTransit,
-            E::ShipmentDelivered {
-                all_delivered: false,
+            S::Confirmed | S::Dispatching | S::InTransit,
+            E::ShipmentFailed {
+                rest: Rest::NoneDelivered,
+                no_courier,
             },
-        ) => Ok(Outcome::Progressed),
-
-        (S::Confirmed | S::Dispatching, E::ShipmentFailed { no_courier: true }) => {
-            Ok(Outcome::Cancelled(CancelReason::NoCourier))
-        }
-        (S::Confirmed | S::Dispatching | S::InTransit, E::ShipmentFailed { no_courier: false }) => {
-            Ok(Outcome::Cancelled(CancelReason::DeliveryFailed))
-        }
-        // A shipment found no courier after another was already picked up:
-        // the order cannot be completed.
-        (S::InTransit, E::ShipmentFailed { no_courier: true }) => {
-            Ok(Outcome::Cancelled(CancelReason::NoCourier))
-        }
+        ) => Ok(Outcome::Cancelled(if no_courier {
+            CancelReason::NoCourier
+        } else {
+            CancelReason::DeliveryFailed
+        })),
         (S::Confirmed | S::Dispatching, E::PickupWindowMissed) => {
             Ok(Outcome::Cancelled(CancelReason::PickupWindowMissed))
         }
@@ -272,7 +318,7 @@ pub fn next_state(current: State, outcome: Outcome) -> State {
     match outcome {
         Outcome::Moved(next) => next,
         Outcome::Cancelled(_) => State::Cancelled,
-        Outcome::Progressed => current,
+        Outcome::Progressed | Outcome::ShipmentDropped => current,
     }
 }
 
@@ -303,29 +349,49 @@ mod tests {
             (S::Reserved, E::PaymentDeadlinePassed) => S::Cancelled,
             (S::Reserved, E::BuyerCancelled) => S::Cancelled,
             (S::Confirmed, E::CourierAssigned) => S::Dispatching,
-            (S::Confirmed, E::ShipmentFailed { .. }) => S::Cancelled,
+            (
+                S::Confirmed,
+                E::ShipmentFailed {
+                    rest: Rest::UnderWay,
+                    ..
+                },
+            ) => S::Confirmed,
+            (
+                S::Confirmed,
+                E::ShipmentFailed {
+                    rest: Rest::NoneDelivered,
+                    ..
+                },
+            ) => S::Cancelled,
             (S::Confirmed, E::PickupWindowMissed) => S::Cancelled,
             (S::Confirmed, E::BuyerCancelled) => S::Cancelled,
             (S::Dispatching, E::CourierAssigned) => S::Dispatching,
             (S::Dispatching, E::PickedUp) => S::InTransit,
-            (S::Dispatching, E::ShipmentFailed { .. }) => S::Cancelled,
+            (
+                S::Dispatching,
+                E::ShipmentFailed {
+                    rest: Rest::UnderWay,
+                    ..
+                },
+            ) => S::Dispatching,
+            (
+                S::Dispatching,
+                E::ShipmentFailed {
+                    rest: Rest::NoneDelivered,
+                    ..
+                },
+            ) => S::Cancelled,
             (S::Dispatching, E::PickupWindowMissed) => S::Cancelled,
             (S::Dispatching, E::BuyerCancelled) => S::Cancelled,
             (S::InTransit, E::CourierAssigned) => S::InTransit,
             (S::InTransit, E::PickedUp) => S::InTransit,
-            (
-                S::InTransit,
-                E::ShipmentDelivered {
-                    all_delivered: true,
-                },
-            ) => S::Delivered,
-            (
-                S::InTransit,
-                E::ShipmentDelivered {
-                    all_delivered: false,
-                },
-            ) => S::InTransit,
-            (S::InTransit, E::ShipmentFailed { .. }) => S::Cancelled,
+            (S::InTransit, E::ShipmentDelivered { last: true }) => S::Delivered,
+            (S::InTransit, E::ShipmentDelivered { last: false }) => S::InTransit,
+            (S::InTransit, E::ShipmentFailed { rest, .. }) => match rest {
+                Rest::UnderWay => S::InTransit,
+                Rest::Delivered => S::Delivered,
+                Rest::NoneDelivered => S::Cancelled,
+            },
             _ => return None,
         })
     }
@@ -378,7 +444,18 @@ mod tests {
             (State::Dispatching, Event::BuyerCancelled, R::BuyerCancelled),
             (
                 State::Dispatching,
-                Event::ShipmentFailed { no_courier: true },
+                Event::ShipmentFailed {
+                    no_courier: true,
+                    rest: Rest::NoneDelivered,
+                },
+                R::NoCourier,
+            ),
+            (
+                State::InTransit,
+                Event::ShipmentFailed {
+                    no_courier: true,
+                    rest: Rest::NoneDelivered,
+                },
                 R::NoCourier,
             ),
             (
@@ -388,7 +465,10 @@ mod tests {
             ),
             (
                 State::InTransit,
-                Event::ShipmentFailed { no_courier: false },
+                Event::ShipmentFailed {
+                    no_courier: false,
+                    rest: Rest::NoneDelivered,
+                },
                 R::DeliveryFailed,
             ),
         ];
@@ -399,6 +479,34 @@ mod tests {
                 "{state} + {event:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_last_shipment_to_end_decides_how_the_order_ends() {
+        let failed = |rest| Event::ShipmentFailed {
+            no_courier: false,
+            rest,
+        };
+        for state in [State::Confirmed, State::Dispatching, State::InTransit] {
+            assert_eq!(
+                decide(state, failed(Rest::UnderWay)),
+                Ok(Outcome::ShipmentDropped),
+                "{state}: the others go on"
+            );
+        }
+        assert_eq!(
+            decide(State::InTransit, failed(Rest::Delivered)),
+            Ok(Outcome::Moved(State::Delivered)),
+            "delivered with what arrived"
+        );
+        assert!(
+            decide(State::Dispatching, failed(Rest::Delivered)).is_err(),
+            "nothing is delivered before the order is in transit"
+        );
+        assert_eq!(
+            decide(State::InTransit, failed(Rest::NoneDelivered)),
+            Ok(Outcome::Cancelled(CancelReason::DeliveryFailed))
+        );
     }
 
     #[test]
@@ -419,9 +527,7 @@ mod tests {
         assert!(early(State::Confirmed, Event::PickedUp));
         assert!(early(
             State::Dispatching,
-            Event::ShipmentDelivered {
-                all_delivered: true
-            }
+            Event::ShipmentDelivered { last: true }
         ));
         assert!(
             !early(State::Confirmed, Event::PaymentAuthorized),

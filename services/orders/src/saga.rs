@@ -8,20 +8,21 @@
 //! order next, or by the sweeper. Every input carries an id; an id already
 //! applied changes nothing.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use harvest_bus::{Envelope, Payload, PublishError, Publisher, new_envelope};
 use harvest_domain::{Id, Region, deterministic_id};
 use harvest_proto::common::v1::CancelReason;
 use harvest_proto::events::v1::{
-    OrderCancelled, OrderConfirmed, OrderDelivered, OrderStateChanged, ShipmentFailureReason,
-    ShortfallReason,
+    OrderCancelled, OrderConfirmed, OrderDelivered, OrderShipmentFailed, OrderStateChanged,
+    ReservedLine, ShipmentFailed, ShipmentFailureReason, ShortfallReason,
 };
 use harvest_proto::orders::storage::v1::StoredOrder;
-use harvest_proto::orders::v1::{Order, PricedLine, Transition};
+use harvest_proto::orders::v1::{FailedShipment, Order, PricedLine, Transition};
 
 use crate::config::OrderRules;
-use crate::decider::{self, Event, Outcome, Refused, Rejection, State};
+use crate::decider::{self, Event, Outcome, Refused, Rejection, Rest, State};
 use crate::store::{DeadlineKind, OrderStore, StepWrites, StoreError, now_millis};
 
 /// Counter: orders that reached a terminal state, by `outcome` and `reason`.
@@ -162,6 +163,7 @@ impl Saga {
             };
             let mut record = stored.record;
             let state_before = current_state(&record)?;
+            let history_before = history_len(&record);
             if record.seen_event_ids.contains(&input_id) {
                 if !record.outbox.is_empty() {
                     self.flush(order_id).await?;
@@ -205,7 +207,7 @@ impl Saga {
                 region: &region,
                 schedule: &deadlines,
                 outbox_at,
-                notify: state_after != state_before,
+                notify: history_len(&record) != history_before,
                 buyer_index: None,
             };
             let Some(version) = self
@@ -255,8 +257,24 @@ impl Saga {
         record_progress(record, input);
         // What a transition changes in the order, `watch::as_of` winds back
         // for watchers: keep the two in step.
+        if let Some(failed) = dropped_shipment(input, outcome) {
+            let failure = failed_shipment(record, &order, failed, now);
+            order.history.push(Transition {
+                from: state.to_proto().into(),
+                to: state.to_proto().into(),
+                at: Some(now.into()),
+                cause: input.cause(),
+                event_id: input_id.to_owned(),
+                detail: failure.detail.clone(),
+            });
+            order.updated_at = Some(now.into());
+            record
+                .outbox
+                .push(shipment_failed_event(&order, record, &failure)?);
+            order.failed_shipments.push(failure);
+        }
         if next != state {
-            let detail = detail_of(input, outcome, &self.rules);
+            let detail = detail_of(input, outcome, &order, &self.rules);
             order.history.push(Transition {
                 from: state.to_proto().into(),
                 to: next.to_proto().into(),
@@ -282,6 +300,14 @@ impl Saga {
                 && let Some(due) = pickup_deadline(record)
             {
                 deadlines.push((DeadlineKind::Pickup, due));
+            }
+            if next == State::Delivered {
+                order.charged_fen = order.total_fen
+                    - order
+                        .failed_shipments
+                        .iter()
+                        .map(|failed| failed.lines_fen)
+                        .sum::<i64>();
             }
             if next.is_terminal() {
                 let reason = match outcome {
@@ -510,25 +536,130 @@ fn decider_event(record: &StoredOrder, input: &Input) -> Option<Event> {
         Payload::PaymentDeclined(_) => Event::PaymentDeclined,
         Payload::CourierAssigned(_) => Event::CourierAssigned,
         Payload::ShipmentPickedUp(_) => Event::PickedUp,
-        Payload::ShipmentDelivered(delivered) => {
-            let mut done: Vec<&str> = record
-                .delivered_shipments
-                .iter()
-                .map(String::as_str)
-                .collect();
-            if !done.contains(&delivered.shipment_id.as_str()) {
-                done.push(&delivered.shipment_id);
-            }
-            let expected = record.pickups.len().max(1);
-            Event::ShipmentDelivered {
-                all_delivered: done.len() >= expected,
-            }
-        }
+        Payload::ShipmentDelivered(delivered) => Event::ShipmentDelivered {
+            last: others_under_way(record, &delivered.shipment_id) == 0,
+        },
         Payload::ShipmentFailed(failed) => Event::ShipmentFailed {
             no_courier: failed.reason() == ShipmentFailureReason::NoCourier,
+            rest: if others_under_way(record, &failed.shipment_id) > 0 {
+                Rest::UnderWay
+            } else if record
+                .delivered_shipments
+                .iter()
+                .any(|delivered| *delivered != failed.shipment_id)
+            {
+                Rest::Delivered
+            } else {
+                Rest::NoneDelivered
+            },
         },
         _ => return None,
     })
+}
+
+/// The order's shipments, one per pickup point: (shipment id, pickup point id).
+fn shipments(record: &StoredOrder) -> Vec<(String, String)> {
+    let order_id = record
+        .order
+        .as_ref()
+        .map(|order| order.order_id.as_str())
+        .unwrap_or_default();
+    record
+        .pickups
+        .iter()
+        .filter_map(|pickup| pickup.point.as_ref())
+        .map(|point| {
+            let shipment = harvest_domain::shipment_id(order_id, &point.pickup_point_id);
+            (shipment.to_string(), point.pickup_point_id.clone())
+        })
+        .collect()
+}
+
+/// How many of the order's shipments (one per pickup point) other than
+/// `shipment_id` have neither been delivered nor failed.
+fn others_under_way(record: &StoredOrder, shipment_id: &str) -> usize {
+    let failed = record
+        .order
+        .iter()
+        .flat_map(|order| &order.failed_shipments)
+        .map(|failed| failed.shipment_id.as_str());
+    let ended: HashSet<&str> = record
+        .delivered_shipments
+        .iter()
+        .map(String::as_str)
+        .chain(failed)
+        .chain([shipment_id])
+        .collect();
+    record.pickups.len().saturating_sub(ended.len())
+}
+
+/// The shipment failure the order goes on without: a failed shipment that
+/// did not cancel the order.
+fn dropped_shipment(input: &Input, outcome: Outcome) -> Option<&ShipmentFailed> {
+    let Input::Event(envelope) = input else {
+        return None;
+    };
+    match (&envelope.payload, outcome) {
+        (Some(Payload::ShipmentFailed(failed)), Outcome::ShipmentDropped | Outcome::Moved(_)) => {
+            Some(failed)
+        }
+        _ => None,
+    }
+}
+
+/// The order's reserved lines collected at `pickup_point_id`.
+fn lines_at<'a>(
+    record: &'a StoredOrder,
+    pickup_point_id: &'a str,
+) -> impl Iterator<Item = &'a ReservedLine> {
+    record
+        .reserved_lines
+        .iter()
+        .filter(move |line| line.pickup_point_id == pickup_point_id)
+}
+
+/// A failed shipment as the buyer sees it: its pickup point, its lines and
+/// why it failed.
+fn failed_shipment(
+    record: &StoredOrder,
+    order: &Order,
+    failed: &ShipmentFailed,
+    now: SystemTime,
+) -> FailedShipment {
+    let pickup_point_id = shipments(record)
+        .into_iter()
+        .find(|(shipment, _)| *shipment == failed.shipment_id)
+        .map(|(_, point)| point)
+        .unwrap_or_default();
+    let lines: Vec<PricedLine> = lines_at(record, &pickup_point_id)
+        .map(priced_line)
+        .collect();
+    let lines_fen = lines.iter().map(|line| line.line_total_fen).sum();
+    let no_courier = failed.reason() == ShipmentFailureReason::NoCourier;
+    let cause = if no_courier {
+        "no courier could take it".to_owned()
+    } else if failed.detail.is_empty() {
+        "the delivery failed".to_owned()
+    } else {
+        format!("the delivery failed: {}", failed.detail)
+    };
+    FailedShipment {
+        detail: format!(
+            "shipment {} of order {} failed ({cause}); its lines are not charged",
+            failed.shipment_id, order.order_id
+        ),
+        shipment_id: failed.shipment_id.clone(),
+        pickup_point_id,
+        reason: if no_courier {
+            CancelReason::NoCourier
+        } else {
+            CancelReason::DeliveryFailed
+        }
+        .into(),
+        lines,
+        lines_fen,
+        failed_at: Some(now.into()),
+    }
 }
 
 /// Keeps what the input teaches about the order (pricing, pickups, shipment
@@ -560,19 +691,23 @@ fn record_progress(record: &mut StoredOrder, input: &Input) {
     }
 }
 
+fn priced_line(line: &ReservedLine) -> PricedLine {
+    PricedLine {
+        product_id: line.product_id.clone(),
+        quantity: line.quantity,
+        unit_price_fen: line.unit_price_fen,
+        line_total_fen: line.line_total_fen,
+        seller_id: line.seller_id.clone(),
+    }
+}
+
+fn history_len(record: &StoredOrder) -> usize {
+    record.order.as_ref().map_or(0, |order| order.history.len())
+}
+
 /// Prices the order's lines from its reservation.
 fn apply_reservation(order: &mut Order, record: &StoredOrder) {
-    order.lines = record
-        .reserved_lines
-        .iter()
-        .map(|line| PricedLine {
-            product_id: line.product_id.clone(),
-            quantity: line.quantity,
-            unit_price_fen: line.unit_price_fen,
-            line_total_fen: line.line_total_fen,
-            seller_id: line.seller_id.clone(),
-        })
-        .collect();
+    order.lines = record.reserved_lines.iter().map(priced_line).collect();
     order.total_fen = record
         .reserved_lines
         .iter()
@@ -590,7 +725,7 @@ fn pickup_deadline(record: &StoredOrder) -> Option<i64> {
         .min()
 }
 
-fn detail_of(input: &Input, outcome: Outcome, rules: &OrderRules) -> String {
+fn detail_of(input: &Input, outcome: Outcome, order: &Order, rules: &OrderRules) -> String {
     let envelope = match input {
         Input::BuyerCancel { reason } if reason.is_empty() => {
             return "cancelled by the buyer".to_owned();
@@ -613,6 +748,12 @@ fn detail_of(input: &Input, outcome: Outcome, rules: &OrderRules) -> String {
         }
         Input::Event(envelope) => envelope,
     };
+    if outcome == Outcome::Moved(State::Delivered) && !order.failed_shipments.is_empty() {
+        return format!(
+            "delivered in part: {} shipment(s) failed and are not charged",
+            order.failed_shipments.len()
+        );
+    }
     match (&envelope.payload, outcome) {
         (Some(Payload::StockRejected(rejected)), _) => rejected
             .shortfalls
@@ -678,13 +819,25 @@ fn outgoing_event(
                 previous_state: from.to_proto().into(),
             }),
         ),
-        State::Delivered => (
-            "delivered",
-            Payload::OrderDelivered(OrderDelivered {
-                lines: record.reserved_lines.clone(),
-                total_fen: order.total_fen,
-            }),
-        ),
+        State::Delivered => {
+            let failed_at = |line: &ReservedLine| {
+                order
+                    .failed_shipments
+                    .iter()
+                    .any(|failed| failed.pickup_point_id == line.pickup_point_id)
+            };
+            let (undelivered_lines, lines): (Vec<ReservedLine>, Vec<ReservedLine>) =
+                record.reserved_lines.iter().cloned().partition(failed_at);
+            (
+                "delivered",
+                Payload::OrderDelivered(OrderDelivered {
+                    lines,
+                    total_fen: order.charged_fen,
+                    undelivered_fen: order.total_fen - order.charged_fen,
+                    undelivered_lines,
+                }),
+            )
+        }
         State::Placed | State::Reserved | State::Dispatching | State::InTransit => (
             to.to_proto().as_str_name(),
             Payload::OrderStateChanged(OrderStateChanged {
@@ -700,6 +853,42 @@ fn outgoing_event(
         &region,
         "orders",
         payload,
+    ))
+}
+
+/// The event telling the other services that `failure`'s lines left the
+/// order; its id is the same every time the same shipment fails.
+fn shipment_failed_event(
+    order: &Order,
+    record: &StoredOrder,
+    failure: &FailedShipment,
+) -> Result<Envelope, SagaError> {
+    let order_id =
+        Id::parse(&order.order_id).map_err(|_| SagaError::Corrupt(order.order_id.clone()))?;
+    let region = region_of(order)?;
+    Ok(new_envelope(
+        &deterministic_id(
+            "evt",
+            &[
+                order_id.as_str(),
+                "orders",
+                "shipment-failed",
+                &failure.shipment_id,
+            ],
+        ),
+        &order_id,
+        &region,
+        "orders",
+        Payload::OrderShipmentFailed(OrderShipmentFailed {
+            shipment_id: failure.shipment_id.clone(),
+            pickup_point_id: failure.pickup_point_id.clone(),
+            reason: failure.reason,
+            detail: failure.detail.clone(),
+            lines: lines_at(record, &failure.pickup_point_id)
+                .cloned()
+                .collect(),
+            lines_fen: failure.lines_fen,
+        }),
     ))
 }
 

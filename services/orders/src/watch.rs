@@ -19,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 /// later read of it; `None` past its history.
 ///
 /// A transition changes only the state, the time of the last change, the
-/// history and, when it cancels, the reason (`saga::Saga::step`); lines and
-/// total are priced once, on the way to RESERVED, and never change again.
-/// So winding those fields back gives the order exactly as it was, for every
-/// transition after the first (to PLACED, which a watcher sees in its first
-/// message instead).
+/// history, when it cancels the reason, when it delivers the amount charged,
+/// and when it records a failed shipment (from and to equal) the failed
+/// shipments (`saga::Saga::step`); lines and total are priced once, on the
+/// way to RESERVED, and never change again. So winding those fields back
+/// gives the order exactly as it was, for every transition after the first
+/// (to PLACED, which a watcher sees in its first message instead).
 pub fn as_of(latest: &Order, index: usize) -> Option<Order> {
     let transition = latest.history.get(index)?;
     let mut order = latest.clone();
@@ -33,7 +34,16 @@ pub fn as_of(latest: &Order, index: usize) -> Option<Order> {
         order.cancel_reason = 0;
         order.cancel_detail.clear();
     }
+    if transition.to() != OrderState::Delivered {
+        order.charged_fen = 0;
+    }
     order.history.truncate(index + 1);
+    let failed_by_then = order
+        .history
+        .iter()
+        .filter(|step| step.from == step.to)
+        .count();
+    order.failed_shipments.truncate(failed_by_then);
     Some(order)
 }
 
@@ -152,5 +162,37 @@ mod tests {
 
         assert_eq!(as_of(&latest, 2), Some(latest.clone()));
         assert_eq!(as_of(&latest, 3), None);
+    }
+
+    #[test]
+    fn a_failed_shipment_shows_from_its_own_transition_on() {
+        use harvest_proto::orders::v1::FailedShipment;
+        let history = vec![
+            transition(OrderState::Unspecified, OrderState::Placed, 1),
+            transition(OrderState::Dispatching, OrderState::InTransit, 2),
+            transition(OrderState::InTransit, OrderState::InTransit, 3),
+            transition(OrderState::InTransit, OrderState::Delivered, 4),
+        ];
+        let latest = Order {
+            state: OrderState::Delivered.into(),
+            total_fen: 3_000,
+            charged_fen: 2_000,
+            updated_at: history[3].at,
+            failed_shipments: vec![FailedShipment {
+                shipment_id: "shp_2".to_owned(),
+                lines_fen: 1_000,
+                ..FailedShipment::default()
+            }],
+            history,
+            ..Order::default()
+        };
+        let in_transit = as_of(&latest, 1).expect("within the history");
+        assert!(in_transit.failed_shipments.is_empty());
+        assert_eq!(in_transit.charged_fen, 0);
+        let failed = as_of(&latest, 2).expect("within the history");
+        assert_eq!(failed.state(), OrderState::InTransit);
+        assert_eq!(failed.failed_shipments, latest.failed_shipments);
+        assert_eq!(failed.charged_fen, 0, "charged once delivered");
+        assert_eq!(as_of(&latest, 3), Some(latest.clone()));
     }
 }

@@ -299,8 +299,10 @@ impl<P: PaymentProvider> Payments<P> {
         self.announce(&order, "authorization").await
     }
 
-    /// Captures the authorization of a delivered order and splits it
-    /// between the sellers and the platform, once.
+    /// Captures the delivered lines of an order from its authorization and
+    /// splits them between the sellers and the platform, once. What the
+    /// order's failed shipments held of the authorization is released with
+    /// the capture.
     #[tracing::instrument(skip_all, fields(order_id = %order))]
     pub async fn capture(&self, order: &Id, delivered: &Capture) -> Result<Vec<String>, StepError> {
         let refuse = |why: &str| {
@@ -320,9 +322,11 @@ impl<P: PaymentProvider> Payments<P> {
                 }
                 Stage::Authorizing => self.complete_authorization(&payment).await?,
                 Stage::Authorized => {
-                    if delivered.amount.get() != payment.authorized {
+                    // Less when some shipments failed: the capture releases
+                    // the rest of the authorization.
+                    if delivered.amount.get() > payment.authorized {
                         return refuse(&format!(
-                            "its lines total {} fen, but {} fen were authorized",
+                            "its delivered lines total {} fen, more than the {} fen authorized",
                             delivered.amount.get(),
                             payment.authorized
                         ));
@@ -424,6 +428,7 @@ impl<P: PaymentProvider> Payments<P> {
             }
             tracing::info!(
                 amount_fen = plan.amount_fen,
+                released_fen = plan.released_fen,
                 commission_fen = plan.commission_fen,
                 sellers = plan.payouts.len(),
                 "payment captured",
@@ -655,6 +660,7 @@ fn capture_plan(payment: &StoredPayment, capture: &Capture) -> CapturePlan {
             })
             .collect(),
         commission_fen: capture.commission.get(),
+        released_fen: payment.authorized - capture.amount.get(),
     };
     CapturePlan {
         amount: captured.amount_fen,

@@ -1,7 +1,7 @@
 //! Orders, their lines and their history.
 
 use harvest_proto::common::v1::{CancelReason, OrderState};
-use harvest_proto::orders::v1::{Order, OrderUpdate, PricedLine, Transition};
+use harvest_proto::orders::v1::{FailedShipment, Order, OrderUpdate, PricedLine, Transition};
 use serde_json::{Value, json};
 
 use super::{
@@ -26,6 +26,18 @@ fn line_json(line: &PricedLine) -> Value {
         "unit_price_fen": line.unit_price_fen,
         "line_total_fen": line.line_total_fen,
         "seller_id": line.seller_id,
+    })
+}
+
+fn failed_shipment_json(failed: &FailedShipment) -> Value {
+    json!({
+        "shipment_id": failed.shipment_id,
+        "pickup_point_id": failed.pickup_point_id,
+        "reason": short_name::<CancelReason>(failed.reason),
+        "detail": failed.detail,
+        "lines": failed.lines.iter().map(line_json).collect::<Vec<_>>(),
+        "lines_fen": failed.lines_fen,
+        "failed_at": json_time(failed.failed_at.as_ref()),
     })
 }
 
@@ -55,6 +67,8 @@ pub fn order_json(order: &Order) -> Value {
             .then(|| short_name::<CancelReason>(order.cancel_reason)),
         "cancel_detail": order.cancel_detail,
         "history": order.history.iter().map(transition_json).collect::<Vec<_>>(),
+        "failed_shipments": order.failed_shipments.iter().map(failed_shipment_json).collect::<Vec<_>>(),
+        "charged_fen": (order.state() == OrderState::Delivered).then_some(order.charged_fen),
     })
 }
 
@@ -86,6 +100,10 @@ pub fn order_human(order: &Order) -> String {
         .field("Buyer", order.buyer_id.as_str())
         .field("Region", order.region.as_str())
         .field("Total", total(order))
+        .maybe(
+            "Charged",
+            (order.state() == OrderState::Delivered).then(|| money(order.charged_fen)),
+        )
         .maybe("Ship to", address(order.ship_to.as_ref()))
         .field("Created", time(order.created_at.as_ref()))
         .field("Updated", time(order.updated_at.as_ref()))
@@ -129,7 +147,25 @@ pub fn order_human(order: &Order) -> String {
         ]);
     }
 
+    let mut failed = Table::new(&[
+        ("SHIPMENT", Align::Left),
+        ("PICKUP POINT", Align::Left),
+        ("REASON", Align::Left),
+        ("NOT CHARGED", Align::Right),
+    ]);
+    for shipment in &order.failed_shipments {
+        failed.row(vec![
+            shipment.shipment_id.clone(),
+            shipment.pickup_point_id.clone(),
+            short_name::<CancelReason>(shipment.reason),
+            money(shipment.lines_fen),
+        ]);
+    }
+
     let mut text = summary + &section("LINES", &lines.render());
+    if !failed.is_empty() {
+        text += &section("FAILED SHIPMENTS", &failed.render());
+    }
     if !history.is_empty() {
         text += &section("HISTORY", &history.render());
     }
@@ -312,7 +348,43 @@ mod tests {
                 ),
                 cancel,
             ],
+            failed_shipments: Vec::new(),
+            charged_fen: 0,
         }
+    }
+
+    #[test]
+    fn a_partly_delivered_order_shows_what_was_charged_and_what_failed() {
+        let mut order = cancelled_order();
+        order.state = OrderState::Delivered.into();
+        order.cancel_reason = 0;
+        order.charged_fen = 20_400;
+        order.failed_shipments = vec![FailedShipment {
+            shipment_id: "shp_2".to_owned(),
+            pickup_point_id: "pp_qinling".to_owned(),
+            reason: CancelReason::NoCourier.into(),
+            detail: "no courier could take it".to_owned(),
+            lines: vec![order.lines[1].clone()],
+            lines_fen: 8_800,
+            failed_at: at(90),
+        }];
+        let text = order_human(&order);
+        assert!(
+            text.contains("Total    ¥292.00\nCharged  ¥204.00\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "FAILED SHIPMENTS\nSHIPMENT  PICKUP POINT  REASON      NOT CHARGED\n\
+                 shp_2     pp_qinling    NO_COURIER       ¥88.00\n"
+            ),
+            "{text}"
+        );
+        let json = order_json(&order);
+        assert_eq!(json["charged_fen"], 20_400);
+        assert_eq!(json["failed_shipments"][0]["reason"], "NO_COURIER");
+        assert_eq!(json["failed_shipments"][0]["lines_fen"], 8_800);
+        assert_eq!(order_json(&cancelled_order())["charged_fen"], Value::Null);
     }
 
     #[test]

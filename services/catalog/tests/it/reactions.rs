@@ -7,7 +7,9 @@ use futures::future::join_all;
 use harvest_bus::{Payload, new_envelope};
 use harvest_domain::{Id, deterministic_id, new_id};
 use harvest_proto::common::v1::{CancelReason, OrderLine, OrderState};
-use harvest_proto::events::v1::{OrderCancelled, ShipmentPickedUp, ShortfallReason};
+use harvest_proto::events::v1::{
+    OrderCancelled, OrderShipmentFailed, ReservedLine, ShipmentPickedUp, ShortfallReason,
+};
 use prost::Message;
 
 use crate::helpers::{TestCatalog, WAIT, decode_all, order_placed};
@@ -486,6 +488,61 @@ async fn cancel_releases_and_pickup_commits_each_once() {
         .expect("snapshot")
         .audit()
         .expect("consistent");
+}
+
+/// A shipment that fails while its order goes on gives its lines' stock
+/// back, and only theirs: the order's other lines stay reserved.
+#[tokio::test]
+async fn a_failed_shipment_releases_its_lines_only() {
+    let catalog = TestCatalog::start().await;
+    let apples = catalog.product("Fuji apples", 6_800, false).await;
+    let honey = catalog.product("Acacia honey", 4_200, false).await;
+    catalog.lot(&apples, "a1", 10, 30).await;
+    catalog.lot(&honey, "h1", 10, 30).await;
+    let (apples_id, honey_id) = (apples.product_id.as_str(), honey.product_id.as_str());
+    let order = catalog.place(&[(apples_id, 3), (honey_id, 2)]).await;
+    catalog.outcome(&order.order_id).await;
+
+    let order_id = Id::parse(&order.order_id).expect("valid");
+    let failed = new_envelope(
+        &deterministic_id(
+            "evt",
+            &[order_id.as_str(), "orders", "shipment-failed", "shp_honey"],
+        ),
+        &order_id,
+        &catalog.region,
+        "orders",
+        Payload::OrderShipmentFailed(OrderShipmentFailed {
+            shipment_id: "shp_honey".to_owned(),
+            pickup_point_id: "pp_honey".to_owned(),
+            reason: CancelReason::NoCourier.into(),
+            detail: "no courier could take it".to_owned(),
+            lines: vec![ReservedLine {
+                product_id: honey_id.to_owned(),
+                quantity: 2,
+                ..ReservedLine::default()
+            }],
+            lines_fen: 8_400,
+        }),
+    );
+    catalog.orders.publish(failed).await.expect("published");
+    let released = catalog
+        .wait_event(&order.order_id, |p| matches!(p, Payload::StockReleased(_)))
+        .await;
+    let Some(Payload::StockReleased(released)) = released.payload else {
+        unreachable!()
+    };
+    assert_eq!(
+        released.lines,
+        vec![OrderLine {
+            product_id: honey_id.to_owned(),
+            quantity: 2
+        }]
+    );
+    let honey_stock = catalog.stock(&honey).await;
+    assert_eq!((honey_stock.reserved, honey_stock.available), (0, 10));
+    let apples_stock = catalog.stock(&apples).await;
+    assert_eq!(apples_stock.reserved, 3, "the other line stays reserved");
 }
 
 #[tokio::test]

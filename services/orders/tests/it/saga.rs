@@ -127,6 +127,218 @@ async fn happy_path_to_delivered_with_two_pickups() {
     );
 }
 
+/// The shipment of `product`'s pickup point (see `stock_reserved`).
+fn shipment_of(order_id: &str, product: &str) -> String {
+    harvest_domain::shipment_id(order_id, &format!("pp-{product}")).to_string()
+}
+
+/// Brings an order of `lines` to DISPATCHING, each line its own shipment.
+async fn dispatching(
+    world: &World,
+    orders: &crate::helpers::Running,
+    lines: &[(&str, i64)],
+) -> String {
+    let id = place(&orders.client, lines).await.order_id;
+    world
+        .send(&id, "reserved", stock_reserved(lines, None))
+        .await;
+    world.send(&id, "authorized", authorized()).await;
+    for (product, _) in lines {
+        let shipment = shipment_of(&id, product);
+        world
+            .send(&id, &format!("assigned-{product}"), assigned(&shipment))
+            .await;
+    }
+    wait_state(&orders.client, &id, OrderState::Dispatching).await;
+    id
+}
+
+/// A shipment that fails while another is under way leaves the order going
+/// on without its lines: the buyer sees the failure at once (a transition
+/// from the state to itself, and the failed shipment on the order), the
+/// catalog is told to release its stock, and once the other shipment is
+/// delivered the order is DELIVERED, charged for the delivered lines only.
+#[tokio::test]
+async fn a_failed_shipment_among_several_is_settled_on_its_own() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 3), ("prd_honey", 2)];
+    let id = dispatching(&world, &orders, &lines).await;
+    let mut updates = watch(&orders.client, &id).await;
+    let first = updates.message().await.expect("stream").expect("first");
+    assert_eq!(first.order.expect("order").state(), OrderState::Dispatching);
+
+    let apples = shipment_of(&id, "prd_apples");
+    let honey = shipment_of(&id, "prd_honey");
+    world
+        .send(
+            &id,
+            "no-courier",
+            failed(&honey, ShipmentFailureReason::NoCourier),
+        )
+        .await;
+    let update = updates.message().await.expect("stream").expect("an update");
+    let transition = update.transition.expect("transition");
+    assert_eq!(
+        (transition.from(), transition.to()),
+        (OrderState::Dispatching, OrderState::Dispatching)
+    );
+    assert!(transition.detail.contains(&honey), "{}", transition.detail);
+    let order = update.order.expect("order");
+    assert_eq!(order.state(), OrderState::Dispatching, "the order goes on");
+    assert_eq!(order.failed_shipments.len(), 1);
+    let failure = &order.failed_shipments[0];
+    assert_eq!(failure.shipment_id, honey);
+    assert_eq!(failure.pickup_point_id, "pp-prd_honey");
+    assert_eq!(failure.reason(), CancelReason::NoCourier);
+    assert_eq!(failure.lines_fen, 2_000);
+    assert_eq!(failure.lines.len(), 1);
+    assert_eq!(failure.lines[0].product_id, "prd_honey");
+    assert_eq!(order.charged_fen, 0, "charged once delivered");
+
+    let dropped = world
+        .wait_event(&id, |p| matches!(p, Payload::OrderShipmentFailed(_)))
+        .await;
+    let Some(Payload::OrderShipmentFailed(dropped)) = dropped.payload else {
+        unreachable!()
+    };
+    assert_eq!(dropped.shipment_id, honey);
+    assert_eq!(dropped.reason(), CancelReason::NoCourier);
+    assert_eq!(dropped.lines.len(), 1, "the catalog releases these");
+    assert_eq!(dropped.lines[0].product_id, "prd_honey");
+    assert_eq!(dropped.lines_fen, 2_000);
+
+    world.send(&id, "picked", picked_up(&apples)).await;
+    world.send(&id, "delivered", delivered(&apples)).await;
+    let done = wait_state(&orders.client, &id, OrderState::Delivered).await;
+    assert_eq!(done.total_fen, 5_000);
+    assert_eq!(done.charged_fen, 3_000, "the delivered lines only");
+    assert_eq!(done.failed_shipments.len(), 1);
+    assert!(
+        done.history
+            .last()
+            .expect("history")
+            .detail
+            .contains("in part"),
+        "{:?}",
+        done.history.last()
+    );
+    let delivered_event = world
+        .wait_event(&id, |p| matches!(p, Payload::OrderDelivered(_)))
+        .await;
+    let Some(Payload::OrderDelivered(delivered_event)) = delivered_event.payload else {
+        unreachable!()
+    };
+    assert_eq!(delivered_event.total_fen, 3_000, "payments captures this");
+    assert_eq!(delivered_event.lines.len(), 1);
+    assert_eq!(delivered_event.lines[0].product_id, "prd_apples");
+    assert_eq!(delivered_event.undelivered_fen, 2_000);
+    assert_eq!(delivered_event.undelivered_lines.len(), 1);
+    assert!(
+        world
+            .events_of(&id)
+            .iter()
+            .all(|e| !matches!(e.payload, Some(Payload::OrderCancelled(_))))
+    );
+}
+
+/// The last shipment to end decides: a failure after the other shipment was
+/// delivered ends the order DELIVERED (the failure announced first); a
+/// failure after every other one failed cancels it.
+#[tokio::test]
+async fn the_last_shipment_to_end_decides_how_the_order_ends() {
+    let world = World::new().await;
+    let orders = world.start().await;
+    let lines = [("prd_apples", 1), ("prd_honey", 1)];
+
+    let id = dispatching(&world, &orders, &lines).await;
+    let (apples, honey) = (
+        shipment_of(&id, "prd_apples"),
+        shipment_of(&id, "prd_honey"),
+    );
+    world.send(&id, "picked-apples", picked_up(&apples)).await;
+    world.send(&id, "picked-honey", picked_up(&honey)).await;
+    world.send(&id, "delivered", delivered(&apples)).await;
+    wait_state(&orders.client, &id, OrderState::InTransit).await;
+    world
+        .send(
+            &id,
+            "lost",
+            failed(&honey, ShipmentFailureReason::DeliveryFailed),
+        )
+        .await;
+    let done = wait_state(&orders.client, &id, OrderState::Delivered).await;
+    assert_eq!(done.charged_fen, 1_000);
+    let tail: Vec<(OrderState, OrderState)> = done.history[done.history.len() - 2..]
+        .iter()
+        .map(|t| (t.from(), t.to()))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            (OrderState::InTransit, OrderState::InTransit),
+            (OrderState::InTransit, OrderState::Delivered)
+        ]
+    );
+    assert_eq!(
+        done.failed_shipments[0].reason(),
+        CancelReason::DeliveryFailed
+    );
+    world
+        .wait_event(&id, |p| matches!(p, Payload::OrderDelivered(_)))
+        .await;
+    let events = world.events_of(&id);
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .filter(|kind| kind.ends_with("OrderShipmentFailed") || kind.ends_with("OrderDelivered"))
+        .map(|kind| kind.trim_start_matches("harvest.events.v1."))
+        .collect();
+    assert_eq!(kinds, ["OrderShipmentFailed", "OrderDelivered"]);
+
+    let id = dispatching(&world, &orders, &lines).await;
+    let (apples, honey) = (
+        shipment_of(&id, "prd_apples"),
+        shipment_of(&id, "prd_honey"),
+    );
+    world
+        .send(
+            &id,
+            "no-courier",
+            failed(&apples, ShipmentFailureReason::NoCourier),
+        )
+        .await;
+    world
+        .wait_event(&id, |p| matches!(p, Payload::OrderShipmentFailed(_)))
+        .await;
+    world
+        .send(
+            &id,
+            "no-courier-either",
+            failed(&honey, ShipmentFailureReason::NoCourier),
+        )
+        .await;
+    let cancelled = wait_state(&orders.client, &id, OrderState::Cancelled).await;
+    assert_eq!(cancelled.cancel_reason(), CancelReason::NoCourier);
+    assert_eq!(cancelled.charged_fen, 0);
+    let cancellation = world
+        .wait_event(&id, |p| matches!(p, Payload::OrderCancelled(_)))
+        .await;
+    let Some(Payload::OrderCancelled(cancellation)) = cancellation.payload else {
+        unreachable!()
+    };
+    assert_eq!(cancellation.lines.len(), 2, "every line is released");
+    let failures = world
+        .events_of(&id)
+        .iter()
+        .filter(|e| matches!(e.payload, Some(Payload::OrderShipmentFailed(_))))
+        .count();
+    assert_eq!(
+        failures, 1,
+        "the failure that cancels is not announced on its own"
+    );
+}
+
 async fn assert_cancelled(
     world: &World,
     client: &crate::helpers::Running,

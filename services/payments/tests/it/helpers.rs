@@ -142,6 +142,13 @@ impl TestPayments {
         self.publish_order_event(order_delivered(reserved)).await
     }
 
+    /// Publishes the OrderDelivered of a reserved order of which only the
+    /// first `delivered` lines arrived.
+    pub async fn deliver_in_part(&self, reserved: &Envelope, delivered: usize) -> Envelope {
+        self.publish_order_event(order_delivered_in_part(reserved, delivered))
+            .await
+    }
+
     /// Publishes an OrderCancelled for `order_id`.
     pub async fn cancel(&self, order_id: &str) -> Envelope {
         self.publish_order_event(order_cancelled(order_id, &self.region))
@@ -328,6 +335,17 @@ pub fn order_delivered(reserved: &Envelope) -> Envelope {
     let Some(Payload::StockReserved(stock)) = &reserved.payload else {
         panic!("not a reservation: {reserved:?}");
     };
+    order_delivered_in_part(reserved, stock.lines.len())
+}
+
+/// The OrderDelivered of a reserved order whose first `delivered` lines
+/// arrived and whose other lines' shipments failed.
+pub fn order_delivered_in_part(reserved: &Envelope, delivered: usize) -> Envelope {
+    let Some(Payload::StockReserved(stock)) = &reserved.payload else {
+        panic!("not a reservation: {reserved:?}");
+    };
+    let (lines, undelivered_lines) = stock.lines.split_at(delivered);
+    let total = |lines: &[ReservedLine]| lines.iter().map(|line| line.line_total_fen).sum();
     let order_id = Id::parse(&reserved.order_id).expect("valid");
     let region = Region::parse(&reserved.region).expect("valid");
     new_envelope(
@@ -336,8 +354,10 @@ pub fn order_delivered(reserved: &Envelope) -> Envelope {
         &region,
         "orders",
         Payload::OrderDelivered(OrderDelivered {
-            lines: stock.lines.clone(),
-            total_fen: stock.total_fen,
+            lines: lines.to_vec(),
+            total_fen: total(lines),
+            undelivered_lines: undelivered_lines.to_vec(),
+            undelivered_fen: total(undelivered_lines),
         }),
     )
 }

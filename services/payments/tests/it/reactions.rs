@@ -108,6 +108,43 @@ async fn authorizes_then_captures_and_pays_each_seller_less_commission() {
     assert!(metrics.contains(r#"outcome="captured""#));
 }
 
+/// An order delivered in part (a shipment failed) is charged for what
+/// arrived: the capture takes the delivered lines, pays only their sellers,
+/// and releases the rest of the authorization.
+#[tokio::test]
+async fn a_partly_delivered_order_is_charged_for_what_arrived() {
+    let payments = TestPayments::start().await;
+    let reserved = payments
+        .reserve("approve", &[("coop-luochuan", 6_000), ("farmer-li", 4_000)])
+        .await;
+    let order_id = reserved.order_id.as_str();
+    payments.wait_event(order_id, is_authorized).await;
+
+    payments.deliver_in_part(&reserved, 1).await;
+    let captured = payments.wait_event(order_id, is_captured).await;
+    let Some(Payload::PaymentCaptured(event)) = &captured.payload else {
+        unreachable!()
+    };
+    assert_eq!(event.amount_fen, 6_000);
+    assert_eq!(event.released_fen, 4_000, "the failed shipment's share");
+    assert_eq!(
+        event.payouts,
+        vec![SellerPayout {
+            seller_id: "coop-luochuan".to_owned(),
+            amount_fen: 5_700
+        }],
+        "only the delivered lines' seller is paid"
+    );
+    assert_eq!(event.commission_fen, 300);
+    let payment = payments.payment(order_id).await;
+    assert_eq!(payment.state(), PaymentState::Captured);
+    assert_eq!(
+        (payment.authorized_fen, payment.captured_fen),
+        (10_000, 6_000)
+    );
+    audit(&payment);
+}
+
 #[tokio::test]
 async fn a_declined_payment_is_reported_with_its_reason() {
     let payments = TestPayments::start().await;
