@@ -74,12 +74,64 @@ pub struct DeadLetters {
     pub others: Vec<String>,
 }
 
+/// What Redis holds at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// `used_memory` of `INFO memory`.
+    pub used_bytes: u64,
+    pub keys: u64,
+    /// Keys with a time to live: those that go once their retention passes.
+    pub expiring_keys: u64,
+}
+
+impl Footprint {
+    pub async fn read(redis_url: &str) -> anyhow::Result<Footprint> {
+        let client = redis::Client::open(redis_url)?;
+        let mut redis = client.get_multiplexed_async_connection().await?;
+        let memory: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut redis)
+            .await?;
+        let keyspace: String = redis::cmd("INFO")
+            .arg("keyspace")
+            .query_async(&mut redis)
+            .await?;
+        let field = |text: &str, name: &str| -> u64 {
+            text.split(['\n', ',', ':'])
+                .find_map(|part| part.trim().strip_prefix(name)?.strip_prefix('='))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        let used_bytes = memory
+            .lines()
+            .find_map(|line| line.strip_prefix("used_memory:"))
+            .and_then(|value| value.trim().parse().ok())
+            .context("INFO memory has no used_memory")?;
+        Ok(Footprint {
+            used_bytes,
+            keys: field(&keyspace, "keys"),
+            expiring_keys: field(&keyspace, "expires"),
+        })
+    }
+
+    /// Keys that stay until something deletes them.
+    pub fn lasting_keys(&self) -> u64 {
+        self.keys.saturating_sub(self.expiring_keys)
+    }
+}
+
 /// What a fault run found.
 #[derive(Clone, Debug)]
 pub struct FaultReport {
     pub faults: Vec<FaultDone>,
     pub summary: Summary,
     pub dead_letters: DeadLetters,
+    /// Redis once the catalog and the couriers were set up, before any
+    /// order.
+    pub redis_before: Footprint,
+    /// Redis once every order ended: what the run's orders left behind
+    /// within their retention.
+    pub redis_after: Footprint,
     /// Where the first unfinished orders stand, as the orders service has
     /// them: `id: STATE after CAUSE`.
     pub unfinished: Vec<String>,
@@ -105,6 +157,7 @@ pub async fn run(
 ) -> anyhow::Result<FaultReport> {
     let target = Target::of(stack).await?;
     let session = Session::open(&target, setup).await?;
+    let redis_before = Footprint::read(&stack.redis_url()).await?;
     let regions: Vec<Region> = target.topology.regions().iter().cloned().collect();
     let traffic = Traffic {
         regions: regions.clone(),
@@ -141,6 +194,7 @@ pub async fn run(
     let not_seen_ending = session.observer().unfinished(&session.placed_orders());
     let tracks = session.observer().tracks(not_seen_ending.iter());
     let summary = session.finish().await?;
+    let redis_after = Footprint::read(&stack.redis_url()).await?;
     let dead_letters = count_dead_letters(&target, &regions, plan.bad_events).await?;
     let mut unfinished = Vec::new();
     for order_id in summary.findings.unfinished_orders.iter().take(50) {
@@ -181,6 +235,8 @@ pub async fn run(
         faults,
         summary,
         dead_letters,
+        redis_before,
+        redis_after,
         unfinished,
     })
 }

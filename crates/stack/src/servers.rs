@@ -164,7 +164,9 @@ impl RedisServer {
         let mut command = Command::new(binary);
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--protected-mode", "yes", "--save", ""]);
+            .args(["--protected-mode", "yes", "--save", ""])
+            // As deploy/redis/redis.conf: records kept compact.
+            .args(["--hash-max-listpack-value", "4096"]);
         match &options.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;

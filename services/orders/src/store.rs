@@ -6,7 +6,8 @@
 //! ```text
 //! {prefix}orders:{o}:order              hash  data (StoredOrder protobuf), version
 //! {prefix}orders:placement:{b/k}        hash  order_id, request, lease_until — buyer b's key k
-//! {prefix}orders:buyer:{b}              zset  order ids of buyer b, scored by creation (ms)
+//! {prefix}orders:buyer:{b}              zset  order ids of buyer b, scored by creation (ms);
+//!                                           gone twice the retention after b's last order
 //! {prefix}orders:deadlines:{region}     zset  "payment:o" / "pickup:o", scored by due time (ms)
 //! {prefix}orders:outbox:{region}        zset  orders with events not yet acknowledged, by time
 //! {prefix}orders:watch:o                pub/sub channel: order o changed
@@ -260,8 +261,12 @@ impl OrderStore {
                 .ignore();
             // Orders placed twice the retention ago are gone: so go their
             // entries in the buyer's list.
-            let forgotten = created_ms - 2 * self.retention.as_millis() as i64;
+            let kept_for = 2 * self.retention.as_millis() as i64;
+            let forgotten = created_ms - kept_for;
             pipe.zrembyscore(self.buyer_key(buyer), "-inf", forgotten)
+                .ignore()
+                // A buyer who never orders again: the whole list goes.
+                .pexpire(self.buyer_key(buyer), kept_for)
                 .ignore();
         }
         let cas = self.compare_and_set_invocation(order, version, record);

@@ -85,7 +85,8 @@ impl App {
         let store = PaymentStore::new(redis.clone(), &config.redis.key_prefix)
             .with_retention(config.redis.retention());
         let provider =
-            SandboxProvider::new(redis, &config.redis.key_prefix, config.provider.latency());
+            SandboxProvider::new(redis, &config.redis.key_prefix, config.provider.latency())
+                .with_retention(config.redis.retention());
         let payments = Arc::new(Payments::new(
             store,
             publisher.clone(),

@@ -12,7 +12,8 @@
 //! Only an authorization can be declined: once money is held, capturing,
 //! voiding and refunding it are approved. The sandbox remembers every
 //! idempotency key in Redis (one hash per key, under the key's hash tag), so
-//! the same key gets the same decision and reference after a restart too.
+//! the same key gets the same decision and reference after a restart too,
+//! for the retention (`redis.retention_secs`) after the key's last call.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -86,7 +87,13 @@ pub struct SandboxProvider {
     redis: Redis,
     prefix: String,
     latency: Duration,
+    /// How long a key is remembered after its last call.
+    retention: Duration,
 }
+
+/// How long the sandbox remembers a key unless told otherwise, like the
+/// services' own retention.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn sandbox_script() -> &'static Script {
     static SCRIPT: OnceLock<Script> = OnceLock::new();
@@ -99,7 +106,14 @@ impl SandboxProvider {
             redis,
             prefix: prefix.to_owned(),
             latency,
+            retention: DEFAULT_RETENTION,
         }
+    }
+
+    /// Remembers each key this long after its last call.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     fn key(&self, idempotency_key: &str) -> String {
@@ -166,6 +180,7 @@ impl PaymentProvider for SandboxProvider {
             .arg(decision)
             .arg(new_id("psb").as_str())
             .arg(reason)
+            .arg(self.retention.as_millis() as u64)
             .invoke_async(&mut redis)
             .await
             .map_err(ProviderError::Records)?;

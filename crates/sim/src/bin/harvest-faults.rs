@@ -16,7 +16,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use harvest_domain::Regions;
 use harvest_sim::couriers::CourierBehavior;
-use harvest_sim::faults::{self, FaultPlan, FaultReport};
+use harvest_sim::faults::{self, FaultPlan, FaultReport, Footprint};
 use harvest_sim::{Setup, Summary};
 use harvest_stack::{Fsync, ServiceKind, Stack, StackOptions};
 use serde_json::json;
@@ -223,6 +223,19 @@ fn print_report(report: &FaultReport) {
         report.dead_letters.of_bad_events,
         report.dead_letters.others.len()
     );
+    let (before, after) = (report.redis_before, report.redis_after);
+    let orders = counts.0.max(1) as f64;
+    println!(
+        "redis: {} bytes and {} keys ({} without expiry) before the orders, {} bytes and {} keys ({} without expiry) after: {:.0} bytes and {:.2} lasting keys per acknowledged order",
+        before.used_bytes,
+        before.keys,
+        before.lasting_keys(),
+        after.used_bytes,
+        after.keys,
+        after.lasting_keys(),
+        after.used_bytes.saturating_sub(before.used_bytes) as f64 / orders,
+        after.lasting_keys().saturating_sub(before.lasting_keys()) as f64 / orders,
+    );
     for other in report.dead_letters.others.iter().take(20) {
         println!("  {other}");
     }
@@ -237,6 +250,14 @@ fn print_report(report: &FaultReport) {
             "FAILED"
         }
     );
+}
+
+fn footprint_json(footprint: &Footprint) -> serde_json::Value {
+    json!({
+        "used_bytes": footprint.used_bytes,
+        "keys": footprint.keys,
+        "keys_without_expiry": footprint.lasting_keys(),
+    })
 }
 
 fn write_results(cli: &Cli, report: &FaultReport) -> anyhow::Result<()> {
@@ -271,6 +292,12 @@ fn write_results(cli: &Cli, report: &FaultReport) -> anyhow::Result<()> {
             "bad_events_sent": report.dead_letters.bad_events_sent,
             "of_bad_events": report.dead_letters.of_bad_events,
             "others": report.dead_letters.others,
+        },
+        "redis": {
+            "before": footprint_json(&report.redis_before),
+            "after": footprint_json(&report.redis_after),
+            "bytes_per_order": report.redis_after.used_bytes.saturating_sub(report.redis_before.used_bytes)
+                / summary.placed().max(1),
         },
         "elapsed_s": summary.elapsed.as_secs(),
         "passed": report.passed(),

@@ -986,6 +986,18 @@ async fn ended_orders_expire_after_the_retention_and_open_ones_stay() {
         .await
         .expect("zrange");
     assert_eq!(indexed, vec![next]);
+    let list_kept_for: i64 = redis::cmd("PTTL")
+        .arg(format!(
+            "{}orders:buyer:{{buyer-hangzhou-1}}",
+            world.config.redis.key_prefix
+        ))
+        .query_async(&mut redis)
+        .await
+        .expect("pttl");
+    assert!(
+        (1..=4_000).contains(&list_kept_for),
+        "a buyer's list goes twice the retention after their last order: {list_kept_for}"
+    );
 }
 
 /// A crash (or an unreachable Redis) between a step's write and its finish

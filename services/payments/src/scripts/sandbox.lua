@@ -4,12 +4,14 @@
 -- ARGV[1] operation   ARGV[2] amount in fen
 -- ARGV[3] temporary failures before deciding   ARGV[4] 'approved' | 'declined'
 -- ARGV[5] reference   ARGV[6] decline reason
+-- ARGV[7] keep the key this long after its last call (ms)
 --
 -- Every call counts in 'calls'. A decided key returns its first decision, or
 -- {'conflict', operation, amount} when asked for something else. Otherwise
 -- the first ARGV[3] attempts return {'transient', attempt}; then the decision
 -- is kept and returned as {decision, reference, reason}.
 redis.call('HINCRBY', KEYS[1], 'calls', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
 local decided = redis.call('HGET', KEYS[1], 'decision')
 if decided then
   local operation = redis.call('HGET', KEYS[1], 'operation')

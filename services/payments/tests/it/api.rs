@@ -393,7 +393,20 @@ async fn settled_payments_expire_after_the_retention() {
         .wait_event(&voided.order_id, |p| matches!(p, Payload::PaymentVoided(_)))
         .await;
 
+    assert!(
+        payments
+            .provider_record(&voided.order_id, "void")
+            .await
+            .is_some()
+    );
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        payments
+            .provider_record(&voided.order_id, "void")
+            .await
+            .is_none(),
+        "the sandbox forgets a key the retention after its last call"
+    );
     let gone = payments
         .client
         .clone()
