@@ -113,7 +113,8 @@ impl Dispatcher {
 
     /// Puts the shipment in line for the sweeper a lease from now: the safety
     /// net under a step about to be taken. The sweeper steps in only should
-    /// the step not finish (the step's own `advance` takes it out of line).
+    /// the step not finish (the step's own `advance` puts it back in line at
+    /// its next deadline, or out of line once it is over).
     pub async fn hold(&self, region: &Region, shipment_id: &Id) -> Result<(), DispatchError> {
         let at = now_ms() + self.settings.claim_lease_ms as i64;
         self.store.schedule(region, shipment_id, at).await?;
