@@ -42,6 +42,8 @@ pub mod types {
     pub const SHIPMENT_DELIVERED: &str = "harvest.events.v1.ShipmentDelivered";
     pub const SHIPMENT_FAILED: &str = "harvest.events.v1.ShipmentFailed";
     pub const SHIPMENT_WITHDRAWN: &str = "harvest.events.v1.ShipmentWithdrawn";
+    pub const COURIER_RELEASED: &str = "harvest.events.v1.CourierReleased";
+    pub const SHIPMENT_OVERDUE: &str = "harvest.events.v1.ShipmentOverdue";
 }
 
 /// The fully qualified protobuf name of a payload, the envelope's event type.
@@ -68,6 +70,8 @@ pub fn event_type(payload: &Payload) -> &'static str {
         Payload::ShipmentDelivered(_) => types::SHIPMENT_DELIVERED,
         Payload::ShipmentFailed(_) => types::SHIPMENT_FAILED,
         Payload::ShipmentWithdrawn(_) => types::SHIPMENT_WITHDRAWN,
+        Payload::CourierReleased(_) => types::COURIER_RELEASED,
+        Payload::ShipmentOverdue(_) => types::SHIPMENT_OVERDUE,
     }
 }
 
@@ -95,7 +99,9 @@ pub fn owning_stream(payload: &Payload) -> Stream {
         | Payload::ShipmentPickedUp(_)
         | Payload::ShipmentDelivered(_)
         | Payload::ShipmentFailed(_)
-        | Payload::ShipmentWithdrawn(_) => Stream::Delivery,
+        | Payload::ShipmentWithdrawn(_)
+        | Payload::CourierReleased(_)
+        | Payload::ShipmentOverdue(_) => Stream::Delivery,
     }
 }
 
@@ -245,6 +251,14 @@ mod tests {
             ),
             (
                 Payload::ShipmentDelivered(Default::default()),
+                Stream::Delivery,
+            ),
+            (
+                Payload::CourierReleased(Default::default()),
+                Stream::Delivery,
+            ),
+            (
+                Payload::ShipmentOverdue(Default::default()),
                 Stream::Delivery,
             ),
         ];

@@ -278,8 +278,10 @@ async fn carry(
 
 /// Calls until the service answers for good, as a courier's app would: a
 /// service that cannot answer now (restarting, or waiting on Redis or the
-/// broker) is asked again until `stop`; a refusal (the shipment was
-/// withdrawn) ends it.
+/// broker) is asked again until `stop`; a refusal ends it and the courier
+/// drops the shipment: it was withdrawn (`FAILED_PRECONDITION`), or taken
+/// back from this courier for not being picked up in time
+/// (`PERMISSION_DENIED`; the assignment stream does not offer it again).
 async fn retry<T, F, Fut>(stop: &CancellationToken, mut call: F, counts: &FleetCounts) -> Option<T>
 where
     F: FnMut() -> Fut,

@@ -101,6 +101,16 @@ fn describe(payload: &Payload) -> String {
         Payload::ShipmentWithdrawn(withdrawn) => {
             format!("shipment {} withdrawn", withdrawn.shipment_id)
         }
+        Payload::CourierReleased(released) => format!(
+            "shipment {} taken back from courier {} ({})",
+            released.shipment_id,
+            released.courier_id,
+            released.reason().as_str_name(),
+        ),
+        Payload::ShipmentOverdue(overdue) => format!(
+            "shipment {} overdue with courier {}",
+            overdue.shipment_id, overdue.courier_id,
+        ),
         other => format!("{other:?}"),
     }
 }

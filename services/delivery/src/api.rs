@@ -73,6 +73,19 @@ impl CourierStep {
     }
 }
 
+/// The refusal of a courier's step on a shipment that is not the courier's:
+/// never given to it, or taken back from it.
+fn not_theirs(shipment: &StoredShipment, courier: &Id) -> DeliveryError {
+    let shipment_id = &shipment.shipment_id;
+    DeliveryError::PermissionDenied(if shipment.passed_over(courier) {
+        format!(
+            "shipment {shipment_id} was taken back from courier {courier}, who did not pick it up in time"
+        )
+    } else {
+        format!("shipment {shipment_id} is not assigned to courier {courier}")
+    })
+}
+
 fn cannot(step: &CourierStep, shipment_id: &Id, state: State) -> DeliveryError {
     DeliveryError::FailedPrecondition(format!(
         "shipment {shipment_id} is {}; it cannot be {} now",
@@ -167,9 +180,7 @@ impl DeliveryApi {
         self.existing_courier(courier.as_str()).await?;
         let current = self.existing_shipment(&shipment_id).await?;
         if !current.belongs_to(&courier) {
-            return Err(DeliveryError::PermissionDenied(format!(
-                "shipment {shipment_id} is not assigned to courier {courier}"
-            )));
+            return Err(not_theirs(&current, &courier));
         }
         if !step.possible_from(&current) {
             return Err(cannot(&step, &shipment_id, current.state));
@@ -199,19 +210,18 @@ impl DeliveryApi {
             }
             StepOutcome::Unchanged => None,
             // The shipment moved between the check and the step.
-            StepOutcome::Forbidden => Some(DeliveryError::PermissionDenied(format!(
-                "shipment {shipment_id} is not assigned to courier {courier}"
-            ))),
+            StepOutcome::Forbidden => {
+                let now = self.existing_shipment(&shipment_id).await?;
+                Some(not_theirs(&now, &courier))
+            }
             StepOutcome::Refused(state) => Some(cannot(&step, &shipment_id, state)),
             StepOutcome::Missing => Some(DeliveryError::NotFound(format!(
                 "shipment {shipment_id} does not exist"
             ))),
         };
         if let Some(refusal) = refusal {
-            self.dispatcher
-                .store()
-                .unschedule(&current.region, shipment_id.as_str())
-                .await?;
+            // Back in line for its own next deadline (or out, if over).
+            self.dispatcher.advance(&shipment_id).await?;
             return Err(refusal);
         }
         let shipment = self

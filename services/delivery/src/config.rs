@@ -39,8 +39,19 @@ pub struct AssignmentConfig {
     /// Time between two attempts to find a courier for a waiting shipment.
     pub retry_interval_ms: u64,
     /// How long after its creation a shipment may wait for a courier before it
-    /// fails with no courier.
+    /// fails with no courier. A shipment taken back from its courier gets the
+    /// same time again to find another.
     pub deadline_secs: u64,
+    /// How long after its assignment a courier has to confirm the pickup;
+    /// past it the shipment is taken back from the courier and offered to
+    /// another.
+    pub pickup_deadline_secs: u64,
+    /// How long after its pickup a shipment may be on the road before it is
+    /// flagged overdue (once).
+    pub transit_deadline_secs: u64,
+    /// How long after its pickup a shipment that is still not delivered
+    /// fails (delivery failed). Longer than the transit deadline.
+    pub transit_give_up_secs: u64,
     /// Couriers farther than this from the pickup point are not considered.
     pub search_radius_km: u32,
     /// How many of the nearest couriers are looked at per attempt.
@@ -60,6 +71,9 @@ impl Default for AssignmentConfig {
         AssignmentConfig {
             retry_interval_ms: 5_000,
             deadline_secs: 600,
+            pickup_deadline_secs: 3_600,
+            transit_deadline_secs: 48 * 3_600,
+            transit_give_up_secs: 7 * 24 * 3_600,
             search_radius_km: 200,
             max_candidates: 50,
             claim_lease_ms: 30_000,
@@ -78,6 +92,18 @@ impl AssignmentConfig {
         Duration::from_secs(self.deadline_secs)
     }
 
+    pub fn pickup_deadline(&self) -> Duration {
+        Duration::from_secs(self.pickup_deadline_secs)
+    }
+
+    pub fn transit_deadline(&self) -> Duration {
+        Duration::from_secs(self.transit_deadline_secs)
+    }
+
+    pub fn transit_give_up(&self) -> Duration {
+        Duration::from_secs(self.transit_give_up_secs)
+    }
+
     pub fn claim_lease(&self) -> Duration {
         Duration::from_millis(self.claim_lease_ms)
     }
@@ -92,6 +118,18 @@ impl AssignmentConfig {
         }
         if self.deadline_secs == 0 {
             return Err("assignment.deadline_secs must be positive".to_owned());
+        }
+        if self.pickup_deadline_secs == 0 {
+            return Err("assignment.pickup_deadline_secs must be positive".to_owned());
+        }
+        if self.transit_deadline_secs == 0 {
+            return Err("assignment.transit_deadline_secs must be positive".to_owned());
+        }
+        if self.transit_give_up_secs <= self.transit_deadline_secs {
+            return Err(
+                "assignment.transit_give_up_secs must be greater than assignment.transit_deadline_secs"
+                    .to_owned(),
+            );
         }
         if !(1..=5_000).contains(&self.search_radius_km) {
             return Err("assignment.search_radius_km must be between 1 and 5000".to_owned());
@@ -162,5 +200,42 @@ mod tests {
                 .validate()
                 .is_err_and(|problem| problem.contains("retry_interval_ms"))
         );
+    }
+
+    #[test]
+    fn shipment_deadlines_default_sensibly_and_out_of_range_ones_are_named() {
+        let defaults = AssignmentConfig::default();
+        assert_eq!(defaults.pickup_deadline(), Duration::from_secs(3_600));
+        assert_eq!(defaults.transit_deadline(), Duration::from_secs(48 * 3_600));
+        assert_eq!(
+            defaults.transit_give_up(),
+            Duration::from_secs(7 * 24 * 3_600)
+        );
+
+        type Spoiler = fn(&mut AssignmentConfig);
+        let cases: [(&str, Spoiler); 4] = [
+            ("pickup_deadline_secs", |a| a.pickup_deadline_secs = 0),
+            ("transit_deadline_secs", |a| a.transit_deadline_secs = 0),
+            ("transit_give_up_secs", |a| {
+                a.transit_give_up_secs = a.transit_deadline_secs;
+            }),
+            ("transit_give_up_secs", |a| {
+                a.transit_deadline_secs = 10;
+                a.transit_give_up_secs = 9;
+            }),
+        ];
+        for (setting, spoil) in cases {
+            let mut config = DeliveryConfig::default();
+            spoil(&mut config.assignment);
+            let problem = config.validate().expect_err("refused");
+            assert!(
+                problem.starts_with(&format!("assignment.{setting} ")),
+                "{setting}: {problem}"
+            );
+        }
+        let mut short = DeliveryConfig::default();
+        short.assignment.transit_deadline_secs = 1;
+        short.assignment.transit_give_up_secs = 2;
+        assert_eq!(short.validate(), Ok(()));
     }
 }

@@ -3,17 +3,28 @@
 //!
 //! [`Dispatcher::advance`] is the one way a shipment makes progress after a
 //! step: it publishes the events its history implies that the broker has not
-//! acknowledged yet (in order), looks for a courier while it waits for one,
-//! fails it once its deadline passes, and gives back every unit of courier
-//! capacity it no longer needs. It can run any number of times, from any
-//! replica, concurrently: every write it makes is idempotent or guarded by a
-//! script.
+//! acknowledged yet (in order), acts on whichever of its deadlines has passed
+//! (see [`due`]), looks for a courier while it waits for one, and gives back
+//! every unit of courier capacity it no longer needs. It can run any number
+//! of times, from any replica, concurrently: every write it makes is
+//! idempotent or guarded by a script.
 //!
-//! Shipments that need work sit in a per-region sorted set scored by the time
-//! of their next attempt. [`Dispatcher::sweep`] takes the due ones (each under
-//! a lease, so replicas share the work and a dead replica's share is taken
-//! over) and advances them. Before any step, the shipment is put in that set,
-//! so that whatever a crash interrupts is finished later.
+//! The deadlines:
+//! - waiting for a courier: `assignment.deadline_secs` after creation, or
+//!   after the shipment was taken back from a courier; then it fails (no
+//!   courier);
+//! - assigned: `assignment.pickup_deadline_secs` after the assignment; then
+//!   it is taken back from the courier (who is told so by `CourierReleased`
+//!   and never offered it again) and waits for another;
+//! - picked up: `assignment.transit_deadline_secs` after the pickup it is
+//!   flagged overdue (once), and `assignment.transit_give_up_secs` after the
+//!   pickup it fails (delivery failed).
+//!
+//! Every unfinished shipment sits in a per-region sorted set scored by the
+//! time of its next attempt or deadline. [`Dispatcher::sweep`] takes the due
+//! ones (each under a lease, so replicas share the work and a dead replica's
+//! share is taken over) and advances them. Before any step, the shipment is
+//! put in that set, so that whatever a crash interrupts is finished later.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +54,10 @@ pub enum DispatchError {
     #[error("could not publish a delivery event")]
     Publish(#[from] PublishError),
 }
+
+/// Steps one `advance` takes at most: a release, then an assignment (or an
+/// expiry); or an overdue flag, then a give-up. A lost race costs one more.
+const MAX_STEPS_PER_ADVANCE: usize = 4;
 
 /// What one attempt to find a courier came to.
 enum Attempt {
@@ -98,7 +113,8 @@ impl Dispatcher {
 
     /// Puts the shipment in line for the sweeper a lease from now: the safety
     /// net under a step about to be taken. The sweeper steps in only should
-    /// the step not finish (the step's own `advance` takes it out of line).
+    /// the step not finish (the step's own `advance` puts it back in line at
+    /// its next deadline, or out of line once it is over).
     pub async fn hold(&self, region: &Region, shipment_id: &Id) -> Result<(), DispatchError> {
         let at = now_ms() + self.settings.claim_lease_ms as i64;
         self.store.schedule(region, shipment_id, at).await?;
@@ -112,9 +128,14 @@ impl Dispatcher {
             let finished = match step {
                 Step::Deliver { .. } => Some("delivered"),
                 Step::Expire { .. } => Some(FailureKind::NoCourier.as_str()),
-                Step::Fail { .. } => Some(FailureKind::DeliveryFailed.as_str()),
+                Step::Fail { .. } | Step::GiveUp { .. } => {
+                    Some(FailureKind::DeliveryFailed.as_str())
+                }
                 Step::Withdraw => Some("withdrawn"),
-                Step::Assign { .. } | Step::PickUp { .. } => None,
+                Step::Assign { .. }
+                | Step::Release { .. }
+                | Step::FlagOverdue { .. }
+                | Step::PickUp { .. } => None,
             };
             if let Some(outcome) = finished {
                 ::metrics::counter!(metrics::SHIPMENTS_FINISHED, "outcome" => outcome).increment(1);
@@ -130,40 +151,34 @@ impl Dispatcher {
         let Some(mut shipment) = self.store.shipment(shipment_id).await? else {
             return Ok(None);
         };
-        if shipment.state == State::Awaiting {
-            // Created goes out before anything that follows it.
-            self.announce(&shipment).await?;
-            let now = now_ms();
-            if now >= shipment.assign_by_ms {
-                let reason = format!(
-                    "no courier could take the shipment within {} s",
-                    self.settings.deadline_secs
-                );
-                self.step(shipment_id, Step::Expire { reason: &reason })
-                    .await?;
-            } else {
-                match self.try_assign(&shipment).await? {
-                    Attempt::Assigned | Attempt::Overtaken => {}
-                    Attempt::NoCourier => {
-                        let next = (now + self.settings.retry_interval_ms as i64)
-                            .min(shipment.assign_by_ms);
-                        self.store
-                            .schedule(&shipment.region, shipment_id, next)
-                            .await?;
-                        return Ok(Some(shipment));
-                    }
-                }
+        // What happened so far goes out before anything that follows it.
+        self.announce(&shipment).await?;
+        for _ in 0..MAX_STEPS_PER_ADVANCE {
+            let due = due(&shipment, &self.settings, now_ms());
+            if !self.act(&shipment, due).await? {
+                break;
             }
             let Some(reloaded) = self.store.shipment(shipment_id).await? else {
                 return Ok(None);
             };
             shipment = reloaded;
+            self.announce(&shipment).await?;
         }
-        self.announce(&shipment).await?;
-        self.settle(&shipment).await?;
-        self.store
-            .unschedule(&shipment.region, shipment_id.as_str())
-            .await?;
+        if shipment.state != State::Awaiting {
+            self.settle(&shipment).await?;
+        }
+        match next_due_ms(&shipment, &self.settings, now_ms()) {
+            Some(at) => {
+                self.store
+                    .schedule(&shipment.region, shipment_id, at)
+                    .await?
+            }
+            None => {
+                self.store
+                    .unschedule(&shipment.region, shipment_id.as_str())
+                    .await?
+            }
+        }
         if shipment.state == State::Assigned
             && let Some(courier) = &shipment.courier_id
         {
@@ -173,6 +188,101 @@ impl Dispatcher {
         Ok(Some(shipment))
     }
 
+    /// Takes the step that `due` calls for. False when there is nothing to do
+    /// now (nothing due, or no courier found).
+    async fn act(&self, shipment: &StoredShipment, due: Due) -> Result<bool, DispatchError> {
+        let shipment_id = &shipment.shipment_id;
+        match due {
+            Due::Nothing => return Ok(false),
+            Due::Search => {
+                let attempt = self.search(shipment).await?;
+                return Ok(!matches!(attempt, Attempt::NoCourier));
+            }
+            Due::Expire => {
+                let reason = format!(
+                    "no courier could take the shipment within {} s",
+                    self.settings.deadline_secs
+                );
+                self.step(shipment_id, Step::Expire { reason: &reason })
+                    .await?;
+            }
+            Due::Release => self.take_back(shipment).await?,
+            Due::FlagOverdue { since_ms } => self.flag_overdue(shipment, since_ms).await?,
+            Due::GiveUp => {
+                let reason = format!(
+                    "not delivered within {} s of pickup",
+                    self.settings.transit_give_up_secs
+                );
+                self.step(shipment_id, Step::GiveUp { reason: &reason })
+                    .await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Gives back the units of the couriers the waiting shipment was taken
+    /// back from (should a crash have kept one), then looks for a courier.
+    async fn search(&self, shipment: &StoredShipment) -> Result<Attempt, DispatchError> {
+        for release in &shipment.releases {
+            self.store
+                .release_courier(&release.courier_id, &shipment.shipment_id)
+                .await?;
+        }
+        self.try_assign(shipment).await
+    }
+
+    /// Takes the shipment back from its courier, who did not pick it up
+    /// within the pickup deadline, and gives it a fresh search window: the
+    /// assignment deadline again, from now.
+    async fn take_back(&self, shipment: &StoredShipment) -> Result<(), DispatchError> {
+        let Some(courier) = &shipment.courier_id else {
+            return Ok(());
+        };
+        let assign_by_ms = now_ms() + self.settings.deadline().as_millis() as i64;
+        let released = self
+            .step(
+                &shipment.shipment_id,
+                Step::Release {
+                    courier,
+                    assign_by_ms,
+                },
+            )
+            .await?;
+        if released == StepOutcome::Changed {
+            ::metrics::counter!(metrics::COURIERS_RELEASED).increment(1);
+            tracing::info!(
+                shipment_id = %shipment.shipment_id,
+                courier_id = %courier,
+                pickup_deadline_secs = self.settings.pickup_deadline_secs,
+                "shipment taken back from a courier who did not pick it up in time",
+            );
+        }
+        Ok(())
+    }
+
+    /// Flags a picked-up shipment overdue, once, and says so.
+    async fn flag_overdue(
+        &self,
+        shipment: &StoredShipment,
+        since_ms: i64,
+    ) -> Result<(), DispatchError> {
+        let flagged = self
+            .step(&shipment.shipment_id, Step::FlagOverdue { since_ms })
+            .await?;
+        if flagged == StepOutcome::Changed {
+            ::metrics::counter!(metrics::SHIPMENTS_OVERDUE).increment(1);
+            tracing::warn!(
+                shipment_id = %shipment.shipment_id,
+                order_id = %shipment.order_id,
+                courier_id = %shipment.courier_id.as_ref().map(Id::as_str).unwrap_or_default(),
+                picked_up_at_ms = shipment.picked_up_at_ms,
+                transit_deadline_secs = self.settings.transit_deadline_secs,
+                "shipment overdue: not delivered within the transit deadline",
+            );
+        }
+        Ok(())
+    }
+
     /// Publishes, oldest first, the events of the shipment's history that the
     /// broker has not acknowledged yet.
     async fn announce(&self, shipment: &StoredShipment) -> Result<(), DispatchError> {
@@ -180,10 +290,11 @@ impl Dispatcher {
             self.publisher
                 .publish(events::envelope(shipment, milestone))
                 .await?;
+            let name = milestone.name();
             self.store
-                .mark_announced(&shipment.shipment_id, milestone.name())
+                .mark_announced(&shipment.shipment_id, &name)
                 .await?;
-            tracing::debug!(event = milestone.name(), "shipment event published");
+            tracing::debug!(event = name, "shipment event published");
         }
         Ok(())
     }
@@ -238,6 +349,9 @@ impl Dispatcher {
         let shipment_id = &shipment.shipment_id;
         for candidate in candidates {
             let courier = &candidate.courier_id;
+            if shipment.passed_over(courier) {
+                continue;
+            }
             self.store.record_claim(shipment_id, courier).await?;
             let claim = self
                 .store
@@ -340,6 +454,183 @@ impl Dispatcher {
             Err(error) => {
                 tracing::warn!(%shipment_id, error.cause_chain = ?error, "could not advance a shipment; will retry");
             }
+        }
+    }
+}
+
+/// What a shipment's deadlines call for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    /// Look for a courier.
+    Search,
+    /// Fail it: no courier took it within its search window.
+    Expire,
+    /// Take it back from its courier, who did not pick it up in time.
+    Release,
+    /// Flag it overdue since `since_ms`.
+    FlagOverdue {
+        since_ms: i64,
+    },
+    /// Fail it: not delivered within the give-up time of its pickup.
+    GiveUp,
+    Nothing,
+}
+
+/// What the shipment's state and deadlines call for at `now_ms`.
+fn due(shipment: &StoredShipment, settings: &AssignmentConfig, now_ms: i64) -> Due {
+    match shipment.state {
+        State::Awaiting if now_ms >= shipment.assign_by_ms => Due::Expire,
+        State::Awaiting => Due::Search,
+        State::Assigned if now_ms >= pickup_due_ms(shipment, settings) => Due::Release,
+        State::PickedUp => {
+            let picked_up_at = picked_up_at_ms(shipment);
+            let overdue_since = picked_up_at + millis(settings.transit_deadline());
+            if shipment.overdue_since_ms.is_none() && now_ms >= overdue_since {
+                Due::FlagOverdue {
+                    since_ms: overdue_since,
+                }
+            } else if now_ms >= picked_up_at + millis(settings.transit_give_up()) {
+                Due::GiveUp
+            } else {
+                Due::Nothing
+            }
+        }
+        State::Assigned | State::Delivered | State::Failed | State::Withdrawn => Due::Nothing,
+    }
+}
+
+/// When the shipment next needs a look: its next attempt to find a courier
+/// or its next deadline; `None` once it is over.
+fn next_due_ms(shipment: &StoredShipment, settings: &AssignmentConfig, now_ms: i64) -> Option<i64> {
+    match shipment.state {
+        State::Awaiting => {
+            Some((now_ms + settings.retry_interval_ms as i64).min(shipment.assign_by_ms))
+        }
+        State::Assigned => Some(pickup_due_ms(shipment, settings)),
+        State::PickedUp => {
+            let after_pickup = match shipment.overdue_since_ms {
+                None => settings.transit_deadline(),
+                Some(_) => settings.transit_give_up(),
+            };
+            Some(picked_up_at_ms(shipment) + millis(after_pickup))
+        }
+        State::Delivered | State::Failed | State::Withdrawn => None,
+    }
+}
+
+/// When the courier's time to pick the shipment up runs out.
+fn pickup_due_ms(shipment: &StoredShipment, settings: &AssignmentConfig) -> i64 {
+    // Always set while assigned; the last update is the nearest stand-in.
+    let assigned_at = shipment.assigned_at_ms.unwrap_or(shipment.updated_at_ms);
+    assigned_at + millis(settings.pickup_deadline())
+}
+
+fn picked_up_at_ms(shipment: &StoredShipment) -> i64 {
+    // Always set once picked up; the last update is the nearest stand-in.
+    shipment.picked_up_at_ms.unwrap_or(shipment.updated_at_ms)
+}
+
+fn millis(duration: Duration) -> i64 {
+    duration.as_millis() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sample_shipment;
+
+    const SECOND: i64 = 1_000;
+
+    fn settings() -> AssignmentConfig {
+        AssignmentConfig {
+            retry_interval_ms: 500,
+            deadline_secs: 60,
+            pickup_deadline_secs: 100,
+            transit_deadline_secs: 1_000,
+            transit_give_up_secs: 5_000,
+            ..AssignmentConfig::default()
+        }
+    }
+
+    /// Created at 0 s, waiting until 60 s; once assigned, assigned at 10 s;
+    /// once picked up, picked up at 20 s.
+    fn shipment(state: State) -> StoredShipment {
+        StoredShipment {
+            courier_id: (state != State::Awaiting).then(|| Id::parse("cou_1").expect("valid")),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            assign_by_ms: 60 * SECOND,
+            assigned_at_ms: Some(10 * SECOND),
+            picked_up_at_ms: Some(20 * SECOND),
+            ..sample_shipment(state)
+        }
+    }
+
+    #[test]
+    fn a_waiting_shipment_is_searched_for_until_its_window_closes() {
+        let waiting = shipment(State::Awaiting);
+        let settings = settings();
+        assert_eq!(due(&waiting, &settings, 59_999), Due::Search);
+        assert_eq!(due(&waiting, &settings, 60 * SECOND), Due::Expire);
+        assert_eq!(next_due_ms(&waiting, &settings, 1_000), Some(1_500));
+        assert_eq!(
+            next_due_ms(&waiting, &settings, 59_800),
+            Some(60 * SECOND),
+            "never later than the window's end"
+        );
+    }
+
+    #[test]
+    fn an_assigned_shipment_is_taken_back_at_its_pickup_deadline() {
+        let assigned = shipment(State::Assigned);
+        let settings = settings();
+        let deadline = 110 * SECOND;
+        assert_eq!(next_due_ms(&assigned, &settings, 0), Some(deadline));
+        assert_eq!(due(&assigned, &settings, deadline - 1), Due::Nothing);
+        assert_eq!(due(&assigned, &settings, deadline), Due::Release);
+    }
+
+    #[test]
+    fn a_picked_up_shipment_is_flagged_overdue_once_then_given_up() {
+        let settings = settings();
+        let on_the_road = shipment(State::PickedUp);
+        let overdue_since = 1_020 * SECOND;
+        let give_up_at = 5_020 * SECOND;
+        assert_eq!(next_due_ms(&on_the_road, &settings, 0), Some(overdue_since));
+        assert_eq!(
+            due(&on_the_road, &settings, overdue_since - 1),
+            Due::Nothing
+        );
+        assert_eq!(
+            due(&on_the_road, &settings, overdue_since),
+            Due::FlagOverdue {
+                since_ms: overdue_since
+            }
+        );
+        // Even when both have passed, overdue comes first.
+        assert_eq!(
+            due(&on_the_road, &settings, give_up_at),
+            Due::FlagOverdue {
+                since_ms: overdue_since
+            }
+        );
+
+        let flagged = StoredShipment {
+            overdue_since_ms: Some(overdue_since),
+            ..on_the_road
+        };
+        assert_eq!(next_due_ms(&flagged, &settings, 0), Some(give_up_at));
+        assert_eq!(due(&flagged, &settings, give_up_at - 1), Due::Nothing);
+        assert_eq!(due(&flagged, &settings, give_up_at), Due::GiveUp);
+    }
+
+    #[test]
+    fn finished_shipments_need_nothing_more() {
+        let settings = settings();
+        for state in [State::Delivered, State::Failed, State::Withdrawn] {
+            let over = shipment(state);
+            assert_eq!(due(&over, &settings, i64::MAX / 2), Due::Nothing);
+            assert_eq!(next_due_ms(&over, &settings, 0), None);
         }
     }
 }

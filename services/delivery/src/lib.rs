@@ -97,7 +97,7 @@ impl App {
     }
 
     /// Serves the API, consumes every served region's order events and sweeps
-    /// its waiting shipments until `shutdown`, then drains.
+    /// its unfinished shipments until `shutdown`, then drains.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> Result<(), RunError> {
         let dispatcher = Arc::new(Dispatcher::new(
             self.store.clone(),

@@ -10,7 +10,14 @@ pub const ASSIGNMENT_WAIT_SECONDS: &str = "harvest_delivery_assignment_wait_seco
 /// Counter: shipments that reached an end, by `outcome` (delivered,
 /// no_courier, delivery_failed, withdrawn).
 pub const SHIPMENTS_FINISHED: &str = "harvest_delivery_shipments_finished_total";
-/// Gauge: shipments waiting for a courier or for follow-up work, by `region`.
+/// Counter: assignments taken back from couriers who did not pick the
+/// shipment up within the pickup deadline.
+pub const COURIERS_RELEASED: &str = "harvest_delivery_couriers_released_total";
+/// Counter: picked-up shipments flagged overdue (not delivered within the
+/// transit deadline), once each.
+pub const SHIPMENTS_OVERDUE: &str = "harvest_delivery_shipments_overdue_total";
+/// Gauge: unfinished shipments (waiting for a courier, or for their next
+/// deadline), by `region`.
 pub const PENDING_SHIPMENTS: &str = "harvest_delivery_pending_shipments";
 /// Gauge: open StreamAssignments calls of this replica.
 pub const ASSIGNMENT_STREAMS: &str = "harvest_delivery_assignment_streams";

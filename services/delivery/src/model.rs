@@ -19,16 +19,23 @@ const MAX_REASON_CHARS: usize = 500;
 /// More than any vehicle carries; a bigger number is a typo.
 pub const MAX_CAPACITY: i32 = 1_000;
 
-/// Where a shipment is in its life. Only moves forward:
+/// Where a shipment is in its life. Only moves forward, except that an
+/// assigned shipment not picked up within the pickup deadline is taken back
+/// from its courier and waits for another (never the same one again):
 ///
 /// ```text
 /// awaiting ─▶ assigned ─▶ picked_up ─▶ delivered
-///    │            │            └──────▶ failed (delivery failed)
+///    │ ▲          │            └──────▶ failed (delivery failed: reported,
+///    │ │          │                      or not delivered in time)
+///    │ └──────────┤ (not picked up in time: taken back from the courier)
 ///    │            ├───────────────────▶ failed (delivery failed)
 ///    │            └───────────────────▶ withdrawn (order cancelled)
 ///    ├──────────────────────────────▶ failed (no courier)
 ///    └──────────────────────────────▶ withdrawn (order cancelled)
 /// ```
+///
+/// A picked-up shipment past the transit deadline stays picked up, flagged
+/// overdue once, until it is delivered or given up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum State {
     Awaiting,
@@ -132,8 +139,25 @@ pub struct StoredShipment {
     pub failure: Option<FailureKind>,
     pub failure_reason: String,
     pub withdrawn_at_ms: Option<i64>,
+    /// The assignments taken back from their couriers, oldest first. Their
+    /// couriers are never offered the shipment again.
+    pub releases: Vec<Release>,
+    /// Set once the shipment is flagged overdue: when its transit deadline
+    /// passed (pickup plus the deadline).
+    pub overdue_since_ms: Option<i64>,
+    /// When it was flagged overdue.
+    pub overdue_at_ms: Option<i64>,
     /// Names of the events already acknowledged by the broker.
     pub announced: BTreeSet<String>,
+}
+
+/// An assignment taken back from its courier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub courier_id: Id,
+    pub assigned_at_ms: i64,
+    pub distance_meters: i64,
+    pub released_at_ms: i64,
 }
 
 impl StoredShipment {
@@ -158,6 +182,13 @@ impl StoredShipment {
     /// Whether `courier` is the one this shipment was given to.
     pub fn belongs_to(&self, courier: &Id) -> bool {
         self.courier_id.as_ref() == Some(courier)
+    }
+
+    /// Whether the shipment was taken back from `courier`.
+    pub fn passed_over(&self, courier: &Id) -> bool {
+        self.releases
+            .iter()
+            .any(|release| &release.courier_id == courier)
     }
 }
 
@@ -285,6 +316,45 @@ pub fn proof_reference(value: &str) -> Result<String, DeliveryError> {
 
 pub fn failure_reason(value: &str) -> Result<String, DeliveryError> {
     text("reason", value, MAX_REASON_CHARS)
+}
+
+/// A shipment of one line in the east, created at 1 s and waiting until
+/// 601 s, with nothing else set: the starting point of unit tests.
+#[cfg(test)]
+pub fn sample_shipment(state: State) -> StoredShipment {
+    let id = |text: &str| Id::parse(text).expect("valid");
+    StoredShipment {
+        shipment_id: id("shp_1"),
+        order_id: id("ord_1"),
+        region: Region::parse("east").expect("valid"),
+        pool: Region::parse("east").expect("valid"),
+        state,
+        courier_id: None,
+        contents: Shipment {
+            lines: vec![common::OrderLine {
+                product_id: "prd_1".to_owned(),
+                quantity: 2,
+            }],
+            ..Shipment::default()
+        },
+        created_at_ms: 1_000,
+        updated_at_ms: 1_000,
+        assign_by_ms: 601_000,
+        assigned_at_ms: None,
+        distance_meters: 0,
+        picked_up_at_ms: None,
+        delivered_at_ms: None,
+        recipient_name: String::new(),
+        proof_reference: String::new(),
+        failed_at_ms: None,
+        failure: None,
+        failure_reason: String::new(),
+        withdrawn_at_ms: None,
+        releases: Vec::new(),
+        overdue_since_ms: None,
+        overdue_at_ms: None,
+        announced: BTreeSet::new(),
+    }
 }
 
 #[cfg(test)]

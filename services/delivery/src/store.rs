@@ -11,12 +11,14 @@
 //! {prefix}delivery:couriers:{r}        geo   couriers of region r by location
 //! {prefix}delivery:cold-couriers:{r}   geo   cold-chain couriers of region r by location
 //! {prefix}delivery:{s}:shipment        hash  contents (Shipment protobuf), state, courier, times,
-//!                                            announced:<event> for each event acknowledged
+//!                                            release:<n> for each assignment taken back (see
+//!                                            transition.lua), announced:<event> for each event
+//!                                            acknowledged
 //! {prefix}delivery:{s}:claims          set   couriers ever claimed for s (to give back leftovers)
 //! {prefix}delivery:{o}:shipments       set   shipment ids of order o
 //! {prefix}delivery:{o}:cancelled       string  order o was cancelled
-//! {prefix}delivery:pending:{r}         zset  shipments of region r's orders that need work, by
-//!                                            next attempt time (unix ms)
+//! {prefix}delivery:pending:{r}         zset  unfinished shipments of region r's orders, by the
+//!                                            time of their next attempt or deadline (unix ms)
 //! ```
 
 use std::collections::{BTreeSet, HashMap};
@@ -30,7 +32,7 @@ use harvest_proto::delivery::v1::{Courier, Shipment, Vehicle};
 use prost::Message;
 use redis::{AsyncCommands, Script};
 
-use crate::model::{FailureKind, NewCourier, State, StoredShipment, timestamp};
+use crate::model::{FailureKind, NewCourier, Release, State, StoredShipment, timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -76,6 +78,20 @@ pub enum Step<'a> {
         reason: &'a str,
     },
     Withdraw,
+    /// Takes the shipment back from its courier, who did not pick it up in
+    /// time, and gives it until `assign_by_ms` to find another.
+    Release {
+        courier: &'a Id,
+        assign_by_ms: i64,
+    },
+    /// Flags a picked-up shipment overdue since `since_ms`, once.
+    FlagOverdue {
+        since_ms: i64,
+    },
+    /// Fails a picked-up shipment that was never delivered.
+    GiveUp {
+        reason: &'a str,
+    },
     PickUp {
         courier: &'a Id,
     },
@@ -503,6 +519,12 @@ impl DeliveryStore {
             } => ("assign", courier.as_str(), distance_meters.to_string(), ""),
             Step::Expire { reason } => ("expire", "", reason.to_owned(), ""),
             Step::Withdraw => ("withdraw", "", String::new(), ""),
+            Step::Release {
+                courier,
+                assign_by_ms,
+            } => ("release", courier.as_str(), assign_by_ms.to_string(), ""),
+            Step::FlagOverdue { since_ms } => ("flag_overdue", "", since_ms.to_string(), ""),
+            Step::GiveUp { reason } => ("give_up", "", reason.to_owned(), ""),
             Step::PickUp { courier } => ("pick_up", courier.as_str(), String::new(), ""),
             Step::Deliver {
                 courier,
@@ -702,6 +724,8 @@ fn parse_shipment(
     .map_err(|_| corrupt("contents"))?;
     let courier_id = text("courier_id")?;
     let failure_kind = text("failure_kind")?;
+    let releases = parse_releases(&text("releases")?, |n| text(&format!("release:{n}")))
+        .ok_or_else(|| corrupt("releases"))?;
     let announced: BTreeSet<String> = fields
         .keys()
         .filter_map(|field| field.strip_prefix("announced:"))
@@ -736,6 +760,68 @@ fn parse_shipment(
         },
         failure_reason: text("failure_reason")?,
         withdrawn_at_ms: time("withdrawn_at_ms")?,
+        releases,
+        overdue_since_ms: time("overdue_since_ms")?,
+        overdue_at_ms: time("overdue_at_ms")?,
         announced,
     })
+}
+
+/// The assignments taken back, oldest first, from their count and the
+/// record of each (`record(n)` for n from 1); `None` when one is missing or
+/// malformed.
+fn parse_releases(
+    count: &str,
+    record: impl Fn(usize) -> Result<String, StoreError>,
+) -> Option<Vec<Release>> {
+    let count: usize = if count.is_empty() {
+        0
+    } else {
+        count.parse().ok()?
+    };
+    (1..=count)
+        .map(|n| {
+            let record = record(n).ok()?;
+            let mut parts = record.split(' ');
+            let release = Release {
+                courier_id: Id::parse(parts.next()?).ok()?,
+                assigned_at_ms: parts.next()?.parse().ok()?,
+                distance_meters: parts.next()?.parse().ok()?,
+                released_at_ms: parts.next()?.parse().ok()?,
+            };
+            parts.next().is_none().then_some(release)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn releases_are_read_in_order_and_a_broken_record_is_refused() {
+        let records = |n: usize| -> Result<String, StoreError> {
+            Ok(match n {
+                1 => "cou_a 1000 250 4600".to_owned(),
+                2 => "cou_b 5000 900 8600".to_owned(),
+                _ => String::new(),
+            })
+        };
+        assert_eq!(parse_releases("", records), Some(Vec::new()));
+        let releases = parse_releases("2", records).expect("valid");
+        assert_eq!(
+            releases
+                .iter()
+                .map(|release| release.courier_id.as_str())
+                .collect::<Vec<_>>(),
+            ["cou_a", "cou_b"]
+        );
+        assert_eq!(releases[1].assigned_at_ms, 5_000);
+        assert_eq!(releases[1].distance_meters, 900);
+        assert_eq!(releases[1].released_at_ms, 8_600);
+        assert_eq!(parse_releases("3", records), None, "record 3 is missing");
+        assert_eq!(parse_releases("x", records), None);
+        let extra = |_: usize| Ok("cou_a 1 2 3 4".to_owned());
+        assert_eq!(parse_releases("1", extra), None);
+    }
 }

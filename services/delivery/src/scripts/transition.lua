@@ -2,12 +2,19 @@
 -- is. Every key belongs to the shipment's hash slot.
 --
 -- KEYS[1] shipment hash   KEYS[2] the shipment's claimed couriers (set)
--- ARGV[1] step: assign | expire | withdraw | pick_up | deliver | fail
--- ARGV[2] courier id (assign and the courier's own steps; '' otherwise)
+-- ARGV[1] step: assign | expire | withdraw | release | flag_overdue | give_up
+--   | pick_up | deliver | fail
+-- ARGV[2] courier id (assign, release and the courier's own steps; ''
+--   otherwise)
 -- ARGV[3] now (unix ms)   ARGV[4] keep a finished shipment this long (ms)
 -- ARGV[5], ARGV[6] the step's details:
---   assign: distance in meters   expire, fail: reason
+--   assign: distance in meters   expire, give_up, fail: reason
+--   release: the new assign-by (unix ms)   flag_overdue: overdue since (unix ms)
 --   deliver: recipient name, proof reference
+--
+-- A release keeps the assignment it ends as 'release:<n>' = '<courier id>
+-- <assigned at> <distance> <released at>' (n counts from 1, 'releases' holds
+-- the count); a courier released once is never assigned the shipment again.
 --
 -- Returns {outcome, state, courier id}. Outcome is 'changed'; 'unchanged'
 -- when the shipment already took this very step (nothing changes);
@@ -33,8 +40,32 @@ local function move(to, ...)
   return reply('changed')
 end
 
+-- Fails the shipment for `kind` with ARGV[5] as the reason when `possible`;
+-- 'unchanged' when it already failed for that kind.
+local function fail_for(kind, possible)
+  if possible then
+    return move('failed', 'failure_kind', kind, 'failure_reason', ARGV[5], 'failed_at_ms', now)
+  end
+  if state == 'failed' and redis.call('HGET', KEYS[1], 'failure_kind') == kind then
+    return reply('unchanged')
+  end
+  return reply('refused')
+end
+
+-- Whether the shipment was taken back from `who` before.
+local function passed_over(who)
+  local count = tonumber(redis.call('HGET', KEYS[1], 'releases') or '0')
+  for n = 1, count do
+    local record = redis.call('HGET', KEYS[1], 'release:' .. n) or ''
+    if string.match(record, '^[^ ]+') == who then
+      return true
+    end
+  end
+  return false
+end
+
 if step == 'assign' then
-  if state == 'awaiting' then
+  if state == 'awaiting' and not passed_over(who) then
     return move('assigned', 'courier_id', who, 'assigned_at_ms', now, 'distance_m', ARGV[5])
   end
   if state == 'assigned' and courier == who then
@@ -44,13 +75,7 @@ if step == 'assign' then
 end
 
 if step == 'expire' then
-  if state == 'awaiting' then
-    return move('failed', 'failure_kind', 'no_courier', 'failure_reason', ARGV[5], 'failed_at_ms', now)
-  end
-  if state == 'failed' and redis.call('HGET', KEYS[1], 'failure_kind') == 'no_courier' then
-    return reply('unchanged')
-  end
-  return reply('refused')
+  return fail_for('no_courier', state == 'awaiting')
 end
 
 if step == 'withdraw' then
@@ -61,6 +86,36 @@ if step == 'withdraw' then
     return reply('unchanged')
   end
   return reply('refused')
+end
+
+if step == 'release' then
+  if state == 'assigned' and courier == who then
+    local n = redis.call('HINCRBY', KEYS[1], 'releases', 1)
+    local fields = redis.call('HMGET', KEYS[1], 'assigned_at_ms', 'distance_m')
+    redis.call('HSET', KEYS[1], 'release:' .. n,
+      who .. ' ' .. (fields[1] or '0') .. ' ' .. (fields[2] or '0') .. ' ' .. now)
+    redis.call('HDEL', KEYS[1], 'courier_id', 'assigned_at_ms', 'distance_m')
+    return move('awaiting', 'assign_by_ms', ARGV[5])
+  end
+  if state == 'awaiting' and passed_over(who) then
+    return reply('unchanged')
+  end
+  return reply('refused')
+end
+
+if step == 'flag_overdue' then
+  if state == 'picked_up' and not redis.call('HGET', KEYS[1], 'overdue_since_ms') then
+    redis.call('HSET', KEYS[1], 'overdue_since_ms', ARGV[5], 'overdue_at_ms', now, 'updated_at_ms', now)
+    return reply('changed')
+  end
+  if redis.call('HGET', KEYS[1], 'overdue_since_ms') then
+    return reply('unchanged')
+  end
+  return reply('refused')
+end
+
+if step == 'give_up' then
+  return fail_for('delivery_failed', state == 'picked_up')
 end
 
 -- The courier's own steps.
@@ -86,12 +141,6 @@ if step == 'deliver' then
   return reply('refused')
 end
 if step == 'fail' then
-  if state == 'assigned' or state == 'picked_up' then
-    return move('failed', 'failure_kind', 'delivery_failed', 'failure_reason', ARGV[5], 'failed_at_ms', now)
-  end
-  if state == 'failed' and redis.call('HGET', KEYS[1], 'failure_kind') == 'delivery_failed' then
-    return reply('unchanged')
-  end
-  return reply('refused')
+  return fail_for('delivery_failed', state == 'assigned' or state == 'picked_up')
 end
 return redis.error_reply('unknown step ' .. step)

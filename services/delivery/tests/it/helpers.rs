@@ -448,6 +448,8 @@ pub fn count_by_kind(envelopes: &[Envelope]) -> BTreeMap<&'static str, usize> {
             Some(Payload::ShipmentDelivered(_)) => "delivered",
             Some(Payload::ShipmentFailed(_)) => "failed",
             Some(Payload::ShipmentWithdrawn(_)) => "withdrawn",
+            Some(Payload::CourierReleased(_)) => "released",
+            Some(Payload::ShipmentOverdue(_)) => "overdue",
             _ => "other",
         };
         *counts.entry(kind).or_insert(0) += 1;

@@ -370,7 +370,8 @@ async fn work_cut_short_by_a_crash_is_finished_from_redis() {
                 courier: &north,
                 distance_meters: 1_000,
             },
-            1,
+            // Now, so that its pickup deadline is still ahead.
+            harvest_delivery::model::now_ms(),
         )
         .await
         .expect("redis");

@@ -3,5 +3,6 @@
 
 mod api;
 mod assignment;
+mod deadlines;
 mod helpers;
 mod lifecycle;
