@@ -108,11 +108,11 @@ contracts-check: contracts-deps ## Lint the protos, check them against the last 
 	node $(CONTRACTS)/check.mjs
 	promtool check rules $(PROMETHEUS_RULES)
 	promtool test rules deploy/prometheus/harvest.rules.test.yaml
-	node $(CONTRACTS)/prometheus-rule.mjs --check
+	node $(CONTRACTS)/observability.mjs --check
 
 contracts-schemas: contracts-deps ## Regenerate the AsyncAPI payload schemas from proto/ (and the PrometheusRule from the rules)
 	node $(CONTRACTS)/proto-schemas.mjs
-	node $(CONTRACTS)/prometheus-rule.mjs
+	node $(CONTRACTS)/observability.mjs
 
 clean: ## Remove build output and local state
 	$(CARGO) clean
