@@ -13,12 +13,22 @@ KAFKA_LIBS  ?= $(or $(HARVEST_KAFKA_LIBS),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)
 export HARVEST_KAFKA_LIBS := $(KAFKA_LIBS)
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test lint fmt demo run bench chaos clean
+.PHONY: help deps build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas
+
+# The contract checkers: buf and the AsyncAPI parser from npm (pinned in
+# contracts/package-lock.json), promtool from Debian's prometheus package.
+CONTRACTS    := contracts
+NODE_BIN     := $(CONTRACTS)/node_modules/.bin
+BUF          := $(NODE_BIN)/buf
+# The commit of the last released proto/: the last line of proto/RELEASED.
+# See docs/contracts.md.
+PROTO_RELEASED = $(shell tail -n 1 proto/RELEASED)
+PROMETHEUS_RULES := deploy/prometheus/harvest.rules.yaml
 
 help: ## List the commands
 	@echo "Harvest — order fulfillment for rural e-commerce"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## Install what is missing: Apache Kafka (Maven Central; needs Java 17+), redis-server, cargo-nextest
 	@java_version=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
@@ -76,6 +86,33 @@ bench: deps ## Measure rates, a regional spike and a flash sale (release build);
 chaos: deps ## Kill services, Kafka and Redis under load and check nothing is lost (release build); writes target/faults/results.json
 	$(CARGO) build --locked --release --workspace --bins
 	$(TARGET_DIR)/release/harvest-faults $(ARGS)
+
+contracts-deps: ## Install the contract checkers: buf and the AsyncAPI parser (npm), promtool (apt-get)
+	@if ! cmp -s $(CONTRACTS)/package-lock.json $(CONTRACTS)/node_modules/.installed-lock; then \
+		echo "installing buf and the AsyncAPI parser (npm ci)…"; \
+		SCARF_ANALYTICS=false npm ci --prefix $(CONTRACTS) --no-audit --no-fund --loglevel=error && \
+		cp $(CONTRACTS)/package-lock.json $(CONTRACTS)/node_modules/.installed-lock; \
+	fi
+	@if ! command -v promtool >/dev/null; then \
+		echo "installing promtool (apt-get, Debian's prometheus package)…"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus; \
+	fi
+
+contracts-check: contracts-deps ## Lint the protos, check them against the last release, the AsyncAPI document, the courier doc and the alert rules
+	$(BUF) lint proto
+	$(BUF) format --diff --exit-code proto
+	@git cat-file -e $(PROTO_RELEASED)^{commit} 2>/dev/null || { \
+		echo "proto/RELEASED names $(PROTO_RELEASED), which this clone does not have (a shallow clone?)" >&2; exit 1; }
+	$(BUF) breaking proto --against '.git#ref=$(PROTO_RELEASED),subdir=proto'
+	node $(CONTRACTS)/check.mjs
+	promtool check rules $(PROMETHEUS_RULES)
+	promtool test rules deploy/prometheus/harvest.rules.test.yaml
+	node $(CONTRACTS)/observability.mjs --check
+
+contracts-schemas: contracts-deps ## Regenerate the AsyncAPI payload schemas from proto/ (and the PrometheusRule from the rules)
+	node $(CONTRACTS)/proto-schemas.mjs
+	node $(CONTRACTS)/observability.mjs
 
 clean: ## Remove build output and local state
 	$(CARGO) clean
