@@ -11,9 +11,20 @@ TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
 KAFKA_POM   := deploy/kafka/pom.xml
 KAFKA_LIBS  ?= $(or $(HARVEST_KAFKA_LIBS),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/harvest/kafka/libs)
 export HARVEST_KAFKA_LIBS := $(KAFKA_LIBS)
+# What `make deploy-check` renders and validates with, cached outside the
+# repository: Helm built from the Go module proxy, a virtualenv of PyPI tools.
+DEPLOY_TOOLS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/harvest/deploy-tools
+HELM_VERSION := v3.22.0
+HELM         := $(DEPLOY_TOOLS)/helm-$(HELM_VERSION)/helm
+DEPLOY_VENV  := $(DEPLOY_TOOLS)/venv
+# The operators' published CRDs, beside the repository (never copied into it).
+REPO_ROOT    := $(dir $(abspath $(firstword $(MAKEFILE_LIST))))
+CRDS         ?= $(abspath $(REPO_ROOT)../shared/crds)
+REGIONS      := $(sort $(wildcard deploy/regions/*.yaml))
+RENDERED     := $(TARGET_DIR)/deploy
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas
+.PHONY: help deps build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas deploy-deps deploy-check
 
 # The contract checkers: buf and the AsyncAPI parser from npm (pinned in
 # contracts/package-lock.json), promtool from Debian's prometheus package.
@@ -113,6 +124,30 @@ contracts-check: contracts-deps ## Lint the protos, check them against the last 
 contracts-schemas: contracts-deps ## Regenerate the AsyncAPI payload schemas from proto/ (and the PrometheusRule from the rules)
 	node $(CONTRACTS)/proto-schemas.mjs
 	node $(CONTRACTS)/observability.mjs
+
+deploy-deps: ## Install what deploy-check needs: Helm (Go module proxy), kubernetes-validate, yamllint, check-jsonschema (PyPI)
+	@if [ ! -x $(HELM) ]; then \
+		echo "building Helm $(HELM_VERSION) from the Go module proxy (a few minutes)…"; \
+		GOBIN=$(dir $(HELM)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	fi
+	@if ! cmp -s deploy/validate/requirements.txt $(DEPLOY_VENV)/requirements.txt; then \
+		echo "installing the validators into $(DEPLOY_VENV)…"; \
+		rm -rf $(DEPLOY_VENV) && python3 -m venv $(DEPLOY_VENV) && \
+		$(DEPLOY_VENV)/bin/pip install -q --disable-pip-version-check -r deploy/validate/requirements.txt && \
+		cp deploy/validate/requirements.txt $(DEPLOY_VENV)/requirements.txt; \
+	fi
+
+deploy-check: deploy-deps ## Render the chart with every region and validate it all (CRDS=… for the CRD folder)
+	@test -d $(CRDS) || { echo "no CRDs at $(CRDS); pass CRDS=<path to shared/crds>" >&2; exit 1; }
+	@mkdir -p $(RENDERED)
+	$(HELM) lint deploy --quiet --strict $(REGIONS:%=-f %) --set image.tag=0.0.0-check
+	$(HELM) template harvest deploy --namespace harvest $(REGIONS:%=-f %) \
+		--set image.tag=0.0.0-check > $(RENDERED)/harvest.yaml
+	$(DEPLOY_VENV)/bin/yamllint --strict -c deploy/.yamllint.yaml deploy $(RENDERED)/harvest.yaml
+	$(DEPLOY_VENV)/bin/python deploy/validate/custom_resources.py $(RENDERED)/harvest.yaml $(CRDS) $(RENDERED)/core.yaml
+	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --quiet $(RENDERED)/core.yaml
+	@echo "core objects: $$(grep -c '^kind:' $(RENDERED)/core.yaml) passed kubernetes-validate --strict"
+	$(DEPLOY_VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 
 clean: ## Remove build output and local state
 	$(CARGO) clean
