@@ -145,6 +145,8 @@ deploy-check: deploy-deps ## Render the chart with every region and validate it 
 		--set image.tag=0.0.0-check > $(RENDERED)/harvest.yaml
 	$(DEPLOY_VENV)/bin/yamllint --strict -c deploy/.yamllint.yaml deploy $(RENDERED)/harvest.yaml
 	$(DEPLOY_VENV)/bin/python deploy/validate/custom_resources.py $(RENDERED)/harvest.yaml $(CRDS) $(RENDERED)/core.yaml
+	$(DEPLOY_VENV)/bin/python deploy/validate/custom_resources.py deploy/prometheus/prometheus-rule.yaml \
+		$(CRDS) $(RENDERED)/rules-core.yaml
 	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --quiet $(RENDERED)/core.yaml
 	@echo "core objects: $$(grep -c '^kind:' $(RENDERED)/core.yaml) passed kubernetes-validate --strict"
 	$(DEPLOY_VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
