@@ -25,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod grpc;
+pub mod json_log;
 pub mod readiness;
 pub mod service;
 pub mod shutdown;

@@ -5,6 +5,16 @@
 //! has a trace id that crosses gRPC metadata and Kafka headers, and its spans
 //! are exported. Without one, no span is recorded beyond what the log lines
 //! need, so tracing costs nothing on the hot path.
+//!
+//! The standard OpenTelemetry variables work as operators expect:
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` when
+//! `telemetry.otlp_endpoint` is not set (and the exporter's other
+//! `OTEL_EXPORTER_OTLP_*` settings), `OTEL_SDK_DISABLED=true` and
+//! `OTEL_TRACES_EXPORTER=none` to export nothing, `OTEL_SERVICE_NAME` and
+//! `OTEL_RESOURCE_ATTRIBUTES` for the resource, and `OTEL_TRACES_SAMPLER`
+//! (`always_on`, `always_off`, `traceidratio` or their `parentbased_` forms)
+//! with `OTEL_TRACES_SAMPLER_ARG` over `telemetry.sample_ratio`. JSON logs
+//! carry each line's `trace_id` and `span_id` ([`crate::json_log`]).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -62,23 +72,29 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, T
     };
 
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let provider = match &config.otlp_endpoint {
+    let settings = Export::decide(config, |name| std::env::var(name).ok());
+    let provider = match &settings.endpoint {
         Some(endpoint) => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
+            let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            // From the environment, the exporter reads the endpoint itself,
+            // with the rest of its `OTEL_EXPORTER_OTLP_*` settings.
+            let builder = match endpoint {
+                Endpoint::Configured(url) => builder.with_endpoint(url),
+                Endpoint::FromEnvironment(_) => builder,
+            };
+            let exporter = builder
                 .build()
-                .map_err(|error| TelemetryError::Exporter(endpoint.clone(), error))?;
+                .map_err(|error| TelemetryError::Exporter(endpoint.to_string(), error))?;
             // The trace's first service decides; every later hop follows the
             // decision carried in `traceparent`.
             let sampler =
-                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(config.sample_ratio)));
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(settings.sample_ratio)));
+            let mut resource = Resource::builder();
+            if !settings.service_name_from_environment {
+                resource = resource.with_service_name(service.to_owned());
+            }
             let provider = SdkTracerProvider::builder()
-                .with_resource(
-                    Resource::builder()
-                        .with_service_name(service.to_owned())
-                        .build(),
-                )
+                .with_resource(resource.build())
                 .with_sampler(sampler)
                 .with_batch_exporter(exporter)
                 .build();
@@ -95,8 +111,8 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, T
 
     let fmt_layer = if config.log_format == "json" {
         tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::json_log::TraceJson)
             .boxed()
     } else {
         // Colours only for a person at a terminal, not in log files.
@@ -113,4 +129,147 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, T
         .try_init()
         .map_err(TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })
+}
+
+/// Where spans go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Endpoint {
+    /// `telemetry.otlp_endpoint`.
+    Configured(String),
+    /// An `OTEL_EXPORTER_OTLP_*ENDPOINT` variable, which the exporter reads.
+    FromEnvironment(String),
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Configured(url) | Endpoint::FromEnvironment(url) => f.write_str(url),
+        }
+    }
+}
+
+/// What the configuration and the `OTEL_*` variables decide about export.
+#[derive(Clone, Debug, PartialEq)]
+struct Export {
+    endpoint: Option<Endpoint>,
+    sample_ratio: f64,
+    service_name_from_environment: bool,
+}
+
+impl Export {
+    fn decide(config: &TelemetryConfig, env: impl Fn(&str) -> Option<String>) -> Export {
+        let set = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+        let disabled = set("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            || set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+        let endpoint = if disabled {
+            None
+        } else if let Some(url) = &config.otlp_endpoint {
+            Some(Endpoint::Configured(url.clone()))
+        } else {
+            set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .map(Endpoint::FromEnvironment)
+        };
+        let argument =
+            set("OTEL_TRACES_SAMPLER_ARG").and_then(|arg| arg.trim().parse::<f64>().ok());
+        let sample_ratio = match set("OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
+            Some("always_on" | "parentbased_always_on") => 1.0,
+            Some("always_off" | "parentbased_always_off") => 0.0,
+            Some("traceidratio" | "parentbased_traceidratio") => argument.unwrap_or(1.0),
+            _ => config.sample_ratio,
+        }
+        .clamp(0.0, 1.0);
+        Export {
+            endpoint,
+            sample_ratio,
+            service_name_from_environment: set("OTEL_SERVICE_NAME").is_some(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn decide(config: &TelemetryConfig, vars: &[(&str, &str)]) -> Export {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        Export::decide(config, |name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn the_standard_variables_work_as_operators_expect() {
+        let none = TelemetryConfig::default();
+        assert_eq!(
+            decide(&none, &[]).endpoint,
+            None,
+            "nothing exported by default"
+        );
+        let from_env = decide(
+            &none,
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")],
+        );
+        assert_eq!(
+            from_env.endpoint,
+            Some(Endpoint::FromEnvironment(
+                "http://127.0.0.1:4317".to_owned()
+            ))
+        );
+        let traces_first = decide(
+            &none,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://127.0.0.1:14317",
+                ),
+            ],
+        );
+        assert_eq!(
+            traces_first.endpoint,
+            Some(Endpoint::FromEnvironment(
+                "http://127.0.0.1:14317".to_owned()
+            ))
+        );
+        let configured = TelemetryConfig {
+            otlp_endpoint: Some("http://127.0.0.1:4000".to_owned()),
+            sample_ratio: 0.5,
+            ..TelemetryConfig::default()
+        };
+        let both = decide(
+            &configured,
+            &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")],
+        );
+        assert_eq!(
+            both.endpoint,
+            Some(Endpoint::Configured("http://127.0.0.1:4000".to_owned())),
+            "the setting wins over the environment"
+        );
+        assert_eq!(both.sample_ratio, 0.5);
+        assert!(!both.service_name_from_environment);
+        for off in [
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ] {
+            assert_eq!(decide(&configured, &[off]).endpoint, None, "{off:?}");
+        }
+        let sampled = decide(
+            &configured,
+            &[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+                ("OTEL_SERVICE_NAME", "orders-east"),
+            ],
+        );
+        assert_eq!(sampled.sample_ratio, 0.25);
+        assert!(sampled.service_name_from_environment);
+        assert_eq!(
+            decide(&configured, &[("OTEL_TRACES_SAMPLER", "always_off")]).sample_ratio,
+            0.0
+        );
+    }
 }

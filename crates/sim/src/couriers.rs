@@ -287,6 +287,15 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
 {
+    // Jittered, so that a fleet whose calls failed together (a service
+    // restarting) does not come back in step.
+    let mut waits = backon::BackoffBuilder::build(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_jitter()
+            .without_max_times(),
+    );
     loop {
         match call().await {
             Ok(response) => return Some(response.into_inner()),
@@ -303,7 +312,7 @@ where
             {
                 tokio::select! {
                     () = stop.cancelled() => return None,
-                    () = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    () = tokio::time::sleep(waits.next().unwrap_or(Duration::from_secs(2))) => {}
                 }
             }
             Err(_) => {
