@@ -25,8 +25,12 @@ use crate::config::OrderRules;
 use crate::decider::{self, Event, Outcome, Refused, Rejection, Rest, State};
 use crate::store::{DeadlineKind, OrderStore, StepWrites, StoreError, now_millis};
 
-/// Counter: orders that reached a terminal state, by `outcome` and `reason`.
+/// Counter: orders that reached a terminal state, by `region`, `outcome`
+/// and `reason`.
 pub const SAGA_OUTCOMES: &str = "harvest_orders_outcomes_total";
+/// Counter: transitions of orders' state machines, by `region` and the state
+/// reached (`to`: RESERVED, CONFIRMED, … DELIVERED, CANCELLED).
+pub const TRANSITIONS: &str = "harvest_orders_transitions_total";
 /// Counter: events the state machine refused, by `event`.
 pub const EVENTS_REFUSED: &str = "harvest_orders_events_refused_total";
 /// Counter: events that arrived ahead of their order and were parked.
@@ -319,9 +323,16 @@ impl Saga {
                 } else {
                     "cancelled"
                 };
-                metrics::counter!(SAGA_OUTCOMES, "outcome" => label, "reason" => reason)
-                    .increment(1);
+                metrics::counter!(
+                    SAGA_OUTCOMES,
+                    "region" => order.region.clone(),
+                    "outcome" => label,
+                    "reason" => reason
+                )
+                .increment(1);
             }
+            metrics::counter!(TRANSITIONS, "region" => order.region.clone(), "to" => next.to_string())
+                .increment(1);
             record.outbox.push(outgoing_event(
                 &order, record, state, next, outcome, input_id,
             )?);

@@ -125,6 +125,15 @@ async fn happy_path_to_delivered_with_two_pickups() {
         2,
         "payments pays each seller from these"
     );
+    // Operators see each region's orders move: one transition per step.
+    let delivered_in_east = orders
+        .metric(r#"harvest_orders_transitions_total{region="east",to="DELIVERED"}"#)
+        .await;
+    assert_eq!(delivered_in_east, 1.0);
+    let confirmed_in_east = orders
+        .metric(r#"harvest_orders_transitions_total{region="east",to="CONFIRMED"}"#)
+        .await;
+    assert_eq!(confirmed_in_east, 1.0);
 }
 
 /// The shipment of `product`'s pickup point (see `stock_reserved`).
