@@ -424,6 +424,31 @@ impl OrderStore {
         }
     }
 
+    /// When the region's earliest deadline and earliest outbox note fell
+    /// due (ms since the epoch), in one round trip; `None` for an empty set.
+    /// A claimed deadline's time is its lease's end, so an earliest time
+    /// long past is work nobody is doing.
+    pub async fn earliest_due(
+        &self,
+        region: &Region,
+    ) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let mut redis = self.redis.clone();
+        let first = |key: String| {
+            let mut command = redis::cmd("ZRANGE");
+            command.arg(key).arg(0).arg(0).arg("WITHSCORES");
+            command
+        };
+        // Both sets share the region's hash tag: one pipeline, one slot.
+        type First = Vec<(String, f64)>;
+        let (deadline, outbox): (First, First) = redis::pipe()
+            .add_command(first(self.deadlines_key(region)))
+            .add_command(first(self.outbox_key(region)))
+            .query_async(&mut redis)
+            .await?;
+        let at = |found: First| found.first().map(|(_, score)| *score as i64);
+        Ok((at(deadline), at(outbox)))
+    }
+
     /// Claims up to `limit` due deadlines of a region for `lease`.
     pub async fn claim_due(
         &self,

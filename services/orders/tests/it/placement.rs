@@ -310,6 +310,10 @@ async fn with_the_broker_down_place_order_answers_unavailable_and_the_same_key_g
         );
     }
 
+    // Operators see events waiting to go out.
+    const OUTBOX_OVERDUE: &str = r#"harvest_orders_overdue_seconds{region="east",kind="outbox"}"#;
+    orders.wait_metric(OUTBOX_OVERDUE, 1.0).await;
+
     world.broker.restart().await.expect("the broker restarts");
     let placed = harvest_testkit::eventually(crate::helpers::WAIT, || {
         let mut client = orders.client.clone();
@@ -332,6 +336,11 @@ async fn with_the_broker_down_place_order_answers_unavailable_and_the_same_key_g
         .into_inner();
     let mut ids: Vec<String> = listed.orders.into_iter().map(|o| o.order_id).collect();
     ids.sort();
+    let caught_up = harvest_testkit::eventually(crate::helpers::WAIT, || async {
+        (orders.metric(OUTBOX_OVERDUE).await == 0.0).then_some(())
+    })
+    .await;
+    assert!(caught_up.is_some(), "nothing waits once the broker is back");
     let mut expected = vec![before.order_id.clone(), placed.order_id.clone()];
     expected.sort();
     assert_eq!(
