@@ -271,6 +271,18 @@ fn interrupt() -> CancellationToken {
     token
 }
 
+/// A bar at the bottom of the terminal: how far the traffic has come.
+fn traffic_progress(duration: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(duration);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} traffic {pos}/{len} s [{wide_bar}] {msg}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
 async fn demo(
     args: StackArgs,
     duration: u64,
@@ -325,11 +337,24 @@ async fn demo(
     );
     let target = Target::of(&stack).await?;
     let simulated = CancellationToken::new();
+    let progress = traffic_progress(duration);
     let simulation = async {
         let outcome = harvest_sim::run(&target, &plan, stop, |tick| {
-            print!("{}", report::tick_table(tick))
+            let table = report::tick_table(tick);
+            progress.set_position(tick.elapsed.as_secs().min(duration));
+            if tick.draining {
+                progress.set_message("traffic over; every order ending");
+            }
+            // A bar shows on a terminal only; elsewhere the tables are the
+            // progress.
+            if progress.is_hidden() {
+                print!("{table}");
+            } else {
+                progress.println(table.trim_end());
+            }
         })
         .await;
+        progress.finish_and_clear();
         simulated.cancel();
         outcome
     };
