@@ -6,7 +6,10 @@
 //! sub-pipeline per slot, concurrently: its commands keep their order within
 //! a slot, not across slots. A store that relies on one write landing before
 //! another in a different slot sends them as two pipelines in cluster mode
-//! ([`Redis::is_cluster`]).
+//! ([`Redis::is_cluster`]). Parts go by slot rather than by node: that costs
+//! a round trip per slot where two slots share a node, but needs no copy of
+//! the cluster's slot map, and a part is then exactly what the cluster
+//! client sends again, whole, to a slot's new owner when the slot has moved.
 
 mod slots;
 
