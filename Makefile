@@ -11,6 +11,17 @@ TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
 KAFKA_POM   := deploy/kafka/pom.xml
 KAFKA_LIBS  ?= $(or $(HARVEST_KAFKA_LIBS),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/harvest/kafka/libs)
 export HARVEST_KAFKA_LIBS := $(KAFKA_LIBS)
+# What `make deploy-check` renders and validates with, cached outside the
+# repository: Helm built from the Go module proxy, a virtualenv of PyPI tools.
+DEPLOY_TOOLS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/harvest/deploy-tools
+HELM_VERSION := v3.22.0
+HELM         := $(DEPLOY_TOOLS)/helm-$(HELM_VERSION)/helm
+DEPLOY_VENV  := $(DEPLOY_TOOLS)/venv
+# The operators' published CRDs, beside the repository (never copied into it).
+REPO_ROOT    := $(dir $(abspath $(firstword $(MAKEFILE_LIST))))
+CRDS         ?= $(abspath $(REPO_ROOT)../shared/crds)
+REGIONS      := $(sort $(wildcard deploy/regions/*.yaml))
+RENDERED     := $(TARGET_DIR)/deploy
 
 # The services' integration tests again, each on a Redis Cluster of three
 # primaries: every script, transaction and pipeline of their stores meets
@@ -19,12 +30,22 @@ CLUSTER_TESTS := -p harvest-catalog -p harvest-orders -p harvest-payments -p har
 	-E 'kind(test) - test(/with_the_broker_down/)'
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test lint fmt demo run bench chaos clean
+.PHONY: help deps build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas deploy-deps deploy-check
+
+# The contract checkers: buf and the AsyncAPI parser from npm (pinned in
+# contracts/package-lock.json), promtool from Debian's prometheus package.
+CONTRACTS    := contracts
+NODE_BIN     := $(CONTRACTS)/node_modules/.bin
+BUF          := $(NODE_BIN)/buf
+# The commit of the last released proto/: the last line of proto/RELEASED.
+# See docs/contracts.md.
+PROTO_RELEASED = $(shell tail -n 1 proto/RELEASED)
+PROMETHEUS_RULES := deploy/prometheus/harvest.rules.yaml
 
 help: ## List the commands
 	@echo "Harvest — order fulfillment for rural e-commerce"
 	@echo
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps: ## Install what is missing: Apache Kafka (Maven Central; needs Java 17+), redis-server and redis-cli, cargo-nextest
 	@java_version=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
@@ -83,6 +104,59 @@ bench: deps ## Measure rates, a regional spike and a flash sale (release build);
 chaos: deps ## Kill services, Kafka and Redis under load and check nothing is lost (release build); writes target/faults/results.json
 	$(CARGO) build --locked --release --workspace --bins
 	$(TARGET_DIR)/release/harvest-faults $(ARGS)
+
+contracts-deps: ## Install the contract checkers: buf and the AsyncAPI parser (npm), promtool (apt-get)
+	@if ! cmp -s $(CONTRACTS)/package-lock.json $(CONTRACTS)/node_modules/.installed-lock; then \
+		echo "installing buf and the AsyncAPI parser (npm ci)…"; \
+		SCARF_ANALYTICS=false npm ci --prefix $(CONTRACTS) --no-audit --no-fund --loglevel=error && \
+		cp $(CONTRACTS)/package-lock.json $(CONTRACTS)/node_modules/.installed-lock; \
+	fi
+	@if ! command -v promtool >/dev/null; then \
+		echo "installing promtool (apt-get, Debian's prometheus package)…"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus; \
+	fi
+
+contracts-check: contracts-deps ## Lint the protos, check them against the last release, the AsyncAPI document, the courier doc and the alert rules
+	$(BUF) lint proto
+	$(BUF) format --diff --exit-code proto
+	@git cat-file -e $(PROTO_RELEASED)^{commit} 2>/dev/null || { \
+		echo "proto/RELEASED names $(PROTO_RELEASED), which this clone does not have (a shallow clone?)" >&2; exit 1; }
+	$(BUF) breaking proto --against '.git#ref=$(PROTO_RELEASED),subdir=proto'
+	node $(CONTRACTS)/check.mjs
+	promtool check rules $(PROMETHEUS_RULES)
+	promtool test rules deploy/prometheus/harvest.rules.test.yaml
+	node $(CONTRACTS)/observability.mjs --check
+
+contracts-schemas: contracts-deps ## Regenerate the AsyncAPI payload schemas from proto/ (and the PrometheusRule from the rules)
+	node $(CONTRACTS)/proto-schemas.mjs
+	node $(CONTRACTS)/observability.mjs
+
+deploy-deps: ## Install what deploy-check needs: Helm (Go module proxy), kubernetes-validate, yamllint, check-jsonschema (PyPI)
+	@if [ ! -x $(HELM) ]; then \
+		echo "building Helm $(HELM_VERSION) from the Go module proxy (a few minutes)…"; \
+		GOBIN=$(dir $(HELM)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	fi
+	@if ! cmp -s deploy/validate/requirements.txt $(DEPLOY_VENV)/requirements.txt; then \
+		echo "installing the validators into $(DEPLOY_VENV)…"; \
+		rm -rf $(DEPLOY_VENV) && python3 -m venv $(DEPLOY_VENV) && \
+		$(DEPLOY_VENV)/bin/pip install -q --disable-pip-version-check -r deploy/validate/requirements.txt && \
+		cp deploy/validate/requirements.txt $(DEPLOY_VENV)/requirements.txt; \
+	fi
+
+deploy-check: deploy-deps ## Render the chart with every region and validate it all (CRDS=… for the CRD folder)
+	@test -d $(CRDS) || { echo "no CRDs at $(CRDS); pass CRDS=<path to shared/crds>" >&2; exit 1; }
+	@mkdir -p $(RENDERED)
+	$(HELM) lint deploy --quiet --strict $(REGIONS:%=-f %) --set image.tag=0.0.0-check
+	$(HELM) template harvest deploy --namespace harvest $(REGIONS:%=-f %) \
+		--set image.tag=0.0.0-check > $(RENDERED)/harvest.yaml
+	$(DEPLOY_VENV)/bin/yamllint --strict -c deploy/.yamllint.yaml deploy $(RENDERED)/harvest.yaml
+	$(DEPLOY_VENV)/bin/python deploy/validate/custom_resources.py $(RENDERED)/harvest.yaml $(CRDS) $(RENDERED)/core.yaml
+	$(DEPLOY_VENV)/bin/python deploy/validate/custom_resources.py deploy/prometheus/prometheus-rule.yaml \
+		$(CRDS) $(RENDERED)/rules-core.yaml
+	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --quiet $(RENDERED)/core.yaml
+	@echo "core objects: $$(grep -c '^kind:' $(RENDERED)/core.yaml) passed kubernetes-validate --strict"
+	$(DEPLOY_VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 
 clean: ## Remove build output and local state
 	$(CARGO) clean

@@ -15,11 +15,10 @@ async fn a_killed_service_is_reported_at_once_and_serves_again() {
     let kind = ServiceKind::Payments;
     let first_pid = system.stack.pids()[&kind];
     // From outside the stack, as a crash or the OOM killer would.
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &first_pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    assert!(harvest_stack::servers::signal_process(
+        first_pid,
+        harvest_stack::servers::Signal::KILL
+    ));
     let killed_at = Instant::now();
 
     let mut events: Vec<(Duration, Supervision)> = Vec::new();

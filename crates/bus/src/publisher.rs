@@ -207,6 +207,16 @@ impl Publisher {
         }
     }
 
+    /// Whether a broker answers a metadata request within `timeout`. Blocks
+    /// the calling thread.
+    pub fn broker_answers(&self, timeout: Duration) -> bool {
+        self.inner
+            .producer
+            .client()
+            .fetch_metadata(None, timeout)
+            .is_ok()
+    }
+
     /// Waits up to `timeout` for events still in the producer's queue.
     pub fn flush(&self, timeout: Duration) {
         if let Err(error) = self.inner.producer.flush(timeout) {

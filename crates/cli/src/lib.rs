@@ -85,6 +85,12 @@ enum Command {
     /// List, show and replay a consumer's dead letters (reads Kafka).
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Print a shell completion script, e.g.
+    /// `harvest completions bash > ~/.local/share/bash-completion/completions/harvest`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How a successful run ends.
@@ -106,6 +112,11 @@ impl Outcome {
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "harvest", &mut std::io::stdout());
+        return Ok(Outcome::Done);
+    }
     let context = Context {
         endpoints: cli.endpoints,
         printer: Printer {
@@ -123,6 +134,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Shipment(command) => couriers::shipment(&context, command).await?,
         Command::Payment(command) => payments::run(&context, command).await?,
         Command::Dlq(command) => dlq::run(&context, command).await?,
+        Command::Completions { .. } => {}
     }
     Ok(Outcome::Done)
 }
@@ -159,6 +171,23 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_cover_every_command() {
+        let mut script = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "harvest",
+            &mut script,
+        );
+        let script = String::from_utf8(script).expect("utf-8");
+        for command in ["products", "order", "courier", "shipment", "payment", "dlq"] {
+            assert!(script.contains(command), "{command} is completed");
+        }
+        assert!(script.contains("--json"));
+        assert!(rejected("completions tcsh").contains("bash"));
     }
 
     #[test]

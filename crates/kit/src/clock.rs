@@ -18,12 +18,34 @@ pub const RESYNC_EVERY: Duration = Duration::from_secs(30);
 /// An offset beyond this is logged: the machine's clock is off.
 const WORTH_A_WARNING_MS: i64 = 1_000;
 
+/// A measurement whose round trip took longer than this is dropped: the
+/// moment Redis answered is known only to within half the round trip (a
+/// frozen or overloaded Redis answers `TIME` seconds late).
+const MAX_ROUND_TRIP_MS: i64 = 200;
+
 /// Redis's clock minus this process's, in milliseconds.
 static OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+/// The latest time [`now`] returned, in milliseconds since the epoch.
+static LATEST_MS: AtomicI64 = AtomicI64::new(0);
 
-/// The time now, by Redis's clock.
+/// A step back of the clock up to this long (a new measurement of the
+/// offset, the machine's clock slewed) is held: the clock stands still until
+/// it has caught up. A longer one is a correction worth taking at once.
+const MAX_HELD_BACK_MS: i64 = 1_000;
+
+/// The time now, by Redis's clock. After a small step back (see
+/// [`MAX_HELD_BACK_MS`]) it is never earlier than a time it returned before
+/// in this process, so that times taken one after the other order what
+/// happened: a note made later never looks older than one made before.
 pub fn now() -> SystemTime {
-    corrected(SystemTime::now(), OFFSET_MS.load(Ordering::Relaxed))
+    let corrected = corrected(SystemTime::now(), OFFSET_MS.load(Ordering::Relaxed));
+    let ms = unix_ms(corrected);
+    let latest = LATEST_MS.fetch_max(ms, Ordering::Relaxed);
+    if latest > ms && latest - ms <= MAX_HELD_BACK_MS {
+        UNIX_EPOCH + Duration::from_millis(latest as u64)
+    } else {
+        corrected
+    }
 }
 
 /// Milliseconds since the Unix epoch, by Redis's clock.
@@ -51,11 +73,20 @@ fn unix_ms(time: SystemTime) -> i64 {
 }
 
 /// Measures the offset from Redis's `TIME` (taking the middle of the round
-/// trip as the moment Redis answered), keeps it, and returns it.
+/// trip as the moment Redis answered), keeps it, and returns it. A
+/// measurement whose round trip was too long to trust keeps the last offset
+/// and returns it.
 pub async fn sync(redis: &mut impl ConnectionLike) -> Result<i64, redis::RedisError> {
     let before = unix_ms(SystemTime::now());
     let (seconds, micros): (i64, i64) = redis::cmd("TIME").query_async(redis).await?;
     let after = unix_ms(SystemTime::now());
+    if after - before > MAX_ROUND_TRIP_MS {
+        tracing::debug!(
+            round_trip_ms = after - before,
+            "Redis's clock answered too late to measure the offset"
+        );
+        return Ok(OFFSET_MS.load(Ordering::Relaxed));
+    }
     let offset = seconds * 1_000 + micros / 1_000 - (before + after) / 2;
     let previous = OFFSET_MS.swap(offset, Ordering::Relaxed);
     if offset.abs() > WORTH_A_WARNING_MS && (offset - previous).abs() > WORTH_A_WARNING_MS / 10 {
@@ -128,6 +159,54 @@ mod tests {
             "reads {reads} ms, Redis said 1000000500 ms"
         );
         OFFSET_MS.store(0, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_small_step_back_is_held_and_a_large_one_taken() {
+        let ahead = |ms: i64| {
+            let base = unix_ms(corrected(
+                SystemTime::now(),
+                OFFSET_MS.load(Ordering::Relaxed),
+            ));
+            LATEST_MS.store(base + ms, Ordering::Relaxed);
+            base + ms
+        };
+        let held = ahead(500);
+        assert!(now_ms() >= held, "half a second back is held");
+        let jumped = ahead(60_000);
+        assert!(now_ms() < jumped - 50_000, "a minute back is a correction");
+    }
+
+    #[tokio::test]
+    async fn a_late_answer_leaves_the_offset_as_it_was() {
+        struct Late;
+        impl ConnectionLike for Late {
+            fn req_packed_command<'a>(&'a mut self, _cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok(Value::Array(vec![
+                        Value::BulkString(b"1000000".to_vec()),
+                        Value::BulkString(b"0".to_vec()),
+                    ]))
+                })
+            }
+
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                _pipeline: &'a Pipeline,
+                _offset: usize,
+                _count: usize,
+            ) -> RedisFuture<'a, Vec<Value>> {
+                Box::pin(async { Ok(Vec::new()) })
+            }
+
+            fn get_db(&self) -> i64 {
+                0
+            }
+        }
+        OFFSET_MS.store(7, Ordering::Relaxed);
+        assert_eq!(sync(&mut Late).await.expect("answered"), 7);
+        assert_eq!(offset_ms(), 7);
     }
 
     #[test]

@@ -22,14 +22,15 @@ pub const REQUEST_SECONDS: &str = "harvest_grpc_request_seconds";
 /// `grpc-status` of a call to a method the server does not have.
 const UNIMPLEMENTED: &str = "12";
 
-/// Serves `api` with gRPC health (reporting it as serving) and server
-/// reflection over every Harvest package, until `shutdown`. A request
-/// message larger than `limit` is refused with RESOURCE_EXHAUSTED before it
-/// is read.
+/// Serves `api` with gRPC health (serving while `ready` says so, not serving
+/// from the start of shutdown) and server reflection over every Harvest
+/// package, until `shutdown`. A request message larger than `limit` is
+/// refused with RESOURCE_EXHAUSTED before it is read.
 pub async fn serve<S>(
     listener: TcpListener,
     api: S,
     limit: RequestLimit,
+    ready: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error>
 where
@@ -42,7 +43,11 @@ where
     S::Future: Send + 'static,
 {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<S>().await;
+    tokio::spawn(crate::readiness::report::<S>(
+        health_reporter.clone(),
+        ready,
+        shutdown.clone(),
+    ));
     // Both reflection versions: grpcurl and other tools differ in which they ask.
     let reflection = || {
         tonic_reflection::server::Builder::configure()

@@ -13,6 +13,7 @@
 //! - [`bells`]: waking only the tasks that wait on one key;
 //! - [`clock`]: Redis's clock for deadlines, leases and recorded times;
 //! - [`store`]: the Redis connection;
+//! - [`readiness`]: serving only while Redis and a broker answer;
 //! - [`service`]: binding, serving and draining a service as a whole;
 //! - [`cli`]: the `main` every service shares.
 
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod grpc;
+pub mod readiness;
 pub mod service;
 pub mod shutdown;
 pub mod store;

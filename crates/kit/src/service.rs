@@ -144,9 +144,19 @@ impl Listeners {
         // Stops everything when shutdown is requested or a task fails.
         let stop = shutdown.child_token();
         let mut set: JoinSet<(&'static str, Result<(), TaskError>)> = JoinSet::new();
+        // Without Redis (a service built without a Foundation) there is
+        // nothing to follow: ready from the start.
+        let (readiness, ready) = tokio::sync::watch::channel(true);
+        if let Some(redis) = self.clock.clone() {
+            let (publisher, readiness_stop) = (publisher.clone(), stop.clone());
+            set.spawn(async move {
+                crate::readiness::follow(redis, publisher, readiness, readiness_stop).await;
+                ("the readiness check", Ok(()))
+            });
+        }
         let grpc_stop = stop.clone();
         set.spawn(async move {
-            let served = crate::grpc::serve(self.grpc, api, limit, grpc_stop).await;
+            let served = crate::grpc::serve(self.grpc, api, limit, ready, grpc_stop).await;
             ("the gRPC server", served.map_err(Into::into))
         });
         let admin_stop = stop.clone();

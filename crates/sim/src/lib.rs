@@ -357,7 +357,7 @@ impl Session {
                 .insert(region.clone(), region_calls.errors - errors_before);
             phase
                 .place_latency
-                .insert(region.clone(), region_calls.latency.since(samples_before));
+                .insert(region.clone(), region_calls.latency.since(&samples_before));
         }
         for order_id in &orders {
             let Some(track) = self.observer.track(order_id) else {
@@ -388,14 +388,14 @@ impl Session {
 
     /// How far the calls have got: orders so far, and per region (placed,
     /// errors, latency samples).
-    fn mark(&self) -> (usize, BTreeMap<String, (u64, u64, usize)>) {
+    fn mark(&self) -> (usize, BTreeMap<String, (u64, u64, Samples)>) {
         self.calls
             .lock()
             .map(|calls| {
                 let regions = calls
                     .regions
                     .iter()
-                    .map(|(region, c)| (region.clone(), (c.placed, c.errors, c.latency.len())))
+                    .map(|(region, c)| (region.clone(), (c.placed, c.errors, c.latency.clone())))
                     .collect();
                 (calls.placed_orders.len(), regions)
             })

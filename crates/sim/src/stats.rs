@@ -3,46 +3,63 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use hdrhistogram::Histogram;
+
 use harvest_proto::common::v1::CancelReason;
 
-/// Latency samples, in seconds.
-#[derive(Clone, Debug, Default)]
+/// Latency samples, in an HDR histogram of microseconds (three significant
+/// digits, from 1 µs to an hour and beyond as needed): constant memory and
+/// cheap quantiles however many orders a run places.
+#[derive(Clone, Debug)]
 pub struct Samples {
-    values: Vec<f64>,
+    histogram: Histogram<u64>,
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        let mut histogram =
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        histogram.auto(true);
+        Samples { histogram }
+    }
 }
 
 impl Samples {
     pub fn record(&mut self, elapsed: Duration) {
-        self.values.push(elapsed.as_secs_f64());
+        self.record_micros(elapsed.as_micros().min(u128::from(u64::MAX)) as u64);
     }
 
     pub fn record_seconds(&mut self, seconds: f64) {
         if seconds.is_finite() {
-            self.values.push(seconds.max(0.0));
+            self.record_micros((seconds.max(0.0) * 1_000_000.0) as u64);
         }
+    }
+
+    fn record_micros(&mut self, micros: u64) {
+        // Auto-resizing: a value past the top grows the histogram.
+        let _ = self.histogram.record(micros.max(1));
     }
 
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.histogram.len() as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.histogram.is_empty()
     }
 
-    /// The samples recorded after the first `count`.
-    pub fn since(&self, count: usize) -> Samples {
-        Samples {
-            values: self
-                .values
-                .get(count..)
-                .map(<[f64]>::to_vec)
-                .unwrap_or_default(),
+    /// The samples recorded since `earlier`, a copy of these taken before.
+    pub fn since(&self, earlier: &Samples) -> Samples {
+        let mut histogram = self.histogram.clone();
+        if histogram.subtract(&earlier.histogram).is_err() {
+            // Not an earlier copy of these: nothing is known to be newer.
+            histogram.reset();
         }
+        Samples { histogram }
     }
 
     pub fn extend(&mut self, other: &Samples) {
-        self.values.extend_from_slice(&other.values);
+        let _ = self.histogram.add(&other.histogram);
     }
 
     /// The `q`-quantile (0 ≤ q ≤ 1), nearest rank; `None` without samples.
@@ -54,14 +71,19 @@ impl Samples {
     /// longer than every recorded one (orders not yet confirmed when the
     /// measurement ended): `None` when the quantile falls among those.
     pub fn quantile_with_unfinished(&self, q: f64, unfinished: usize) -> Option<f64> {
-        let total = self.values.len() + unfinished;
+        let recorded = self.histogram.len();
+        let total = recorded + unfinished as u64;
         if total == 0 {
             return None;
         }
-        let mut sorted = self.values.clone();
-        sorted.sort_by(f64::total_cmp);
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as usize).max(1);
-        sorted.get(rank - 1).copied()
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        if rank > recorded {
+            return None;
+        }
+        let micros = self
+            .histogram
+            .value_at_quantile(rank as f64 / recorded as f64);
+        Some(micros as f64 / 1e6)
     }
 }
 
@@ -120,6 +142,11 @@ pub fn reason_name(reason: i32) -> String {
 mod tests {
     use super::*;
 
+    /// Within the histogram's three significant digits of `seconds`.
+    fn close_to(value: Option<f64>, seconds: f64) -> bool {
+        value.is_some_and(|value| (value - seconds).abs() <= seconds * 0.001)
+    }
+
     #[test]
     fn quantiles_use_the_nearest_rank() {
         let mut samples = Samples::default();
@@ -127,10 +154,11 @@ mod tests {
         for ms in 1..=100 {
             samples.record(Duration::from_millis(ms));
         }
-        assert_eq!(samples.quantile(0.5), Some(0.05));
-        assert_eq!(samples.quantile(0.99), Some(0.099));
-        assert_eq!(samples.quantile(1.0), Some(0.1));
+        assert!(close_to(samples.quantile(0.5), 0.05));
+        assert!(close_to(samples.quantile(0.99), 0.099));
+        assert!(close_to(samples.quantile(1.0), 0.1));
         assert_eq!(millis(samples.quantile(0.5)), "50.0 ms");
+        assert_eq!(samples.len(), 100);
     }
 
     #[test]
@@ -140,10 +168,33 @@ mod tests {
             samples.record(Duration::from_millis(ms));
         }
         // 10 of 100 never finished: the median is known, the p99 is not.
-        assert_eq!(samples.quantile_with_unfinished(0.5, 10), Some(0.05));
-        assert_eq!(samples.quantile_with_unfinished(0.9, 10), Some(0.09));
+        assert!(close_to(samples.quantile_with_unfinished(0.5, 10), 0.05));
+        assert!(close_to(samples.quantile_with_unfinished(0.9, 10), 0.09));
         assert_eq!(samples.quantile_with_unfinished(0.91, 10), None);
         assert_eq!(Samples::default().quantile_with_unfinished(0.5, 3), None);
+    }
+
+    #[test]
+    fn a_phase_is_what_was_recorded_since_its_start() {
+        let mut samples = Samples::default();
+        samples.record(Duration::from_secs(5));
+        let start = samples.clone();
+        for ms in 1..=10 {
+            samples.record(Duration::from_millis(ms));
+        }
+        let phase = samples.since(&start);
+        assert_eq!(phase.len(), 10);
+        assert!(
+            close_to(phase.quantile(1.0), 0.01),
+            "the 5 s before is not in it"
+        );
+        let mut all = Samples::default();
+        all.extend(&start);
+        all.extend(&phase);
+        assert_eq!(all.len(), 11);
+        // Minutes-long samples fit too: the histogram grows.
+        all.record(Duration::from_secs(7_200));
+        assert!(close_to(all.quantile(1.0), 7_200.0));
     }
 
     #[test]

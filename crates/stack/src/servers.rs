@@ -11,6 +11,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 pub use rustix::process::Signal;
 
+/// Sends process `pid` `signal` (as `kill -SIG pid` would, without a
+/// `kill` process); false if there is no such process.
+pub fn signal_process(pid: u32, signal: Signal) -> bool {
+    rustix::process::Pid::from_raw(pid as i32)
+        .is_some_and(|pid| rustix::process::kill_process(pid, signal).is_ok())
+}
+
+/// Sends every process of the group led by `leader` `signal` (as
+/// `kill -SIG -- -leader` would); false if there is no such group.
+pub fn signal_group(leader: u32, signal: Signal) -> bool {
+    rustix::process::Pid::from_raw(leader as i32)
+        .is_some_and(|pid| rustix::process::kill_process_group(pid, signal).is_ok())
+}
+
 pub use crate::kafka::{
     BrokerOptions, BrokerServer, KafkaInstall, KafkaNode, answers, kafka_libs_dir,
 };
@@ -60,10 +74,7 @@ impl ChildGuard {
 
     /// Sends the process `signal`; false if it is gone.
     pub fn signal(&self, signal: Signal) -> bool {
-        let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) else {
-            return false;
-        };
-        rustix::process::kill_process(pid, signal).is_ok()
+        signal_process(self.child.id(), signal)
     }
 
     /// Asks the process to stop (SIGTERM) and waits up to `grace` before

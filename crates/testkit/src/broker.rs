@@ -162,9 +162,7 @@ fn start(install: &KafkaInstall, dir: &Path, idle_secs: u32) -> anyhow::Result<S
     });
     if let Err(error) = ready {
         // The watchdog and the broker are that process group.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", child.id())])
-            .status();
+        harvest_stack::servers::signal_group(child.id(), harvest_stack::servers::Signal::KILL);
         let _ = child.wait();
         let log = node_dir.join("broker.log");
         return Err(error.context(format!(

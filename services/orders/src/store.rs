@@ -273,7 +273,15 @@ impl OrderStore {
             .ignore();
         }
         if let Some(at) = writes.outbox_at {
-            pipe.zadd(self.outbox_key(writes.region), order, at)
+            // Never moved back: a write that loses its race, or that was
+            // decided earlier and arrives late, must not give a newer note
+            // an older time, which a finisher of that older time would then
+            // take for its own and remove while the newer events wait.
+            pipe.cmd("ZADD")
+                .arg(self.outbox_key(writes.region))
+                .arg("GT")
+                .arg(at)
+                .arg(order)
                 .ignore();
         }
         if let Some((buyer, created_ms)) = writes.buyer_index {

@@ -20,6 +20,7 @@ use tracing::Instrument;
 use tracing_subscriber::layer::SubscriberExt;
 
 mod batches;
+mod contract;
 mod outages;
 
 const WAIT: Duration = Duration::from_secs(30);

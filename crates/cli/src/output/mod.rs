@@ -174,27 +174,11 @@ pub fn present(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
-/// Columns a terminal gives `text`: two for the wide characters of Chinese,
-/// Japanese and Korean (names of villages and sellers), one for the rest.
+/// Columns a terminal gives `text`, by Unicode's East Asian Width: two for
+/// the wide characters of Chinese, Japanese and Korean (names of villages
+/// and sellers) and for emoji, none for combining marks, one for the rest.
 pub fn display_width(text: &str) -> usize {
-    text.chars()
-        .map(|c| {
-            let wide = matches!(u32::from(c),
-                0x1100..=0x115F
-                | 0x2E80..=0x303E
-                | 0x3041..=0x33FF
-                | 0x3400..=0x4DBF
-                | 0x4E00..=0x9FFF
-                | 0xA000..=0xA4CF
-                | 0xAC00..=0xD7A3
-                | 0xF900..=0xFAFF
-                | 0xFE30..=0xFE4F
-                | 0xFF00..=0xFF60
-                | 0xFFE0..=0xFFE6
-                | 0x20000..=0x3FFFD);
-            if wide { 2 } else { 1 }
-        })
-        .sum()
+    unicode_width::UnicodeWidthStr::width(text)
 }
 
 fn pad(text: &str, width: usize, align: Align) -> String {
@@ -363,6 +347,12 @@ mod tests {
         assert_eq!(display_width("Luochuan"), 8);
         assert_eq!(display_width("洛川苹果合作社"), 14);
         assert_eq!(display_width("¥68.00"), 6);
+        assert_eq!(display_width("🍎 x2"), 5, "an emoji takes two columns");
+        assert_eq!(
+            display_width("cafe\u{301}"),
+            4,
+            "a combining accent takes none"
+        );
     }
 
     #[test]

@@ -239,6 +239,12 @@ fn print_report(report: &FaultReport) {
     for other in report.dead_letters.others.iter().take(20) {
         println!("  {other}");
     }
+    for order in findings.money_held_after_cancel.iter().take(20) {
+        println!("  cancelled and still holding money: {order}");
+    }
+    for order in findings.double_charges.iter().take(20) {
+        println!("  charged twice: {order}");
+    }
     for order in report.unfinished.iter().take(20) {
         println!("  not ended: {order}");
     }
@@ -284,6 +290,8 @@ fn write_results(cli: &Cli, report: &FaultReport) -> anyhow::Result<()> {
             "broken_lots": findings.broken_lots.len(),
             "double_charges": findings.double_charges.len(),
             "money_held_after_cancel": findings.money_held_after_cancel.len(),
+            "holding_money": findings.money_held_after_cancel.iter().take(50).collect::<Vec<_>>(),
+            "charged_twice": findings.double_charges.iter().take(50).collect::<Vec<_>>(),
             "not_ended": report.unfinished,
             "products_checked": findings.products_checked,
             "payments_checked": findings.payments_checked,

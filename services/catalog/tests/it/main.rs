@@ -5,3 +5,4 @@ mod api;
 mod helpers;
 mod properties;
 mod reactions;
+mod readiness;

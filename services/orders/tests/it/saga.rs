@@ -1069,6 +1069,60 @@ async fn the_outbox_sweeper_drops_the_deadlines_an_interrupted_step_left() {
     assert!(!pending.contains(&format!("payment:{id}")), "{pending:?}");
 }
 
+/// The outbox note of an order never moves back in time: a write that lost
+/// its race (or arrived late) with an older note leaves the newer one, and
+/// the finisher of that older note cannot remove it while newer events wait.
+#[tokio::test]
+async fn a_late_or_losing_write_never_moves_the_outbox_note_back() {
+    use harvest_orders::store::{OrderStore, StepWrites};
+    let world = World::new().await;
+    let orders = world.start().await;
+    let id = place(&orders.client, &[("prd_apples", 1)]).await.order_id;
+    orders.stop().await;
+    let redis = harvest_kit::store::connect(&world.config.redis)
+        .await
+        .expect("connects");
+    let store = OrderStore::new(
+        redis,
+        &world.config.redis.key_prefix,
+        world.config.redis.retention(),
+    );
+    let stored = store.load(&id).await.expect("load").expect("stored");
+    let region = harvest_domain::Region::parse("east").expect("valid");
+    let writes = |at| StepWrites {
+        region: &region,
+        schedule: &[],
+        outbox_at: Some(at),
+        notify: false,
+        buyer_index: None,
+    };
+    let newer = store
+        .write_step(&id, stored.version, &stored.record, &writes(2_000_000))
+        .await
+        .expect("written");
+    assert!(newer.is_some());
+    let lost = store
+        .write_step(&id, stored.version, &stored.record, &writes(1_000_000))
+        .await
+        .expect("answered");
+    assert!(lost.is_none(), "the version moved on");
+    let _ = store
+        .finish_outbox(&id, stored.version, &stored.record, &region, 1_000_000, &[])
+        .await
+        .expect("answered");
+    let mut plain = world.plain_redis().await;
+    let note: Option<i64> = redis::cmd("ZSCORE")
+        .arg(format!(
+            "{}orders:outbox:{{east}}",
+            world.config.redis.key_prefix
+        ))
+        .arg(&id)
+        .query_async(&mut plain)
+        .await
+        .expect("zscore");
+    assert_eq!(note, Some(2_000_000), "the newer note stays as it was");
+}
+
 /// A step's write is a pipeline of script calls, which Redis refuses once it
 /// forgot the scripts (a restart, `SCRIPT FLUSH`): the store loads them again
 /// and the step goes on. The connection counts every request it awaits.
