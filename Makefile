@@ -23,6 +23,12 @@ CRDS         ?= $(abspath $(REPO_ROOT)../shared/crds)
 REGIONS      := $(sort $(wildcard deploy/regions/*.yaml))
 RENDERED     := $(TARGET_DIR)/deploy
 
+# The services' integration tests again, each on a Redis Cluster of three
+# primaries: every script, transaction and pipeline of their stores meets
+# the cluster's slots. A broker outage shows nothing more on a cluster.
+CLUSTER_TESTS := -p harvest-catalog -p harvest-orders -p harvest-payments -p harvest-delivery \
+	-E 'kind(test) - test(/with_the_broker_down/)'
+
 .DEFAULT_GOAL := help
 .PHONY: help deps build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas deploy-deps deploy-check
 
@@ -41,7 +47,7 @@ help: ## List the commands
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps: ## Install what is missing: Apache Kafka (Maven Central; needs Java 17+), redis-server, cargo-nextest
+deps: ## Install what is missing: Apache Kafka (Maven Central; needs Java 17+), redis-server and redis-cli, cargo-nextest
 	@java_version=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	if [ -z "$$java_version" ] || [ "$$java_version" -lt 17 ]; then \
 		echo "Apache Kafka needs Java 17 or newer on PATH (found: $${java_version:-none})" >&2; exit 1; \
@@ -60,9 +66,9 @@ deps: ## Install what is missing: Apache Kafka (Maven Central; needs Java 17+), 
 		rm -rf $(KAFKA_LIBS) && mv $(KAFKA_LIBS).new $(KAFKA_LIBS) && \
 		echo "Apache Kafka: $$(ls $(KAFKA_LIBS) | grep -c 'jar$$') jars in $(KAFKA_LIBS)"; \
 	fi
-	@if ! command -v redis-server >/dev/null; then \
-		echo "installing redis-server (apt-get)…"; \
-		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server; \
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+		echo "installing redis-server and redis-cli (apt-get)…"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server redis-tools; \
 	fi
 	@if ! $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "installing cargo-nextest (cargo install; a few minutes)…"; \
@@ -72,10 +78,11 @@ deps: ## Install what is missing: Apache Kafka (Maven Central; needs Java 17+), 
 build: ## Build every crate and binary
 	$(CARGO) build --locked --workspace --bins
 
-test: deps ## Run every test (each starts its own Redis; a run shares one Kafka broker)
+test: deps ## Run every test (each starts its own Redis; a run shares one Kafka broker), then the services' on a Redis Cluster
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace --doc
 	$(CARGO) nextest run --locked --workspace --profile ci
+	HARVEST_TEST_REDIS=cluster $(CARGO) nextest run --locked --profile ci $(CLUSTER_TESTS)
 
 lint: ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

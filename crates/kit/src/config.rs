@@ -115,8 +115,14 @@ impl ServerConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[:password@]host:port[/db]`.
+    /// `redis://[:password@]host:port[/db]`; with `cluster`, one or more seed
+    /// nodes of the cluster separated by commas
+    /// (`redis://10.0.0.1:6379,redis://10.0.0.2:6379`), from which the client
+    /// learns every node and which slots each one serves.
     pub url: Secret<String>,
+    /// Talk to a Redis Cluster: commands go to the node that owns their hash
+    /// slot, and pipelines are split by slot (see [`crate::store`]).
+    pub cluster: bool,
     /// Prepended to every key; lets several deployments (or tests) share a
     /// server.
     pub key_prefix: String,
@@ -132,6 +138,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: Secret::new("redis://127.0.0.1:6379".to_owned()),
+            cluster: false,
             key_prefix: String::new(),
             retention_secs: 30 * 24 * 3600,
         }
@@ -150,11 +157,36 @@ impl RedisConfig {
         if self.key_prefix.contains(['{', '}']) {
             return Err("redis.key_prefix must not contain '{' or '}'".to_owned());
         }
-        if !self.url.expose().starts_with("redis://") && !self.url.expose().starts_with("rediss://")
+        let seeds = self.seeds();
+        if seeds
+            .iter()
+            .any(|seed| !seed.starts_with("redis://") && !seed.starts_with("rediss://"))
         {
             return Err("redis.url must start with redis:// or rediss://".to_owned());
         }
+        if seeds.len() > 1 && !self.cluster {
+            return Err(
+                "redis.url lists several nodes, which only redis.cluster allows".to_owned(),
+            );
+        }
         Ok(())
+    }
+
+    /// The node to subscribe to pub/sub channels on: the server, or a
+    /// cluster's first seed node. A PUBLISH on any node of a cluster reaches
+    /// the subscribers of every node, so one node hears every channel.
+    pub fn pubsub_url(&self) -> &str {
+        self.seeds().first().copied().unwrap_or_default()
+    }
+
+    /// The nodes `url` names: the server, or the cluster's seed nodes.
+    pub fn seeds(&self) -> Vec<&str> {
+        self.url
+            .expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
+            .collect()
     }
 }
 
@@ -323,6 +355,44 @@ mod tests {
             let refused = config.validate().expect_err("refused");
             assert!(refused.contains("telemetry.sample_ratio"), "{refused}");
         }
+    }
+
+    #[test]
+    fn several_seed_nodes_need_cluster_mode() {
+        let mut config = RedisConfig {
+            url: Secret::new("redis://10.0.0.1:7000, redis://10.0.0.2:7000".to_owned()),
+            ..RedisConfig::default()
+        };
+        assert_eq!(
+            config.validate(),
+            Err("redis.url lists several nodes, which only redis.cluster allows".to_owned())
+        );
+        config.cluster = true;
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(
+            config.seeds(),
+            ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+        );
+        config.url = Secret::new("redis://10.0.0.1:7000,10.0.0.2:7000".to_owned());
+        assert_eq!(
+            config.validate(),
+            Err("redis.url must start with redis:// or rediss://".to_owned())
+        );
+    }
+
+    #[test]
+    fn cluster_mode_comes_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HARVEST_REDIS__CLUSTER", "true");
+            jail.set_env(
+                "HARVEST_REDIS__URL",
+                "redis://10.0.0.1:7000,redis://10.0.0.2:7000",
+            );
+            let sample: Sample = load(None).expect("loads");
+            assert!(sample.redis.cluster);
+            assert_eq!(sample.redis.seeds().len(), 2);
+            Ok(())
+        });
     }
 
     #[test]

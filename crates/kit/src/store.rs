@@ -1,10 +1,27 @@
-//! The Redis connection.
+//! The Redis connection: to one server, or to a Redis Cluster.
+//!
+//! In a cluster every command goes to the node that owns its key's hash
+//! slot. A script or a transaction must keep to one slot (the stores' hash
+//! tags see to it); a plain pipeline may mix slots, and is then sent as one
+//! sub-pipeline per slot, concurrently: its commands keep their order within
+//! a slot, not across slots. A store that relies on one write landing before
+//! another in a different slot sends them as two pipelines in cluster mode
+//! ([`Redis::is_cluster`]). Parts go by slot rather than by node: that costs
+//! a round trip per slot where two slots share a node, but needs no copy of
+//! the cluster's slot map, and a part is then exactly what the cluster
+//! client sends again, whole, to a slot's new owner when the slot has moved.
+
+mod slots;
 
 use std::time::Duration;
 
+use futures::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::io::tcp::TcpSettings;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::RedisConfig;
 
@@ -13,26 +30,51 @@ use crate::RedisConfig;
 pub struct ConnectError(#[from] redis::RedisError);
 
 /// Counter: requests sent to Redis and awaited, a command or a pipeline
-/// each.
+/// each (in a cluster, a pipeline split by slot counts one per slot).
 pub const REDIS_ROUND_TRIPS: &str = "harvest_redis_round_trips_total";
 /// Counter: commands sent to Redis, those in pipelines included (not those a
 /// script runs inside Redis).
 pub const REDIS_COMMANDS: &str = "harvest_redis_commands_total";
 
+/// How long connecting to a node, and then each answer, may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a command is tried again after a dropped connection (and, in a
+/// cluster, after a redirection or a failover).
+const RETRIES: u32 = 3;
+
 /// A multiplexed Redis connection that reconnects by itself and counts what
 /// it sends ([`REDIS_ROUND_TRIPS`], [`REDIS_COMMANDS`]). Cheap to clone.
 #[derive(Clone)]
 pub struct Redis {
-    manager: ConnectionManager,
+    connection: Connection,
     round_trips: metrics::Counter,
     commands: metrics::Counter,
+}
+
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    /// Follows MOVED and ASK redirections and the cluster's slot map by
+    /// itself.
+    Cluster(ClusterConnection),
+}
+
+impl Redis {
+    /// Whether this talks to a Redis Cluster, where a pipeline's commands
+    /// keep their order only within one hash slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.connection, Connection::Cluster(_))
+    }
 }
 
 impl ConnectionLike for Redis {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         self.round_trips.increment(1);
         self.commands.increment(1);
-        self.manager.req_packed_command(cmd)
+        match &mut self.connection {
+            Connection::Single(manager) => manager.req_packed_command(cmd),
+            Connection::Cluster(cluster) => cluster.req_packed_command(cmd),
+        }
     }
 
     fn req_packed_commands<'a>(
@@ -41,14 +83,56 @@ impl ConnectionLike for Redis {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        self.round_trips.increment(1);
         self.commands.increment(pipeline.len() as u64);
-        self.manager.req_packed_commands(pipeline, offset, count)
+        match &mut self.connection {
+            Connection::Single(manager) => {
+                self.round_trips.increment(1);
+                manager.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(cluster) => {
+                // A transaction must keep to one slot: the cluster client
+                // refuses one that does not. (A plain pipeline is always
+                // asked for all its replies.)
+                if pipeline.is_transaction() || offset != 0 || count != pipeline.len() {
+                    self.round_trips.increment(1);
+                    return cluster.req_packed_commands(pipeline, offset, count);
+                }
+                let groups = slots::group_by_slot(pipeline);
+                self.round_trips.increment(groups.len() as u64);
+                Box::pin(split_by_slot(cluster.clone(), pipeline, groups))
+            }
+        }
     }
 
     fn get_db(&self) -> i64 {
-        self.manager.get_db()
+        match &self.connection {
+            Connection::Single(manager) => manager.get_db(),
+            Connection::Cluster(cluster) => cluster.get_db(),
+        }
     }
+}
+
+/// Sends each slot's commands of `pipeline` to the node owning the slot, all
+/// at once, and returns the replies in the pipeline's order.
+async fn split_by_slot(
+    cluster: ClusterConnection,
+    pipeline: &Pipeline,
+    groups: Vec<slots::SlotGroup>,
+) -> RedisResult<Vec<Value>> {
+    let sent = groups.iter().map(|group| {
+        let mut cluster = cluster.clone();
+        let part = group.pipeline(pipeline);
+        let count = part.len();
+        let route = match group.slot {
+            Some(slot) => {
+                SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, SlotAddr::Master))
+            }
+            None => SingleNodeRoutingInfo::Random,
+        };
+        async move { cluster.route_pipeline(part, 0, count, route).await }
+    });
+    let replies = try_join_all(sent).await?;
+    Ok(slots::reassemble(pipeline.len(), &groups, replies))
 }
 
 /// Whether a Redis error says the server cannot be reached or cannot answer
@@ -72,29 +156,49 @@ pub fn unreachable_status(error: &impl std::fmt::Debug, message: &str) -> tonic:
 /// What a client is told when Redis cannot be reached for now.
 pub const RETRY_LATER: &str = "storage is unreachable for now; retry";
 
-/// Connects to Redis. The counters are those of the metrics recorder
+/// Connects to Redis, or to a Redis Cluster through its seed nodes when
+/// `config.cluster` is set. The counters are those of the metrics recorder
 /// installed at the time.
 pub async fn connect(config: &RedisConfig) -> Result<Redis, ConnectError> {
-    // Nagle's algorithm would hold back a command written while another is
-    // in flight on the shared connection until an ACK arrives.
+    let connection = if config.cluster {
+        Connection::Cluster(connect_cluster(config).await?)
+    } else {
+        Connection::Single(connect_single(config).await?)
+    };
+    Ok(Redis {
+        connection,
+        round_trips: metrics::counter!(REDIS_ROUND_TRIPS),
+        commands: metrics::counter!(REDIS_COMMANDS),
+    })
+}
+
+/// Nagle's algorithm would hold back a command written while another is in
+/// flight on the shared connection until an ACK arrives.
+fn tcp_settings() -> TcpSettings {
+    TcpSettings::default().set_nodelay(true)
+}
+
+async fn connect_single(config: &RedisConfig) -> Result<ConnectionManager, ConnectError> {
     let info = config
         .url
         .expose()
         .as_str()
-        .into_connection_info()
-        .map_err(ConnectError)?
-        .set_tcp_settings(TcpSettings::default().set_nodelay(true));
-    let client = redis::Client::open(info).map_err(ConnectError)?;
+        .into_connection_info()?
+        .set_tcp_settings(tcp_settings());
+    let client = redis::Client::open(info)?;
     let manager_config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(3);
-    let manager = ConnectionManager::new_with_config(client, manager_config)
-        .await
-        .map_err(ConnectError)?;
-    Ok(Redis {
-        manager,
-        round_trips: metrics::counter!(REDIS_ROUND_TRIPS),
-        commands: metrics::counter!(REDIS_COMMANDS),
-    })
+        .set_connection_timeout(Some(TIMEOUT))
+        .set_response_timeout(Some(TIMEOUT))
+        .set_number_of_retries(RETRIES as usize);
+    Ok(ConnectionManager::new_with_config(client, manager_config).await?)
+}
+
+async fn connect_cluster(config: &RedisConfig) -> Result<ClusterConnection, ConnectError> {
+    let client = ClusterClientBuilder::new(config.seeds())
+        .tcp_settings(tcp_settings())
+        .connection_timeout(TIMEOUT)
+        .response_timeout(TIMEOUT)
+        .retries(RETRIES)
+        .build()?;
+    Ok(client.get_async_connection().await?)
 }

@@ -149,6 +149,9 @@ pub struct RedisOptions {
     /// When the append-only file is written to disk.
     pub fsync: Fsync,
     pub log: Option<PathBuf>,
+    /// Run as a node of a Redis Cluster (serving no slot until it is given
+    /// some), its cluster state kept in this directory.
+    pub cluster_dir: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -191,6 +194,16 @@ impl RedisServer {
             None => {
                 command.args(["--appendonly", "no"]);
             }
+        }
+        if let Some(dir) = &options.cluster_dir {
+            std::fs::create_dir_all(dir)?;
+            // Named, not port + 10000: that may be past the last port.
+            let bus_port = free_port()?;
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-port"])
+                .arg(bus_port.to_string())
+                .arg("--cluster-config-file")
+                .arg(dir.join(format!("nodes-{port}.conf")));
         }
         let (stdout, stderr) = match (&options.log, append_log) {
             (Some(path), true) => {
@@ -260,14 +273,116 @@ impl RedisServer {
     }
 }
 
+/// A Redis Cluster of three primaries and no replicas on free loopback
+/// ports, every slot assigned by `redis-cli --cluster create`, in memory;
+/// stopped, and its state directory removed, when dropped. `redis-cli` is
+/// found on `PATH`, or where `HARVEST_REDIS_CLI` says.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+    dir: PathBuf,
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl RedisCluster {
+    /// How many primaries the cluster has.
+    pub const PRIMARIES: usize = 3;
+
+    /// Starts the nodes, joins them and waits until every node says the
+    /// cluster is up.
+    pub fn start() -> anyhow::Result<Self> {
+        let cli = find_binary("HARVEST_REDIS_CLI", "redis-cli")?;
+        let dir = std::env::temp_dir().join(format!(
+            "harvest-redis-cluster-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut cluster = RedisCluster {
+            nodes: Vec::with_capacity(Self::PRIMARIES),
+            dir,
+        };
+        let options = RedisOptions {
+            cluster_dir: Some(cluster.dir.clone()),
+            ..RedisOptions::default()
+        };
+        for _ in 0..Self::PRIMARIES {
+            cluster.nodes.push(RedisServer::start(&options)?);
+        }
+        let created = Command::new(&cli)
+            .arg("--cluster")
+            .arg("create")
+            .args(cluster.addresses())
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", cli.display()))?;
+        if !created.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&created.stdout)
+            );
+        }
+        let ports: Vec<u16> = cluster.nodes.iter().map(RedisServer::port).collect();
+        wait_until(
+            Duration::from_secs(30),
+            "the Redis Cluster",
+            || None,
+            || ports.iter().all(|port| cluster_is_up(*port)),
+        )?;
+        Ok(cluster)
+    }
+
+    /// `host:port` of every node.
+    pub fn addresses(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port()))
+            .collect()
+    }
+
+    /// Every node as a seed, `redis://…` separated by commas.
+    pub fn url(&self) -> String {
+        let urls: Vec<String> = self.nodes.iter().map(RedisServer::url).collect();
+        urls.join(",")
+    }
+
+    /// Freezes every node (SIGSTOP), as when their machines stall.
+    pub fn pause(&self) {
+        self.nodes.iter().for_each(RedisServer::pause);
+    }
+
+    /// Lets paused nodes go on (SIGCONT).
+    pub fn resume(&self) {
+        self.nodes.iter().for_each(RedisServer::resume);
+    }
+}
+
+/// Whether the node on `port` serves a cluster whose every slot is served.
+fn cluster_is_up(port: u16) -> bool {
+    let Some(mut connection) = quick_connection(port) else {
+        return false;
+    };
+    redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query::<String>(&mut connection)
+        .is_ok_and(|info| info.lines().any(|line| line.trim() == "cluster_state:ok"))
+}
+
 fn redis_answers(port: u16) -> bool {
-    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
-        return false;
-    };
-    let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
-        return false;
-    };
-    redis::cmd("PING").query::<String>(&mut connection).is_ok()
+    quick_connection(port)
+        .is_some_and(|mut connection| redis::cmd("PING").query::<String>(&mut connection).is_ok())
+}
+
+/// A connection to the server on `port`, if it takes one at once.
+fn quick_connection(port: u16) -> Option<redis::Connection> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .ok()?
+        .get_connection_with_timeout(Duration::from_millis(200))
+        .ok()
 }
 
 /// `variable` when set, else `name` on `PATH`.

@@ -251,6 +251,7 @@ impl Stack {
             data_dir: options.durable.then(|| data.join("redis")),
             fsync: options.redis_fsync,
             log: Some(logs.join("redis.log")),
+            cluster_dir: None,
         })
         .context("starting redis-server")?;
         let broker = match options.external_broker {

@@ -3,9 +3,14 @@
 //! tests run in parallel on them; and a probe that reads topics the way an
 //! outside consumer would.
 //!
-//! `redis-server` and `java` are found on `PATH`, the broker's classpath where
-//! `make deps` puts it; `HARVEST_REDIS_SERVER`, `HARVEST_JAVA` and
-//! `HARVEST_KAFKA_LIBS` name others.
+//! `redis-server`, `redis-cli` and `java` are found on `PATH`, the broker's
+//! classpath where `make deps` puts it; `HARVEST_REDIS_SERVER`,
+//! `HARVEST_REDIS_CLI`, `HARVEST_JAVA` and `HARVEST_KAFKA_LIBS` name others.
+//!
+//! With `HARVEST_TEST_REDIS=cluster`, every test's Redis is a Redis Cluster
+//! of three primaries instead of one server, and the settings tests get turn
+//! cluster mode on: the same tests then show that every script, transaction
+//! and pipeline of the stores works across a cluster's slots.
 
 pub mod broker;
 pub mod kafka;
@@ -15,7 +20,15 @@ pub use settings::TestSettings;
 
 use std::time::Duration;
 
-use harvest_stack::servers::{BrokerOptions, BrokerServer, RedisOptions, RedisServer};
+use anyhow::bail;
+use harvest_kit::{RedisConfig, Secret};
+use harvest_stack::servers::{
+    BrokerOptions, BrokerServer, RedisCluster, RedisOptions, RedisServer,
+};
+
+/// `cluster` to give every test a Redis Cluster, `single` (the default) for
+/// one server.
+pub const TEST_REDIS: &str = "HARVEST_TEST_REDIS";
 
 /// A name no other test uses, e.g. `t3f9a1c2d4e5b`.
 pub fn unique_name() -> String {
@@ -23,27 +36,78 @@ pub fn unique_name() -> String {
     format!("t{}", &id[..12])
 }
 
-/// A private, in-memory Redis server.
-pub struct Redis(RedisServer);
+/// A private, in-memory Redis: one server, or a Redis Cluster when
+/// [`TEST_REDIS`] says `cluster`.
+pub struct Redis(Deployment);
+
+enum Deployment {
+    Single(RedisServer),
+    Cluster(RedisCluster),
+}
 
 impl Redis {
+    /// The kind of Redis [`TEST_REDIS`] asks for.
     pub fn start() -> anyhow::Result<Self> {
-        RedisServer::start(&RedisOptions::default()).map(Redis)
+        match std::env::var(TEST_REDIS).as_deref() {
+            Err(_) | Ok("" | "single") => Self::single(),
+            Ok("cluster") => Self::cluster(),
+            Ok(other) => bail!("{TEST_REDIS} is `single` or `cluster`, not {other:?}"),
+        }
     }
 
+    /// One server, whatever [`TEST_REDIS`] says.
+    pub fn single() -> anyhow::Result<Self> {
+        RedisServer::start(&RedisOptions::default()).map(|server| Redis(Deployment::Single(server)))
+    }
+
+    /// A cluster of three primaries, whatever [`TEST_REDIS`] says.
+    pub fn cluster() -> anyhow::Result<Self> {
+        RedisCluster::start().map(|cluster| Redis(Deployment::Cluster(cluster)))
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.0, Deployment::Cluster(_))
+    }
+
+    /// The server's URL, or every cluster node's separated by commas.
     pub fn url(&self) -> String {
-        self.0.url()
+        match &self.0 {
+            Deployment::Single(server) => server.url(),
+            Deployment::Cluster(cluster) => cluster.url(),
+        }
     }
 
-    /// Freezes the server (SIGSTOP): connections stay open and nothing is
-    /// answered, as when its machine stalls.
+    /// Settings that reach this Redis, keys under `key_prefix`.
+    pub fn config(&self, key_prefix: &str) -> RedisConfig {
+        RedisConfig {
+            url: Secret::new(self.url()),
+            cluster: self.is_cluster(),
+            key_prefix: key_prefix.to_owned(),
+            ..RedisConfig::default()
+        }
+    }
+
+    /// A connection for looking under a store: in a cluster, each command
+    /// goes to the node of its key.
+    pub async fn connect(&self) -> anyhow::Result<harvest_kit::store::Redis> {
+        Ok(harvest_kit::store::connect(&self.config("")).await?)
+    }
+
+    /// Freezes the server, or every node (SIGSTOP): connections stay open and
+    /// nothing is answered, as when its machine stalls.
     pub fn pause(&self) {
-        self.0.pause();
+        match &self.0 {
+            Deployment::Single(server) => server.pause(),
+            Deployment::Cluster(cluster) => cluster.pause(),
+        }
     }
 
-    /// Lets a paused server go on (SIGCONT).
+    /// Lets a paused server or cluster go on (SIGCONT).
     pub fn resume(&self) {
-        self.0.resume();
+        match &self.0 {
+            Deployment::Single(server) => server.resume(),
+            Deployment::Cluster(cluster) => cluster.resume(),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use harvest_bus::BusConfig;
 use harvest_domain::Regions;
-use harvest_kit::{RedisConfig, RegionsConfig, Secret};
+use harvest_kit::{RedisConfig, RegionsConfig};
 
 use crate::{Broker, Redis, unique_name};
 
@@ -32,11 +32,7 @@ impl TestSettings {
                 handler_backoff_max_ms: 200,
                 ..BusConfig::default()
             },
-            redis: RedisConfig {
-                url: Secret::new(redis.url()),
-                key_prefix: format!("{prefix}:"),
-                ..RedisConfig::default()
-            },
+            redis: redis.config(&format!("{prefix}:")),
             regions: RegionsConfig {
                 all: Regions::try_from(vec!["east".to_owned(), "north".to_owned()])
                     .unwrap_or_default(),

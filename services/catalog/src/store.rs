@@ -1,9 +1,11 @@
 //! The catalog's state in Redis.
 //!
 //! Keys are laid out for Redis Cluster: everything about one product shares
-//! the hash tag `{product id}`, and every script touches one product's keys
-//! only. Indexes for listing are sorted sets, each written with single-key
-//! commands.
+//! the hash tag `{product id}`, and every script and transaction touches one
+//! product's keys only. Indexes for listing are sorted sets, each written with
+//! single-key commands. Pipelines that read or index several products span
+//! slots; on a cluster the connection sends them split by slot, and none of
+//! them needs its commands in order.
 //!
 //! ```text
 //! {prefix}catalog:{p}:product        hash  data (Product protobuf), price_fen, updated_at_ms

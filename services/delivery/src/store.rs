@@ -4,6 +4,8 @@
 //! the hash tag `{courier id}`, everything about one shipment `{shipment id}`,
 //! and every script touches one of them only. Indexes (geo, pending) are
 //! written with single-key commands; they are hints that the scripts check.
+//! The pipeline reading the couriers near a point spans their slots; on a
+//! cluster the connection sends it split by slot.
 //!
 //! ```text
 //! {prefix}delivery:{c}:courier         hash  profile, load, available, latitude, longitude

@@ -82,8 +82,8 @@ impl App {
             Stream::Orders,
         )
         .await?;
-        let pubsub = redis::Client::open(config.redis.url.expose().as_str())
-            .map_err(BuildError::RedisUrl)?;
+        let pubsub =
+            redis::Client::open(config.redis.pubsub_url()).map_err(BuildError::RedisUrl)?;
         let store = OrderStore::new(redis, &config.redis.key_prefix, config.redis.retention());
         let saga = Saga::new(store, publisher.clone(), config.orders.clone());
         Ok(App {

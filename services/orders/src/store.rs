@@ -1,7 +1,10 @@
 //! The orders service's state in Redis.
 //!
 //! Every script touches one key (one hash slot), so the layout runs on Redis
-//! Cluster; an order's record carries the hash tag `{order id}`.
+//! Cluster; an order's record carries the hash tag `{order id}`, the indexes
+//! beside it their region's or buyer's. A step's pipeline spans those slots;
+//! where its order matters, the store says how it keeps it on a cluster
+//! ([`OrderStore::write_step`]).
 //!
 //! ```text
 //! {prefix}orders:{o}:order              hash  data (StoredOrder protobuf), version
@@ -225,13 +228,17 @@ impl OrderStore {
         Ok((written > 0).then_some(written))
     }
 
-    /// Writes a decided step in one round trip: the deadlines it starts and
-    /// the outbox note first (so that a write that wins can forget nothing
-    /// it promised; after one that loses, a stray deadline is refused as
-    /// stale and a stray note cleared by the sweeper), then the record if
-    /// the stored version is still `version`, then the watchers' wake-up (a
-    /// spurious one costs them a read). Returns the new version, or `None`
-    /// when someone else wrote first.
+    /// Writes a decided step: the deadlines it starts and the outbox note
+    /// first (so that a write that wins can forget nothing it promised;
+    /// after one that loses, a stray deadline is refused as stale and a
+    /// stray note cleared by the sweeper), then the record if the stored
+    /// version is still `version`, then the watchers' wake-up (a spurious
+    /// one costs them a read). One round trip on one server, which runs a
+    /// pipeline in order. On a cluster those notes live in other slots than
+    /// the record ({region}, {buyer}), and a pipeline split by slot keeps no
+    /// order across slots: the notes go first, on their own, and the record
+    /// and the wake-up after, one more round trip. Returns the new version,
+    /// or `None` when someone else wrote first.
     pub async fn write_step(
         &self,
         order: &str,
@@ -240,6 +247,23 @@ impl OrderStore {
         writes: &StepWrites<'_>,
     ) -> Result<Option<u64>, StoreError> {
         let mut pipe = redis::pipe();
+        self.note_step(&mut pipe, order, writes);
+        if self.redis.is_cluster() && !pipe.is_empty() {
+            let () = self.query(&pipe).await?;
+            pipe.clear();
+        }
+        let cas = self.compare_and_set_invocation(order, version, record);
+        pipe.invoke_script(&cas);
+        if writes.notify {
+            pipe.publish(self.watch_channel(order), order).ignore();
+        }
+        let (written,): (u64,) = self.query(&pipe).await?;
+        Ok((written > 0).then_some(written))
+    }
+
+    /// Adds to `pipe` what a step notes beside the order's record: the
+    /// deadlines it starts, the outbox note, the buyer's list.
+    fn note_step(&self, pipe: &mut Pipeline, order: &str, writes: &StepWrites<'_>) {
         for (kind, due) in writes.schedule {
             pipe.zadd(
                 self.deadlines_key(writes.region),
@@ -277,19 +301,16 @@ impl OrderStore {
                 .pexpire(self.buyer_key(buyer), kept_for)
                 .ignore();
         }
-        let cas = self.compare_and_set_invocation(order, version, record);
-        pipe.invoke_script(&cas);
-        if writes.notify {
-            pipe.publish(self.watch_channel(order), order).ignore();
-        }
-        let (written,): (u64,) = self.query(&pipe).await?;
-        Ok((written > 0).then_some(written))
     }
 
     /// After the events of a step were acknowledged: writes the record with
     /// its outbox emptied if the stored version is still `version`, forgets
     /// the outbox note made at `outbox_at` (unless renewed since), and drops
-    /// the deadlines the order has left behind. One round trip; `None` when
+    /// the deadlines the order has left behind. One round trip (one per slot
+    /// on a cluster, sent together: these need no order, as the events are
+    /// out already, and a note cleared before a record write that never
+    /// lands only leaves acknowledged events in the outbox, published again
+    /// under the same ids by whoever touches the order next). `None` when
     /// someone else wrote first.
     pub async fn finish_outbox(
         &self,
@@ -350,7 +371,9 @@ impl OrderStore {
 
     /// Runs a pipeline; when Redis no longer knows a script (it restarted),
     /// loads every script of this store and runs it again. The pipeline's
-    /// other commands then run twice, so they must be idempotent.
+    /// other commands then run twice, so they must be idempotent. On a
+    /// cluster the client sends SCRIPT LOAD to every node, so the script is
+    /// there whichever node owns the key.
     async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
         let mut redis = self.redis.clone();
         match pipe.query_async(&mut redis).await {

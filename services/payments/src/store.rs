@@ -3,13 +3,16 @@
 //! Keys are laid out for Redis Cluster: everything about one order's payment
 //! shares the hash tag `{order id}`, and every script touches that order's
 //! keys only. The listing indexes and the refund idempotency keys live in
-//! other slots and are written with single-key commands.
+//! other slots and are written with single-key commands; the pipelines that
+//! reindex or list payments span those slots, and on a cluster the
+//! connection sends them split by slot (none needs its commands in order).
 //!
 //! ```text
 //! {prefix}payments:{o}:payment         hash    the payment (fields below)
 //! {prefix}payments:{o}:entries         list    LedgerEntry protobufs, oldest first
 //! {prefix}payments:refund-key:{k}      string  fingerprint of the refund request that used key k
-//! {prefix}payments:index:{state}       zset    order ids (score 0, ordered by id) per state, and `all`
+//! {prefix}payments:index:<state>       zset    order ids (score 0, ordered by id) per state, and `all`
+//!                                              (no hash tag: each index its own slot)
 //! {prefix}payments:sandbox:{key}       hash    the sandbox provider's memory of an idempotency key
 //! ```
 //!

@@ -217,23 +217,18 @@ fn stock_arithmetic_matches_the_model() {
         .enable_all()
         .build()
         .expect("runtime");
-    let config = harvest_kit::RedisConfig {
-        url: harvest_kit::Secret::new(redis.url()),
-        key_prefix: format!("{}:", unique_name()),
-        ..harvest_kit::RedisConfig::default()
-    };
+    let config = redis.config(&format!("{}:", unique_name()));
     let connection = runtime
         .block_on(harvest_kit::store::connect(&config))
         .expect("connects");
-    let store = CatalogStore::new(connection, &config.key_prefix);
+    let store = CatalogStore::new(connection.clone(), &config.key_prefix);
     // The scripts refuse to touch a product that does not exist.
     let product = |case: &str| format!("prd_{case}");
 
     proptest!(ProptestConfig::with_cases(64), |(ops in proptest::collection::vec(op(), 1..40))| {
         let product = product(&unique_name());
         runtime.block_on(async {
-            let mut redis = redis::Client::open(redis.url()).expect("client")
-                .get_multiplexed_async_connection().await.expect("connects");
+            let mut redis = connection.clone();
             let key = format!("{}catalog:{{{product}}}:product", config.key_prefix);
             let _: () = redis::cmd("HSET").arg(&key).arg("price_fen").arg(100)
                 .query_async(&mut redis).await.expect("product stub");

@@ -346,11 +346,7 @@ async fn a_redelivered_order_reserves_nothing_twice() {
         .expect("published");
     // And once more after losing the stored outcome, as after a crash between
     // reserving and recording it: the per-product records still hold.
-    let mut redis = redis::Client::open(catalog.config.redis.url.expose().as_str())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connects");
+    let mut redis = catalog.redis.connect().await.expect("connects");
     let outcome_key = format!(
         "{}catalog:{{{}}}:outcome",
         catalog.config.redis.key_prefix, order.order_id

@@ -139,13 +139,10 @@ impl World {
         }
     }
 
-    /// A plain connection to this world's Redis, for looking under the store.
-    pub async fn plain_redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
-            .expect("client")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connects")
+    /// A connection to this world's Redis, for looking under the store (on
+    /// a cluster, each command goes to the node of its key).
+    pub async fn plain_redis(&self) -> harvest_kit::store::Redis {
+        self.redis.connect().await.expect("connects")
     }
 
     /// Starts an orders service on this world's Redis and broker.

@@ -286,11 +286,7 @@ fn the_scripts_keep_the_ledger_rules() {
         .enable_all()
         .build()
         .expect("runtime");
-    let config = harvest_kit::RedisConfig {
-        url: harvest_kit::Secret::new(redis.url()),
-        key_prefix: format!("{}:", unique_name()),
-        ..harvest_kit::RedisConfig::default()
-    };
+    let config = redis.config(&format!("{}:", unique_name()));
     let connection = runtime
         .block_on(harvest_kit::store::connect(&config))
         .expect("connects");

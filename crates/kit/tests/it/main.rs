@@ -1,0 +1,3 @@
+//! The kit against real Redis: one server and a Redis Cluster.
+
+mod store;
