@@ -117,10 +117,10 @@ lint: ## Check formatting and run clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-demo: deps build ## Run the whole system with simulated buyers and couriers (ARGS="--duration 120 …")
+demo: deps build ## Run the whole system with simulated buyers and couriers, Zipkin and Prometheus (ARGS="--duration 120 …"; --no-observability)
 	$(TARGET_DIR)/debug/harvest-stack demo $(ARGS)
 
-run: deps build ## Run the whole system without simulated traffic until Ctrl-C
+run: deps build ## Run the whole system (with Zipkin and Prometheus) without simulated traffic until Ctrl-C (ARGS=--no-observability)
 	$(TARGET_DIR)/debug/harvest-stack run $(ARGS)
 
 bench: deps ## Measure rates, a regional spike and a flash sale (release build); writes target/bench/results.json
