@@ -37,10 +37,14 @@ const browser = await chromium.launch({
 let seen = { services: [], spans: [] };
 let passed = false;
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1800 } });
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
   await page.goto(url, { waitUntil: 'networkidle', timeout: 30_000 });
-  // The span rows are drawn once the trace has loaded.
-  await page.getByText(spans[0], { exact: false }).first().waitFor({ timeout: 30_000 });
+  // The span rows are drawn once the trace has loaded, and only those that
+  // fit the window: make it tall enough for every row, then look.
+  await page.getByText('Total Spans').first().waitFor({ timeout: 30_000 });
+  const total = Number((await page.locator('body').innerText()).match(/Total Spans\s*(\d+)/)?.[1] ?? 60);
+  await page.setViewportSize({ width: 1400, height: Math.max(1000, 360 + 30 * total) });
+  await page.getByText(spans[spans.length - 1], { exact: false }).first().waitFor({ timeout: 10_000 }).catch(() => {});
   const text = (await page.locator('body').innerText()).toLowerCase();
   seen = {
     services: services.filter((service) => text.includes(service.toLowerCase())),
