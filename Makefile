@@ -11,6 +11,13 @@ TARGET_DIR  := $(or $(CARGO_TARGET_DIR),target)
 KAFKA_POM   := deploy/kafka/pom.xml
 KAFKA_LIBS  ?= $(or $(HARVEST_KAFKA_LIBS),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/harvest/kafka/libs)
 export HARVEST_KAFKA_LIBS := $(KAFKA_LIBS)
+# The trace viewer of the local stack: Zipkin's executable jar, fetched the
+# same way into the same cache.
+ZIPKIN_POM  := deploy/zipkin/pom.xml
+ZIPKIN_DIR  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/harvest/zipkin
+# The browser test: playwright-core from npm (pinned in its package-lock.json)
+# driving Debian's Chromium; no browser is downloaded.
+BROWSER_TEST := e2e-browser
 # What `make deploy-check` renders and validates with, cached outside the
 # repository: Helm built from the Go module proxy, a virtualenv of PyPI tools.
 DEPLOY_TOOLS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/harvest/deploy-tools
@@ -30,7 +37,7 @@ CLUSTER_TESTS := -p harvest-catalog -p harvest-orders -p harvest-payments -p har
 	-E 'kind(test) - test(/with_the_broker_down/)'
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas deploy-deps deploy-check
+.PHONY: help deps browser-deps build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas deploy-deps deploy-check
 
 # The contract checkers: buf and the AsyncAPI parser from npm (pinned in
 # contracts/package-lock.json), promtool from Debian's prometheus package.
@@ -47,7 +54,7 @@ help: ## List the commands
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps: ## Install what is missing: Apache Kafka (Maven Central; needs Java 17+), redis-server and redis-cli, cargo-nextest
+deps: ## Install what is missing: Apache Kafka and Zipkin (Maven Central; need Java 17+), redis-server and redis-cli, Prometheus, cargo-nextest
 	@java_version=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	if [ -z "$$java_version" ] || [ "$$java_version" -lt 17 ]; then \
 		echo "Apache Kafka needs Java 17 or newer on PATH (found: $${java_version:-none})" >&2; exit 1; \
@@ -66,19 +73,45 @@ deps: ## Install what is missing: Apache Kafka (Maven Central; needs Java 17+), 
 		rm -rf $(KAFKA_LIBS) && mv $(KAFKA_LIBS).new $(KAFKA_LIBS) && \
 		echo "Apache Kafka: $$(ls $(KAFKA_LIBS) | grep -c 'jar$$') jars in $(KAFKA_LIBS)"; \
 	fi
+	@if ! cmp -s $(ZIPKIN_POM) $(ZIPKIN_DIR)/pom.xml; then \
+		echo "fetching Zipkin's server from Maven Central into $(ZIPKIN_DIR)…"; \
+		rm -rf $(ZIPKIN_DIR).new && mkdir -p $(dir $(ZIPKIN_DIR)) && \
+		$(MVN) -q -B -f $(ZIPKIN_POM) dependency:copy-dependencies \
+			-DoutputDirectory=$(abspath $(ZIPKIN_DIR)).new >$(ZIPKIN_DIR).log 2>&1 || \
+			{ cat $(ZIPKIN_DIR).log; exit 1; }; \
+		cp $(ZIPKIN_POM) $(ZIPKIN_DIR).new/pom.xml && \
+		rm -rf $(ZIPKIN_DIR) && mv $(ZIPKIN_DIR).new $(ZIPKIN_DIR); \
+	fi
 	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
 		echo "installing redis-server and redis-cli (apt-get)…"; \
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q redis-server redis-tools; \
+	fi
+	@if ! command -v prometheus >/dev/null; then \
+		echo "installing Prometheus (apt-get)…"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends prometheus; \
 	fi
 	@if ! $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "installing cargo-nextest (cargo install; a few minutes)…"; \
 		$(CARGO) install cargo-nextest --locked; \
 	fi
 
+browser-deps: ## Install what the browser test needs: Chromium (apt-get) and playwright-core (npm)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing Chromium (apt-get)…"; \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; \
+	fi
+	@if ! cmp -s $(BROWSER_TEST)/package-lock.json $(BROWSER_TEST)/node_modules/.installed-lock; then \
+		echo "installing playwright-core (npm ci)…"; \
+		npm ci --prefix $(BROWSER_TEST) --no-audit --no-fund --loglevel=error && \
+		cp $(BROWSER_TEST)/package-lock.json $(BROWSER_TEST)/node_modules/.installed-lock; \
+	fi
+
 build: ## Build every crate and binary
 	$(CARGO) build --locked --workspace --bins
 
-test: deps ## Run every test (each starts its own Redis; a run shares one Kafka broker), then the services' on a Redis Cluster
+test: deps browser-deps ## Run every test (each starts its own Redis; a run shares one Kafka broker; one opens a trace in Chromium), then the services' on a Redis Cluster
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace --doc
 	$(CARGO) nextest run --locked --workspace --profile ci
@@ -91,10 +124,10 @@ lint: ## Check formatting and run clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-demo: deps build ## Run the whole system with simulated buyers and couriers (ARGS="--duration 120 …")
+demo: deps build ## Run the whole system with simulated buyers and couriers, Zipkin and Prometheus (ARGS="--duration 120 …"; --no-observability)
 	$(TARGET_DIR)/debug/harvest-stack demo $(ARGS)
 
-run: deps build ## Run the whole system without simulated traffic until Ctrl-C
+run: deps build ## Run the whole system (with Zipkin and Prometheus) without simulated traffic until Ctrl-C (ARGS=--no-observability)
 	$(TARGET_DIR)/debug/harvest-stack run $(ARGS)
 
 bench: deps ## Measure rates, a regional spike and a flash sale (release build); writes target/bench/results.json

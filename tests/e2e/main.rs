@@ -7,5 +7,6 @@ mod helpers;
 mod restarts;
 mod saga;
 mod supervision;
+mod trace_viewer;
 mod tracing;
 mod walkthrough;

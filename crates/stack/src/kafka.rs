@@ -78,16 +78,24 @@ pub fn kafka_libs_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("HARVEST_KAFKA_LIBS") {
         return Ok(PathBuf::from(dir));
     }
+    Ok(harvest_cache_dir()
+        .context("set HARVEST_KAFKA_LIBS")?
+        .join("kafka/libs"))
+}
+
+/// Where `make deps` puts what it fetches: `$XDG_CACHE_HOME/harvest`, else
+/// `~/.cache/harvest`.
+pub(crate) fn harvest_cache_dir() -> anyhow::Result<PathBuf> {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .context("neither XDG_CACHE_HOME nor HOME is set: set HARVEST_KAFKA_LIBS")?;
-    Ok(cache.join("harvest/kafka/libs"))
+        .context("neither XDG_CACHE_HOME nor HOME is set")?;
+    Ok(cache.join("harvest"))
 }
 
 /// `HARVEST_JAVA`, else `$JAVA_HOME/bin/java`, else `java` on `PATH`.
-fn java_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn java_binary() -> anyhow::Result<PathBuf> {
     if std::env::var_os("HARVEST_JAVA").is_none()
         && let Some(home) = std::env::var_os("JAVA_HOME")
     {

@@ -5,8 +5,10 @@
 #![forbid(unsafe_code)]
 
 mod kafka;
+pub mod observability;
 pub mod servers;
 mod stack;
 
+pub use observability::{Prometheus, TraceViewer};
 pub use servers::Fsync;
 pub use stack::{ServiceKind, Stack, StackOptions, Supervision};

@@ -11,7 +11,7 @@ use harvest_domain::{Region, Regions};
 use harvest_sim::couriers::CourierBehavior;
 use harvest_sim::storefront::{Spike, Traffic};
 use harvest_sim::{Clients, Plan, Target, report, seed};
-use harvest_stack::{ServiceKind, Stack, StackOptions, Supervision};
+use harvest_stack::{Prometheus, ServiceKind, Stack, StackOptions, Supervision, TraceViewer};
 use tokio_util::sync::CancellationToken;
 
 /// Runs Harvest on this machine: Apache Kafka, Redis, the topics
@@ -31,9 +31,15 @@ struct StackArgs {
     /// Where the service binaries are (default: next to this one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// Export every service's spans to this OTLP/gRPC collector.
+    /// Export every service's spans to this OTLP/gRPC collector instead of
+    /// the trace viewer.
     #[arg(long)]
     otlp_endpoint: Option<String>,
+    /// Start neither the trace viewer (Zipkin, which every service sends its
+    /// spans to) nor Prometheus (which scrapes every service's metrics);
+    /// both start by default and their URLs are printed.
+    #[arg(long)]
+    no_observability: bool,
     /// The regions of the deployment, comma-separated.
     #[arg(long, default_value = "north,east,south,southwest")]
     regions: String,
@@ -189,7 +195,14 @@ fn local_settings() -> Vec<(ServiceKind, String, String)> {
     .collect()
 }
 
-async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<Stack> {
+/// The trace viewer and Prometheus of a run, stopped when dropped.
+#[derive(Default)]
+struct Observability {
+    traces: Option<TraceViewer>,
+    metrics: Option<Prometheus>,
+}
+
+async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<(Stack, Observability)> {
     if args.state_dir.exists() {
         std::fs::remove_dir_all(&args.state_dir)
             .with_context(|| format!("clearing {}", args.state_dir.display()))?;
@@ -207,8 +220,27 @@ async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<Stack> {
     options.otlp_endpoint.clone_from(&args.otlp_endpoint);
     options.service_env = local_settings();
     options.prefer_default_ports = default_ports;
+    let mut observability = Observability::default();
+    if !args.no_observability && args.otlp_endpoint.is_none() {
+        println!("starting the trace viewer (Zipkin)…");
+        let log = args.state_dir.join("logs/zipkin.log");
+        let traces = TraceViewer::start(&log)
+            .await
+            .context("starting the trace viewer (or pass --no-observability)")?;
+        options.otlp_endpoint = Some(traces.otlp_endpoint());
+        observability.traces = Some(traces);
+    }
     println!("starting redis, the broker and the four services…");
     let stack = Stack::start(options).await?;
+    if !args.no_observability {
+        let targets: Vec<(String, std::net::SocketAddr)> = ServiceKind::ALL
+            .into_iter()
+            .filter_map(|kind| Some((kind.name().to_owned(), stack.admin_addr(kind)?)))
+            .collect();
+        let metrics = Prometheus::start(&args.state_dir.join("prometheus"), &targets)
+            .context("starting Prometheus (or pass --no-observability)")?;
+        observability.metrics = Some(metrics);
+    }
     match stack.broker_log_file() {
         Some(log) => println!("  kafka     {}  log {}", stack.bootstrap(), log.display()),
         None => println!("  kafka     {}", stack.bootstrap()),
@@ -228,7 +260,19 @@ async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<Stack> {
             stack.log_file(kind).display()
         );
     }
-    Ok(stack)
+    if let Some(traces) = &observability.traces {
+        println!(
+            "  traces    {}  (Zipkin: find an order with tag order_id=…)",
+            traces.url()
+        );
+    }
+    if let Some(metrics) = &observability.metrics {
+        println!(
+            "  metrics   {}  (Prometheus, scraping the four services)",
+            metrics.url()
+        );
+    }
+    Ok((stack, observability))
 }
 
 /// How often the services are looked at.
@@ -291,7 +335,7 @@ async fn demo(
     drain: u64,
 ) -> anyhow::Result<bool> {
     let stop = interrupt();
-    let mut stack = start(&args, false).await?;
+    let (mut stack, observability) = start(&args, false).await?;
     let regions: Vec<Region> = stack.options().regions.iter().cloned().collect();
     let spike = match spike {
         None => None,
@@ -362,6 +406,7 @@ async fn demo(
     let restarts = stack.restarts().clone();
     println!("stopping every process…");
     stack.stop();
+    drop(observability);
     let mut summary = outcome?;
     summary.service_restarts = restarts
         .into_iter()
@@ -374,7 +419,7 @@ async fn demo(
 
 async fn run(args: StackArgs) -> anyhow::Result<bool> {
     let stop = interrupt();
-    let mut stack = start(&args, true).await?;
+    let (mut stack, observability) = start(&args, true).await?;
     let mut clients = Clients::connect(&stack).await?;
     let products = seed::seed_catalog(&mut clients.catalog).await?;
     println!(
@@ -405,6 +450,7 @@ async fn run(args: StackArgs) -> anyhow::Result<bool> {
     supervise(&mut stack, &stop).await;
     println!("stopping every process…");
     stack.stop();
+    drop(observability);
     Ok(true)
 }
 
