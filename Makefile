@@ -26,7 +26,10 @@ HELM         := $(DEPLOY_TOOLS)/helm-$(HELM_VERSION)/helm
 DEPLOY_VENV  := $(DEPLOY_TOOLS)/venv
 # The operators' published CRDs, beside the repository (never copied into it).
 REPO_ROOT    := $(dir $(abspath $(firstword $(MAKEFILE_LIST))))
-CRDS         ?= $(abspath $(REPO_ROOT)../shared/crds)
+# Beside the repository (../shared/crds), or beside the work folder of a
+# machine whose checkout lives elsewhere (/work/shared/crds); CRDS=… wins.
+CRDS         ?= $(firstword $(wildcard $(abspath $(REPO_ROOT)../shared/crds) /work/shared/crds) \
+                $(abspath $(REPO_ROOT)../shared/crds))
 REGIONS      := $(sort $(wildcard deploy/regions/*.yaml))
 RENDERED     := $(TARGET_DIR)/deploy
 
