@@ -1,0 +1,548 @@
+//! Who is calling, and whether they may.
+//!
+//! A caller proves who it is with a bearer token: a JWT as an OIDC provider
+//! issues it, signed with one of the issuer's keys (a JWKS document), for
+//! this audience, not expired. The acting identity is the token's subject
+//! and its `role` claim, never a field of the request. Every method of a
+//! service has one declared [`Rule`]: the roles that may call it. What a
+//! role may do with a given record (a buyer with their own orders only) is
+//! the method's own check, on the [`Identity`] this layer hands it.
+//!
+//! [`AccessLayer`] does the checking in front of a service: a call without a
+//! valid token is answered `UNAUTHENTICATED`, one whose role the method's
+//! rule does not name `PERMISSION_DENIED`, and an allowed one carries its
+//! [`Identity`] in the request's extensions ([`identity`]). Health checks and
+//! reflection need no token.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::{Either, Ready, ready};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codegen::http::{HeaderMap, Request, Response};
+use tower::{Layer, Service};
+
+/// What a caller is to Harvest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Places, reads, watches and cancels their own orders.
+    Buyer,
+    /// A farmer or cooperative: their own products, lots, prices and payouts.
+    Seller,
+    /// Acts only as itself, on its own assignments.
+    Courier,
+    /// A courier company: registers and reads its own couriers.
+    Partner,
+    /// Reads everything; refunds with a reason.
+    Operator,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Buyer,
+        Role::Seller,
+        Role::Courier,
+        Role::Partner,
+        Role::Operator,
+    ];
+
+    /// The name in a token's `role` claim.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Buyer => "buyer",
+            Role::Seller => "seller",
+            Role::Courier => "courier",
+            Role::Partner => "partner",
+            Role::Operator => "operator",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.as_str() == name)
+    }
+}
+
+/// The caller of a request, from its token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `sub`: a buyer, seller, courier or partner id, or an
+    /// operator's name.
+    pub subject: String,
+    pub role: Role,
+}
+
+/// Which roles may call a method (its full path,
+/// `/package.Service/Method`).
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    pub method: &'static str,
+    pub roles: &'static [Role],
+}
+
+/// Why a token is not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Denied {
+    #[error("no bearer token (authorization: Bearer <token>)")]
+    Missing,
+    #[error("the token is not a JWT signed with one of the issuer's keys: {0}")]
+    Invalid(String),
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is for another audience or issuer")]
+    WrongAudience,
+    #[error("the token's role {0:?} is none of buyer, seller, courier, partner, operator")]
+    UnknownRole(String),
+}
+
+/// Why a key set cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysError {
+    #[error("not a JWKS document: {0}")]
+    Document(#[source] serde_json::Error),
+    #[error("the key set has no signing key Harvest can use (EdDSA, ES256, RS256)")]
+    NoUsableKey,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    role: String,
+}
+
+/// One of the issuer's keys.
+struct Key {
+    id: Option<String>,
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+}
+
+/// Checks tokens against the issuer's keys.
+pub struct Verifier {
+    keys: Vec<Key>,
+    issuer: String,
+    audience: String,
+}
+
+impl Verifier {
+    /// The issuer's keys from a JWKS document; keys of other kinds are
+    /// skipped.
+    pub fn from_jwks(document: &str, issuer: &str, audience: &str) -> Result<Verifier, KeysError> {
+        let set: JwkSet = serde_json::from_str(document).map_err(KeysError::Document)?;
+        let keys: Vec<Key> = set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let algorithm = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+                    (Some(KeyAlgorithm::EdDSA), _)
+                    | (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
+                    (Some(KeyAlgorithm::ES256), _) => Algorithm::ES256,
+                    (None, AlgorithmParameters::EllipticCurve(curve))
+                        if curve.curve == EllipticCurve::P256 =>
+                    {
+                        Algorithm::ES256
+                    }
+                    (Some(KeyAlgorithm::RS256), _) | (None, AlgorithmParameters::RSA(_)) => {
+                        Algorithm::RS256
+                    }
+                    _ => return None,
+                };
+                Some(Key {
+                    id: jwk.common.key_id.clone(),
+                    algorithm,
+                    decoding: DecodingKey::from_jwk(jwk).ok()?,
+                })
+            })
+            .collect();
+        if keys.is_empty() {
+            return Err(KeysError::NoUsableKey);
+        }
+        Ok(Verifier {
+            keys,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+        })
+    }
+
+    /// Who the token says the caller is, if it is valid: signed by a key of
+    /// the set (the one its `kid` names, or any of the token's algorithm),
+    /// from the issuer, for the audience, not expired (30 s of leeway for
+    /// clocks), with a subject and a known role.
+    pub fn verify(&self, token: &str) -> Result<Identity, Denied> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|error| Denied::Invalid(error.to_string()))?;
+        let candidates = self.keys.iter().filter(|key| {
+            key.algorithm == header.alg
+                && match (&header.kid, &key.id) {
+                    (Some(wanted), Some(id)) => wanted == id,
+                    _ => true,
+                }
+        });
+        let mut last = Denied::Invalid("no key of the set has the token's algorithm".to_owned());
+        for key in candidates {
+            let mut validation = Validation::new(key.algorithm);
+            validation.set_issuer(&[&self.issuer]);
+            validation.set_audience(&[&self.audience]);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            validation.leeway = 30;
+            match jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation) {
+                Ok(data) => {
+                    let claims = data.claims;
+                    let role = Role::parse(&claims.role).ok_or(Denied::UnknownRole(claims.role))?;
+                    if claims.sub.trim().is_empty() {
+                        return Err(Denied::Invalid("the token has no subject".to_owned()));
+                    }
+                    return Ok(Identity {
+                        subject: claims.sub,
+                        role,
+                    });
+                }
+                Err(error) => {
+                    use jsonwebtoken::errors::ErrorKind;
+                    last = match error.kind() {
+                        ErrorKind::ExpiredSignature => return Err(Denied::Expired),
+                        ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer => {
+                            return Err(Denied::WrongAudience);
+                        }
+                        _ => Denied::Invalid(error.to_string()),
+                    };
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// The bearer token of a request's `authorization` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+/// A service's access rules and the verifier of its callers' tokens.
+#[derive(Clone)]
+pub struct Access {
+    verifier: Arc<Verifier>,
+    rules: &'static [Rule],
+}
+
+impl Access {
+    pub fn new(verifier: Arc<Verifier>, rules: &'static [Rule]) -> Access {
+        Access { verifier, rules }
+    }
+
+    /// The identity a call to `path` acts as, or the status it is refused
+    /// with; `None` for the calls anyone may make (health, reflection).
+    pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<Option<Identity>, Status> {
+        if !path.starts_with("/harvest.") {
+            return Ok(None);
+        }
+        let token =
+            bearer(headers).ok_or_else(|| Status::unauthenticated(Denied::Missing.to_string()))?;
+        let identity = self
+            .verifier
+            .verify(token)
+            .map_err(|denied| Status::unauthenticated(denied.to_string()))?;
+        let rule = self.rules.iter().find(|rule| rule.method == path);
+        match rule {
+            Some(rule) if rule.roles.contains(&identity.role) => Ok(Some(identity)),
+            Some(rule) => Err(Status::permission_denied(format!(
+                "{path} is for {}; the caller is a {}",
+                rule.roles
+                    .iter()
+                    .map(|role| role.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                identity.role.as_str()
+            ))),
+            None => Err(Status::permission_denied(format!(
+                "{path} has no access rule"
+            ))),
+        }
+    }
+}
+
+/// The caller of an allowed request, as [`AccessLayer`] found it.
+pub fn identity<T>(request: &tonic::Request<T>) -> Result<&Identity, Status> {
+    request
+        .extensions()
+        .get::<Identity>()
+        .ok_or_else(|| Status::unauthenticated(Denied::Missing.to_string()))
+}
+
+/// Checks every call against [`Access`] before the service sees it.
+#[derive(Clone)]
+pub struct AccessLayer(pub Access);
+
+impl<S> Layer<S> for AccessLayer {
+    type Service = Checked<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Checked {
+            inner,
+            access: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Checked<S> {
+    inner: S,
+    access: Access,
+}
+
+impl<S> Service<Request<Body>> for Checked<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response<Body>, Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        match self.access.check(request.uri().path(), request.headers()) {
+            Ok(found) => {
+                if let Some(identity) = found {
+                    request.extensions_mut().insert(identity);
+                }
+                Either::Right(self.inner.call(request))
+            }
+            Err(status) => Either::Left(ready(Ok(status.into_http()))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use base64::Engine;
+    use jsonwebtoken::{EncodingKey, Header};
+    use ring::signature::{Ed25519KeyPair, KeyPair};
+
+    use super::*;
+
+    const ISSUER: &str = "https://id.harvest.example";
+    const AUDIENCE: &str = "harvest";
+
+    /// A signing key and the JWKS document of its public half.
+    fn issuer_key(kid: &str) -> (EncodingKey, String) {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("a key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parsed");
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        let jwks = format!(
+            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","use":"sig","kid":"{kid}","x":"{x}"}}]}}"#
+        );
+        (EncodingKey::from_ed_der(pkcs8.as_ref()), jwks)
+    }
+
+    fn token(key: &EncodingKey, kid: &str, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &claims, key).expect("signed")
+    }
+
+    fn now() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    }
+
+    fn claims(role: &str, expires_in: i64) -> serde_json::Value {
+        serde_json::json!({
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "buyer-hangzhou-1",
+            "role": role,
+            "exp": now() as i64 + expires_in,
+        })
+    }
+
+    #[test]
+    fn a_valid_token_names_the_caller_and_a_bad_one_says_why() {
+        let (key, jwks) = issuer_key("k1");
+        let verifier = Verifier::from_jwks(&jwks, ISSUER, AUDIENCE).expect("usable keys");
+        assert_eq!(
+            verifier.verify(&token(&key, "k1", claims("buyer", 600))),
+            Ok(Identity {
+                subject: "buyer-hangzhou-1".to_owned(),
+                role: Role::Buyer
+            })
+        );
+        assert_eq!(
+            verifier.verify(&token(&key, "k1", claims("buyer", -120))),
+            Err(Denied::Expired)
+        );
+        let mut elsewhere = claims("buyer", 600);
+        elsewhere["aud"] = "another-shop".into();
+        assert_eq!(
+            verifier.verify(&token(&key, "k1", elsewhere)),
+            Err(Denied::WrongAudience)
+        );
+        assert_eq!(
+            verifier.verify(&token(&key, "k1", claims("admin", 600))),
+            Err(Denied::UnknownRole("admin".to_owned()))
+        );
+        let (stranger, _) = issuer_key("k1");
+        assert!(matches!(
+            verifier.verify(&token(&stranger, "k1", claims("operator", 600))),
+            Err(Denied::Invalid(_))
+        ));
+        assert!(matches!(
+            verifier.verify("not.a.jwt"),
+            Err(Denied::Invalid(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_layer_refuses_on_its_own_and_hands_allowed_calls_their_identity() {
+        use tower::ServiceExt;
+        let (key, jwks) = issuer_key("k1");
+        let verifier = Arc::new(Verifier::from_jwks(&jwks, ISSUER, AUDIENCE).expect("keys"));
+        let service = AccessLayer(Access::new(verifier, RULES)).layer(tower::service_fn(
+            |request: Request<Body>| async move {
+                let who = request
+                    .extensions()
+                    .get::<Identity>()
+                    .map(|identity| identity.subject.clone())
+                    .unwrap_or_default();
+                let response = Response::builder()
+                    .header("x-caller", who)
+                    .body(Body::empty())
+                    .expect("a response");
+                Ok::<_, Infallible>(response)
+            },
+        ));
+        let call = |token: Option<String>| {
+            let mut request = Request::builder()
+                .uri("http://orders/harvest.orders.v1.OrdersService/PlaceOrder")
+                .body(Body::empty())
+                .expect("a request");
+            if let Some(token) = token {
+                request.headers_mut().insert(
+                    "authorization",
+                    format!("Bearer {token}").parse().expect("a header value"),
+                );
+            }
+            service.clone().oneshot(request)
+        };
+        let refused = call(None).await.expect("answered");
+        assert_eq!(
+            refused.headers().get("grpc-status").map(|v| v.as_bytes()),
+            Some(b"16".as_slice()),
+            "UNAUTHENTICATED, without reaching the service"
+        );
+        assert!(refused.headers().get("x-caller").is_none());
+        let allowed = call(Some(token(&key, "k1", claims("buyer", 600))))
+            .await
+            .expect("answered");
+        assert_eq!(
+            allowed.headers().get("x-caller").map(|v| v.as_bytes()),
+            Some(b"buyer-hangzhou-1".as_slice())
+        );
+    }
+
+    #[test]
+    fn a_key_set_without_a_usable_key_is_refused() {
+        assert!(matches!(
+            Verifier::from_jwks(r#"{"keys":[]}"#, ISSUER, AUDIENCE),
+            Err(KeysError::NoUsableKey)
+        ));
+        assert!(matches!(
+            Verifier::from_jwks("{", ISSUER, AUDIENCE),
+            Err(KeysError::Document(_))
+        ));
+    }
+
+    const RULES: &[Rule] = &[
+        Rule {
+            method: "/harvest.orders.v1.OrdersService/PlaceOrder",
+            roles: &[Role::Buyer],
+        },
+        Rule {
+            method: "/harvest.orders.v1.OrdersService/GetOrder",
+            roles: &[Role::Buyer, Role::Operator],
+        },
+    ];
+
+    #[test]
+    fn each_method_admits_the_roles_of_its_rule_only() {
+        let (key, jwks) = issuer_key("k1");
+        let verifier = Arc::new(Verifier::from_jwks(&jwks, ISSUER, AUDIENCE).expect("keys"));
+        let access = Access::new(verifier, RULES);
+        let headers = |role: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(role) = role {
+                let bearer = format!("Bearer {}", token(&key, "k1", claims(role, 600)));
+                headers.insert("authorization", bearer.parse().expect("a header value"));
+            }
+            headers
+        };
+        let place = "/harvest.orders.v1.OrdersService/PlaceOrder";
+        let get = "/harvest.orders.v1.OrdersService/GetOrder";
+        for role in Role::ALL {
+            let code = |path| {
+                access
+                    .check(path, &headers(Some(role.as_str())))
+                    .map_err(|status| status.code())
+            };
+            let allowed = |path: &str| {
+                RULES
+                    .iter()
+                    .any(|r| r.method == path && r.roles.contains(&role))
+            };
+            for path in [place, get] {
+                match code(path) {
+                    Ok(Some(identity)) => {
+                        assert!(allowed(path), "{role:?} on {path}");
+                        assert_eq!(identity.role, role);
+                    }
+                    Err(tonic::Code::PermissionDenied) => {
+                        assert!(!allowed(path), "{role:?} on {path}")
+                    }
+                    other => panic!("{role:?} on {path}: {other:?}"),
+                }
+            }
+            assert_eq!(
+                access
+                    .check(
+                        "/harvest.orders.v1.OrdersService/CancelOrder",
+                        &headers(Some(role.as_str()))
+                    )
+                    .map_err(|status| status.code())
+                    .err(),
+                Some(tonic::Code::PermissionDenied),
+                "a method without a rule is for nobody"
+            );
+        }
+        let without = access.check(place, &headers(None)).expect_err("no token");
+        assert_eq!(without.code(), tonic::Code::Unauthenticated);
+        assert!(
+            without.message().contains("Bearer"),
+            "{}",
+            without.message()
+        );
+        assert_eq!(
+            access
+                .check("/grpc.health.v1.Health/Check", &headers(None))
+                .map_err(|s| s.code()),
+            Ok(None),
+            "health needs no token"
+        );
+    }
+}
