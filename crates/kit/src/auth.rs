@@ -231,25 +231,41 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// A service's access rules and the verifier of its callers' tokens.
 #[derive(Clone)]
 pub struct Access {
-    verifier: Arc<Verifier>,
+    /// `None`: authentication is off (`auth.mode = "off"`).
+    verifier: Option<Arc<Verifier>>,
     rules: &'static [Rule],
 }
 
 impl Access {
     pub fn new(verifier: Arc<Verifier>, rules: &'static [Rule]) -> Access {
-        Access { verifier, rules }
+        Access {
+            verifier: Some(verifier),
+            rules,
+        }
+    }
+
+    /// Every call allowed, with no identity: for a network where every
+    /// caller is trusted.
+    pub fn off(rules: &'static [Rule]) -> Access {
+        Access {
+            verifier: None,
+            rules,
+        }
     }
 
     /// The identity a call to `path` acts as, or the status it is refused
-    /// with; `None` for the calls anyone may make (health, reflection).
+    /// with; `None` for the calls anyone may make (health, reflection) and
+    /// for every call while authentication is off.
     pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<Option<Identity>, Status> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(None);
+        };
         if !path.starts_with("/harvest.") {
             return Ok(None);
         }
         let token =
             bearer(headers).ok_or_else(|| Status::unauthenticated(Denied::Missing.to_string()))?;
-        let identity = self
-            .verifier
+        let identity = verifier
             .verify(token)
             .map_err(|denied| Status::unauthenticated(denied.to_string()))?;
         let rule = self.rules.iter().find(|rule| rule.method == path);
@@ -268,6 +284,127 @@ impl Access {
                 "{path} has no access rule"
             ))),
         }
+    }
+}
+
+/// The methods of gRPC service `service` (e.g. `harvest.orders.v1.OrdersService`)
+/// that no rule of `rules` names, and the rules that name no method of it.
+pub fn uncovered(
+    service: &str,
+    rules: &[Rule],
+) -> Result<(Vec<String>, Vec<String>), prost::DecodeError> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(harvest_proto::FILE_DESCRIPTOR_SET)?;
+    let mut methods = Vec::new();
+    for file in &set.file {
+        for declared in &file.service {
+            let name = format!("{}.{}", file.package(), declared.name());
+            if name == service {
+                methods.extend(
+                    declared
+                        .method
+                        .iter()
+                        .map(|method| format!("/{name}/{}", method.name())),
+                );
+            }
+        }
+    }
+    let without_rule = methods
+        .iter()
+        .filter(|method| !rules.iter().any(|rule| rule.method == method.as_str()))
+        .cloned()
+        .collect();
+    let without_method = rules
+        .iter()
+        .filter(|rule| !methods.iter().any(|method| method == rule.method))
+        .map(|rule| rule.method.to_owned())
+        .collect();
+    Ok((without_rule, without_method))
+}
+
+/// Whether `rules` give every method of gRPC service `service` exactly one
+/// rule and name no other method; the problems in words otherwise.
+pub fn check_rules(service: &str, rules: &[Rule]) -> Result<(), String> {
+    let (without_rule, without_method) =
+        uncovered(service, rules).map_err(|error| format!("descriptors: {error}"))?;
+    let mut problems: Vec<String> = without_rule
+        .into_iter()
+        .map(|method| format!("{method} has no rule"))
+        .chain(
+            without_method
+                .into_iter()
+                .map(|method| format!("{method} is no method of {service}")),
+        )
+        .collect();
+    for (index, rule) in rules.iter().enumerate() {
+        if rules[..index]
+            .iter()
+            .any(|other| other.method == rule.method)
+        {
+            problems.push(format!("{} has two rules", rule.method));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// How a service authenticates its callers.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `jwt`: every call but health and reflection needs a bearer token of
+    /// the issuer; `off`: every call is allowed, for a network where every
+    /// caller is trusted.
+    pub mode: String,
+    /// The issuer's keys, a JWKS document (with `mode = "jwt"`).
+    pub jwks_file: Option<std::path::PathBuf>,
+    /// The tokens' `iss`.
+    pub issuer: String,
+    /// The tokens' `aud`.
+    pub audience: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: "off".to_owned(),
+            jwks_file: None,
+            issuer: String::new(),
+            audience: "harvest".to_owned(),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        match self.mode.as_str() {
+            "off" => Ok(()),
+            "jwt" if self.jwks_file.is_none() => Err(
+                "auth.jwks_file must name the issuer's JWKS file with auth.mode = \"jwt\""
+                    .to_owned(),
+            ),
+            "jwt" if self.issuer.trim().is_empty() => {
+                Err("auth.issuer must be set with auth.mode = \"jwt\"".to_owned())
+            }
+            "jwt" => Ok(()),
+            other => Err(format!("auth.mode must be jwt or off, got {other:?}")),
+        }
+    }
+
+    /// The access check for a service with `rules`, its keys read from the
+    /// JWKS file.
+    pub fn access(&self, rules: &'static [Rule]) -> Result<Access, String> {
+        let Some(file) = self.jwks_file.as_ref().filter(|_| self.mode == "jwt") else {
+            return Ok(Access::off(rules));
+        };
+        let document = std::fs::read_to_string(file)
+            .map_err(|error| format!("reading auth.jwks_file {}: {error}", file.display()))?;
+        let verifier = Verifier::from_jwks(&document, &self.issuer, &self.audience)
+            .map_err(|error| format!("auth.jwks_file {}: {error}", file.display()))?;
+        Ok(Access::new(Arc::new(verifier), rules))
     }
 }
 
@@ -454,6 +591,33 @@ mod tests {
         assert_eq!(
             allowed.headers().get("x-caller").map(|v| v.as_bytes()),
             Some(b"buyer-hangzhou-1".as_slice())
+        );
+    }
+
+    #[test]
+    fn a_missing_doubled_or_stray_rule_is_named() {
+        let service = "harvest.orders.v1.OrdersService";
+        let problems = check_rules(service, RULES).expect_err("three methods lack a rule");
+        assert!(problems.contains("CancelOrder has no rule"), "{problems}");
+        const STRAY: &[Rule] = &[
+            Rule {
+                method: "/harvest.orders.v1.OrdersService/PlaceOrder",
+                roles: &[Role::Buyer],
+            },
+            Rule {
+                method: "/harvest.orders.v1.OrdersService/PlaceOrder",
+                roles: &[Role::Operator],
+            },
+            Rule {
+                method: "/harvest.orders.v1.OrdersService/DeleteEverything",
+                roles: &[Role::Operator],
+            },
+        ];
+        let problems = check_rules(service, STRAY).expect_err("problems");
+        assert!(problems.contains("PlaceOrder has two rules"), "{problems}");
+        assert!(
+            problems.contains("DeleteEverything is no method"),
+            "{problems}"
         );
     }
 

@@ -30,6 +30,7 @@ pub async fn serve<S>(
     listener: TcpListener,
     api: S,
     limit: RequestLimit,
+    access: crate::auth::Access,
     ready: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error>
@@ -73,6 +74,7 @@ where
         .trace_fn(request_span)
         .layer(RequestMetricsLayer)
         .layer(RequestLimitLayer(limit))
+        .layer(crate::auth::AccessLayer(access))
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

@@ -85,6 +85,8 @@ pub struct Listeners {
     grace_period: Duration,
     /// Where Redis's clock is read while serving.
     clock: Option<crate::store::Redis>,
+    /// Who may call which method.
+    access: crate::auth::Access,
 }
 
 impl Listeners {
@@ -101,7 +103,14 @@ impl Listeners {
             metrics: crate::admin::prometheus().map_err(StartError::Metrics)?,
             grace_period: config.grace_period(),
             clock: None,
+            access: crate::auth::Access::off(&[]),
         })
+    }
+
+    /// Checks every call against `access` (see [`crate::auth`]).
+    pub fn with_access(mut self, access: crate::auth::Access) -> Self {
+        self.access = access;
+        self
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -156,7 +165,8 @@ impl Listeners {
         }
         let grpc_stop = stop.clone();
         set.spawn(async move {
-            let served = crate::grpc::serve(self.grpc, api, limit, ready, grpc_stop).await;
+            let served =
+                crate::grpc::serve(self.grpc, api, limit, self.access, ready, grpc_stop).await;
             ("the gRPC server", served.map_err(Into::into))
         });
         let admin_stop = stop.clone();

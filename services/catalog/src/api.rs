@@ -1,5 +1,6 @@
 //! The catalog's gRPC API.
 
+use harvest_kit::auth::{Role, Rule};
 use harvest_proto::catalog::v1::catalog_service_server::CatalogService;
 use harvest_proto::catalog::v1::{
     Category, CreateProductRequest, GetProductRequest, GetStockRequest, ListProductsRequest,
@@ -10,6 +11,48 @@ use tonic::{Request, Response, Status};
 use crate::error::CatalogError;
 use crate::model;
 use crate::store::{CatalogStore, ListFilter, ReceiveResult};
+
+/// Who may call each method of the API, by role: one rule a method. A rule
+/// does not say whose records the caller may touch (a buyer's own orders, a
+/// seller's own products).
+pub const RULES: &[Rule] = &[
+    Rule {
+        method: "/harvest.catalog.v1.CatalogService/CreateProduct",
+        roles: &[Role::Seller],
+    },
+    Rule {
+        method: "/harvest.catalog.v1.CatalogService/GetProduct",
+        roles: &[
+            Role::Buyer,
+            Role::Seller,
+            Role::Courier,
+            Role::Partner,
+            Role::Operator,
+        ],
+    },
+    Rule {
+        method: "/harvest.catalog.v1.CatalogService/ListProducts",
+        roles: &[
+            Role::Buyer,
+            Role::Seller,
+            Role::Courier,
+            Role::Partner,
+            Role::Operator,
+        ],
+    },
+    Rule {
+        method: "/harvest.catalog.v1.CatalogService/UpdatePrice",
+        roles: &[Role::Seller],
+    },
+    Rule {
+        method: "/harvest.catalog.v1.CatalogService/ReceiveStockLot",
+        roles: &[Role::Seller],
+    },
+    Rule {
+        method: "/harvest.catalog.v1.CatalogService/GetStock",
+        roles: &[Role::Seller, Role::Operator],
+    },
+];
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 200;
@@ -288,5 +331,14 @@ mod tests {
         for bad in ["zz", "abc", "00", "", &encode_page_token("{bad}")] {
             assert!(decode_page_token(bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod access_rules {
+    #[test]
+    fn every_method_has_one_rule() {
+        harvest_kit::auth::check_rules("harvest.catalog.v1.CatalogService", super::RULES)
+            .expect("one rule a method");
     }
 }

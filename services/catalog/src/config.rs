@@ -13,6 +13,7 @@ pub struct CatalogConfig {
     pub redis: RedisConfig,
     pub regions: RegionsConfig,
     pub telemetry: TelemetryConfig,
+    pub auth: harvest_kit::auth::AuthConfig,
     pub reservation: ReservationConfig,
 }
 
@@ -24,6 +25,7 @@ impl Default for CatalogConfig {
             redis: RedisConfig::default(),
             regions: RegionsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            auth: harvest_kit::auth::AuthConfig::default(),
             reservation: ReservationConfig::default(),
         }
     }
@@ -57,6 +59,7 @@ impl CatalogConfig {
             &self.telemetry,
             &self.regions,
         )?;
+        self.auth.validate()?;
         if self.reservation.delivery_lead_days > 60 {
             return Err("reservation.delivery_lead_days must be at most 60".to_owned());
         }

@@ -58,6 +58,7 @@ pub struct App {
 impl App {
     pub async fn build(config: CatalogConfig) -> Result<App, BuildError> {
         config.validate().map_err(BuildError::Config)?;
+        let access = config.auth.access(api::RULES).map_err(BuildError::Config)?;
         let Foundation {
             listeners,
             redis,
@@ -75,7 +76,7 @@ impl App {
             .with_retention(config.redis.retention());
         Ok(App {
             config,
-            listeners,
+            listeners: listeners.with_access(access),
             store,
             publisher,
             served,

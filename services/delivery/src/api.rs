@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harvest_domain::Id;
+use harvest_kit::auth::{Role, Rule};
 use harvest_kit::bells::Bell;
 use harvest_proto::delivery::v1::delivery_service_server::DeliveryService;
 use harvest_proto::delivery::v1::{
@@ -26,6 +27,40 @@ use crate::error::DeliveryError;
 use crate::metrics;
 use crate::model::{self, FailureKind, State, StoredShipment, now_ms, timestamp};
 use crate::store::{Registration, Step, StepOutcome};
+
+/// Who may call each method of the API, by role: one rule a method. A rule
+/// does not say whose records the caller may touch (a buyer's own orders, a
+/// seller's own products).
+pub const RULES: &[Rule] = &[
+    Rule {
+        method: "/harvest.delivery.v1.DeliveryService/RegisterCourier",
+        roles: &[Role::Partner],
+    },
+    Rule {
+        method: "/harvest.delivery.v1.DeliveryService/UpdateCourierStatus",
+        roles: &[Role::Courier, Role::Partner],
+    },
+    Rule {
+        method: "/harvest.delivery.v1.DeliveryService/StreamAssignments",
+        roles: &[Role::Courier],
+    },
+    Rule {
+        method: "/harvest.delivery.v1.DeliveryService/ConfirmPickup",
+        roles: &[Role::Courier],
+    },
+    Rule {
+        method: "/harvest.delivery.v1.DeliveryService/ConfirmDelivery",
+        roles: &[Role::Courier],
+    },
+    Rule {
+        method: "/harvest.delivery.v1.DeliveryService/ReportFailure",
+        roles: &[Role::Courier],
+    },
+    Rule {
+        method: "/harvest.delivery.v1.DeliveryService/GetShipment",
+        roles: &[Role::Courier, Role::Operator],
+    },
+];
 
 /// Assignments buffered for a slow stream before it waits.
 const STREAM_BUFFER: usize = 32;
@@ -420,5 +455,14 @@ impl DeliveryService for DeliveryApi {
         let shipment_id = model::parse_id("shipment_id", &request.into_inner().shipment_id)?;
         let shipment = self.existing_shipment(&shipment_id).await?;
         Ok(Response::new(shipment.to_proto()))
+    }
+}
+
+#[cfg(test)]
+mod access_rules {
+    #[test]
+    fn every_method_has_one_rule() {
+        harvest_kit::auth::check_rules("harvest.delivery.v1.DeliveryService", super::RULES)
+            .expect("one rule a method");
     }
 }

@@ -16,6 +16,7 @@ pub struct DeliveryConfig {
     pub redis: RedisConfig,
     pub regions: RegionsConfig,
     pub telemetry: TelemetryConfig,
+    pub auth: harvest_kit::auth::AuthConfig,
     pub assignment: AssignmentConfig,
 }
 
@@ -27,6 +28,7 @@ impl Default for DeliveryConfig {
             redis: RedisConfig::default(),
             regions: RegionsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            auth: harvest_kit::auth::AuthConfig::default(),
             assignment: AssignmentConfig::default(),
         }
     }
@@ -160,6 +162,7 @@ impl DeliveryConfig {
             &self.telemetry,
             &self.regions,
         )?;
+        self.auth.validate()?;
         self.assignment.validate()
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use futures::Stream;
 use harvest_bus::{Payload, new_envelope};
 use harvest_domain::{Id, Regions, deterministic_id, new_id};
+use harvest_kit::auth::{Role, Rule};
 use harvest_proto::common::v1::OrderState as ProtoState;
 use harvest_proto::events::v1::OrderPlaced;
 use harvest_proto::orders::storage::v1::StoredOrder;
@@ -25,6 +26,32 @@ use crate::model::{self, ValidOrder};
 use crate::saga::{Applied, Input, PLACEMENT_POLL, Saga, SagaError};
 use crate::store::Claim;
 use crate::watch::WatchHub;
+
+/// Who may call each method of the API, by role: one rule a method. A rule
+/// does not say whose records the caller may touch (a buyer's own orders, a
+/// seller's own products).
+pub const RULES: &[Rule] = &[
+    Rule {
+        method: "/harvest.orders.v1.OrdersService/PlaceOrder",
+        roles: &[Role::Buyer],
+    },
+    Rule {
+        method: "/harvest.orders.v1.OrdersService/GetOrder",
+        roles: &[Role::Buyer, Role::Operator],
+    },
+    Rule {
+        method: "/harvest.orders.v1.OrdersService/ListOrders",
+        roles: &[Role::Buyer, Role::Operator],
+    },
+    Rule {
+        method: "/harvest.orders.v1.OrdersService/CancelOrder",
+        roles: &[Role::Buyer],
+    },
+    Rule {
+        method: "/harvest.orders.v1.OrdersService/WatchOrder",
+        roles: &[Role::Buyer, Role::Operator],
+    },
+];
 
 /// Counter: orders placed, by `region`.
 pub const ORDERS_PLACED: &str = "harvest_orders_placed_total";
@@ -448,5 +475,14 @@ mod tests {
         for bad in ["", "zz", "abc", &encode_page_token(5, "{x}")] {
             assert!(decode_page_token(bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod access_rules {
+    #[test]
+    fn every_method_has_one_rule() {
+        harvest_kit::auth::check_rules("harvest.orders.v1.OrdersService", super::RULES)
+            .expect("one rule a method");
     }
 }

@@ -16,6 +16,7 @@ pub struct OrdersConfig {
     pub redis: RedisConfig,
     pub regions: RegionsConfig,
     pub telemetry: TelemetryConfig,
+    pub auth: harvest_kit::auth::AuthConfig,
     pub orders: OrderRules,
 }
 
@@ -27,6 +28,7 @@ impl Default for OrdersConfig {
             redis: RedisConfig::default(),
             regions: RegionsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            auth: harvest_kit::auth::AuthConfig::default(),
             orders: OrderRules::default(),
         }
     }
@@ -114,6 +116,7 @@ impl OrdersConfig {
             &self.telemetry,
             &self.regions,
         )?;
+        self.auth.validate()?;
         let rules = &self.orders;
         if rules.idempotency_ttl_hours < 24 {
             return Err("orders.idempotency_ttl_hours must be at least 24".to_owned());

@@ -69,6 +69,7 @@ pub struct App {
 impl App {
     pub async fn build(config: OrdersConfig) -> Result<App, BuildError> {
         config.validate().map_err(BuildError::Config)?;
+        let access = config.auth.access(api::RULES).map_err(BuildError::Config)?;
         let Foundation {
             listeners,
             redis,
@@ -88,7 +89,7 @@ impl App {
         let saga = Saga::new(store, publisher.clone(), config.orders.clone());
         Ok(App {
             config,
-            listeners,
+            listeners: listeners.with_access(access),
             saga,
             publisher,
             pubsub,

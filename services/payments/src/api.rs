@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use harvest_domain::{Fen, Id};
+use harvest_kit::auth::{Role, Rule};
 use harvest_proto::payments::v1::payments_service_server::PaymentsService;
 use harvest_proto::payments::v1::{
     GetPaymentRequest, ListPaymentsRequest, ListPaymentsResponse, Payment, PaymentState,
@@ -17,6 +18,24 @@ use crate::ledger::Ledger;
 use crate::provider::PaymentProvider;
 use crate::steps::{Payments, RefundKey, RefundOutcome};
 use crate::store::{Stage, StoredPayment, state_index_name};
+
+/// Who may call each method of the API, by role: one rule a method. A rule
+/// does not say whose records the caller may touch (a buyer's own orders, a
+/// seller's own products).
+pub const RULES: &[Rule] = &[
+    Rule {
+        method: "/harvest.payments.v1.PaymentsService/GetPayment",
+        roles: &[Role::Buyer, Role::Operator],
+    },
+    Rule {
+        method: "/harvest.payments.v1.PaymentsService/ListPayments",
+        roles: &[Role::Operator],
+    },
+    Rule {
+        method: "/harvest.payments.v1.PaymentsService/Refund",
+        roles: &[Role::Operator],
+    },
+];
 
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 200;
@@ -358,5 +377,14 @@ mod tests {
         for bad in ["", "   ", "a\u{7}b", &"x".repeat(201)] {
             assert!(reason_text(bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod access_rules {
+    #[test]
+    fn every_method_has_one_rule() {
+        harvest_kit::auth::check_rules("harvest.payments.v1.PaymentsService", super::RULES)
+            .expect("one rule a method");
     }
 }

@@ -16,6 +16,7 @@ pub struct PaymentsConfig {
     pub redis: RedisConfig,
     pub regions: RegionsConfig,
     pub telemetry: TelemetryConfig,
+    pub auth: harvest_kit::auth::AuthConfig,
     pub provider: ProviderConfig,
     pub payouts: PayoutConfig,
 }
@@ -28,6 +29,7 @@ impl Default for PaymentsConfig {
             redis: RedisConfig::default(),
             regions: RegionsConfig::default(),
             telemetry: TelemetryConfig::default(),
+            auth: harvest_kit::auth::AuthConfig::default(),
             provider: ProviderConfig::default(),
             payouts: PayoutConfig::default(),
         }
@@ -93,6 +95,7 @@ impl PaymentsConfig {
             &self.telemetry,
             &self.regions,
         )?;
+        self.auth.validate()?;
         if !(1..=20).contains(&self.provider.max_attempts) {
             return Err("provider.max_attempts must be between 1 and 20".to_owned());
         }

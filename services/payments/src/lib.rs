@@ -69,6 +69,7 @@ pub struct App {
 impl App {
     pub async fn build(config: PaymentsConfig) -> Result<App, BuildError> {
         config.validate().map_err(BuildError::Config)?;
+        let access = config.auth.access(api::RULES).map_err(BuildError::Config)?;
         let Foundation {
             listeners,
             redis,
@@ -95,7 +96,7 @@ impl App {
         ));
         Ok(App {
             config,
-            listeners,
+            listeners: listeners.with_access(access),
             payments,
             publisher,
             served,

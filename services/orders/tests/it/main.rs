@@ -2,6 +2,7 @@
 //! real Apache Kafka broker. The other services' events are published onto
 //! the bus by the tests themselves.
 
+mod access;
 mod helpers;
 mod placement;
 mod saga;

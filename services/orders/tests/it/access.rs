@@ -1,0 +1,103 @@
+//! The orders API with authentication on: who may call which method.
+
+use harvest_kit::auth::Role;
+use harvest_proto::orders::v1::{GetOrderRequest, ListOrdersRequest};
+use harvest_testkit::issuer::Issuer;
+use tonic::Code;
+
+use crate::helpers::{World, place_request};
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    request
+}
+
+/// With `auth.mode = "jwt"`, a call needs a token of the configured issuer,
+/// unexpired, whose role the method's rule names.
+#[tokio::test]
+async fn with_authentication_on_each_call_needs_a_valid_token_of_an_allowed_role() {
+    let dir = std::env::temp_dir().join(harvest_testkit::unique_name());
+    let issuer = Issuer::new(&dir).expect("an issuer");
+    let auth = issuer.config();
+    let world = World::with(move |config| config.auth = auth).await;
+    let orders = world.start().await;
+    let mut client = orders.client.clone();
+
+    let buyer = issuer.token(Role::Buyer, "buyer-hangzhou-1");
+    let placed = client
+        .place_order(with_token(
+            place_request("with-a-token", &[("prd_apples", 1)]),
+            &buyer,
+        ))
+        .await
+        .expect("a buyer places an order")
+        .into_inner();
+
+    let missing = client
+        .get_order(GetOrderRequest {
+            order_id: placed.order_id.clone(),
+        })
+        .await
+        .expect_err("no token");
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    assert!(
+        missing.message().contains("Bearer"),
+        "{}",
+        missing.message()
+    );
+
+    let expired = issuer.token_with(Role::Buyer, "buyer-hangzhou-1", -120);
+    let refused = client
+        .get_order(with_token(
+            GetOrderRequest {
+                order_id: placed.order_id.clone(),
+            },
+            &expired,
+        ))
+        .await
+        .expect_err("expired");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        refused.message().contains("expired"),
+        "{}",
+        refused.message()
+    );
+
+    let stranger = Issuer::new(&dir.join("other")).expect("another issuer");
+    let forged = stranger.token(Role::Operator, "mallory");
+    let refused = client
+        .list_orders(with_token(ListOrdersRequest::default(), &forged))
+        .await
+        .expect_err("another issuer's key");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    let seller = issuer.token(Role::Seller, "coop-luochuan");
+    let denied = client
+        .place_order(with_token(
+            place_request("a-seller-buys", &[("prd_apples", 1)]),
+            &seller,
+        ))
+        .await
+        .expect_err("sellers do not place orders");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(denied.message().contains("buyer"), "{}", denied.message());
+
+    let operator = issuer.token(Role::Operator, "ops-1");
+    let read = client
+        .get_order(with_token(
+            GetOrderRequest {
+                order_id: placed.order_id.clone(),
+            },
+            &operator,
+        ))
+        .await
+        .expect("an operator reads any order")
+        .into_inner();
+    assert_eq!(read.order_id, placed.order_id);
+
+    let _ = std::fs::remove_dir_all(&dir);
+}
