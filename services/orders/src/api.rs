@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use futures::Stream;
 use harvest_bus::{Payload, new_envelope};
 use harvest_domain::{Id, Regions, deterministic_id, new_id};
-use harvest_kit::auth::{Role, Rule};
+use harvest_kit::auth::{Identity, Role, Rule};
 use harvest_proto::common::v1::OrderState as ProtoState;
 use harvest_proto::events::v1::OrderPlaced;
 use harvest_proto::orders::storage::v1::StoredOrder;
@@ -418,36 +418,84 @@ fn decode_page_token(token: &str) -> Result<(i64, String), OrderError> {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<OrderUpdate, Status>> + Send>>;
 
+/// The caller, when authentication is on.
+fn caller<T>(request: &Request<T>) -> Option<Identity> {
+    request.extensions().get::<Identity>().cloned()
+}
+
+/// A buyer acts as themself: `buyer_id` must be theirs, and is when left
+/// empty. Operators (and every caller while authentication is off) name any
+/// buyer.
+fn own_buyer_id(caller: Option<&Identity>, buyer_id: &mut String) -> Result<(), OrderError> {
+    let Some(caller) = caller.filter(|caller| caller.role == Role::Buyer) else {
+        return Ok(());
+    };
+    if buyer_id.is_empty() {
+        buyer_id.clone_from(&caller.subject);
+    }
+    if *buyer_id == caller.subject {
+        Ok(())
+    } else {
+        Err(OrderError::PermissionDenied(format!(
+            "buyer_id {buyer_id} is not the caller, {}",
+            caller.subject
+        )))
+    }
+}
+
+/// A buyer sees only their own orders.
+fn may_see(caller: Option<&Identity>, order: &Order) -> Result<(), OrderError> {
+    match caller {
+        Some(caller) if caller.role == Role::Buyer && caller.subject != order.buyer_id => {
+            Err(OrderError::PermissionDenied(format!(
+                "order {} belongs to another buyer",
+                order.order_id
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 #[tonic::async_trait]
 impl OrdersService for OrdersApi {
     async fn place_order(
         &self,
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<Order>, Status> {
-        Ok(Response::new(self.place(request.into_inner()).await?))
+        let caller = caller(&request);
+        let mut request = request.into_inner();
+        own_buyer_id(caller.as_ref(), &mut request.buyer_id)?;
+        Ok(Response::new(self.place(request).await?))
     }
 
     async fn get_order(
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<Order>, Status> {
-        Ok(Response::new(
-            self.order(&request.into_inner().order_id).await?,
-        ))
+        let caller = caller(&request);
+        let order = self.order(&request.into_inner().order_id).await?;
+        may_see(caller.as_ref(), &order)?;
+        Ok(Response::new(order))
     }
 
     async fn list_orders(
         &self,
         request: Request<ListOrdersRequest>,
     ) -> Result<Response<ListOrdersResponse>, Status> {
-        Ok(Response::new(self.list(request.into_inner()).await?))
+        let caller = caller(&request);
+        let mut request = request.into_inner();
+        own_buyer_id(caller.as_ref(), &mut request.buyer_id)?;
+        Ok(Response::new(self.list(request).await?))
     }
 
     async fn cancel_order(
         &self,
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<Order>, Status> {
-        Ok(Response::new(self.cancel(request.into_inner()).await?))
+        let caller = caller(&request);
+        let mut request = request.into_inner();
+        own_buyer_id(caller.as_ref(), &mut request.buyer_id)?;
+        Ok(Response::new(self.cancel(request).await?))
     }
 
     type WatchOrderStream = WatchStream;
@@ -456,7 +504,15 @@ impl OrdersService for OrdersApi {
         &self,
         request: Request<WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
-        let stream = self.watch(&request.into_inner().order_id).await?;
+        let caller = caller(&request);
+        let order_id = request.into_inner().order_id;
+        if caller
+            .as_ref()
+            .is_some_and(|caller| caller.role == Role::Buyer)
+        {
+            may_see(caller.as_ref(), &self.order(&order_id).await?)?;
+        }
+        let stream = self.watch(&order_id).await?;
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -17,7 +17,8 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 }
 
 /// With `auth.mode = "jwt"`, a call needs a token of the configured issuer,
-/// unexpired, whose role the method's rule names.
+/// unexpired, whose role the method's rule names; a buyer acts as the
+/// token's subject and sees only their own orders.
 #[tokio::test]
 async fn with_authentication_on_each_call_needs_a_valid_token_of_an_allowed_role() {
     let dir = std::env::temp_dir().join(harvest_testkit::unique_name());
@@ -99,5 +100,61 @@ async fn with_authentication_on_each_call_needs_a_valid_token_of_an_allowed_role
         .into_inner();
     assert_eq!(read.order_id, placed.order_id);
 
+    // A buyer acts as themself, and sees their own orders only.
+    let mut own = place_request("buyer-id-from-the-token", &[("prd_apples", 1)]);
+    own.buyer_id.clear();
+    let filled = client
+        .place_order(with_token(own, &buyer))
+        .await
+        .expect("the token names the buyer")
+        .into_inner();
+    assert_eq!(filled.buyer_id, "buyer-hangzhou-1");
+    let other = issuer.token(Role::Buyer, "buyer-chengdu-7");
+    let for_someone_else = client
+        .place_order(with_token(
+            place_request("for-someone-else", &[("prd_apples", 1)]),
+            &other,
+        ))
+        .await
+        .expect_err("buyer_id is another buyer");
+    assert_eq!(for_someone_else.code(), Code::PermissionDenied);
+    let peeking = client
+        .get_order(with_token(
+            GetOrderRequest {
+                order_id: placed.order_id.clone(),
+            },
+            &other,
+        ))
+        .await
+        .expect_err("another buyer's order");
+    assert_eq!(peeking.code(), Code::PermissionDenied);
+    let listing = client
+        .list_orders(with_token(
+            ListOrdersRequest {
+                buyer_id: "buyer-hangzhou-1".to_owned(),
+                ..Default::default()
+            },
+            &other,
+        ))
+        .await
+        .expect_err("another buyer's list");
+    assert_eq!(listing.code(), Code::PermissionDenied);
+    let mine = client
+        .list_orders(with_token(ListOrdersRequest::default(), &buyer))
+        .await
+        .expect("their own list")
+        .into_inner();
+    assert_eq!(mine.orders.len(), 2);
+    let watching = client
+        .watch_order(with_token(
+            harvest_proto::orders::v1::WatchOrderRequest {
+                order_id: placed.order_id.clone(),
+            },
+            &other,
+        ))
+        .await
+        .err()
+        .map(|status| status.code());
+    assert_eq!(watching, Some(Code::PermissionDenied));
     let _ = std::fs::remove_dir_all(&dir);
 }
