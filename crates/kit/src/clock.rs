@@ -121,13 +121,17 @@ mod tests {
 
     use super::*;
 
-    /// Answers `TIME` as a Redis whose clock reads 1,000,000.5 s after the
-    /// epoch.
-    struct FarBehind;
+    /// Answers `TIME`, after `delay`, as a Redis whose clock reads
+    /// 1,000,000.5 s after the epoch.
+    struct FarBehind {
+        delay: Duration,
+    }
 
     impl ConnectionLike for FarBehind {
         fn req_packed_command<'a>(&'a mut self, _cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-            Box::pin(async {
+            let delay = self.delay;
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
                 Ok(Value::Array(vec![
                     Value::BulkString(b"1000000".to_vec()),
                     Value::BulkString(b"500000".to_vec()),
@@ -151,7 +155,11 @@ mod tests {
 
     #[tokio::test]
     async fn after_a_sync_the_time_is_redis_time() {
-        let offset = sync(&mut FarBehind).await.expect("synced");
+        let offset = sync(&mut FarBehind {
+            delay: Duration::ZERO,
+        })
+        .await
+        .expect("synced");
         assert!(offset < 0, "{offset}");
         let reads = now_ms();
         assert!(
@@ -179,33 +187,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_answer_leaves_the_offset_as_it_was() {
-        struct Late;
-        impl ConnectionLike for Late {
-            fn req_packed_command<'a>(&'a mut self, _cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-                Box::pin(async {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    Ok(Value::Array(vec![
-                        Value::BulkString(b"1000000".to_vec()),
-                        Value::BulkString(b"0".to_vec()),
-                    ]))
-                })
-            }
-
-            fn req_packed_commands<'a>(
-                &'a mut self,
-                _pipeline: &'a Pipeline,
-                _offset: usize,
-                _count: usize,
-            ) -> RedisFuture<'a, Vec<Value>> {
-                Box::pin(async { Ok(Vec::new()) })
-            }
-
-            fn get_db(&self) -> i64 {
-                0
-            }
-        }
         OFFSET_MS.store(7, Ordering::Relaxed);
-        assert_eq!(sync(&mut Late).await.expect("answered"), 7);
+        let mut late = FarBehind {
+            delay: Duration::from_millis(300),
+        };
+        assert_eq!(sync(&mut late).await.expect("answered"), 7);
         assert_eq!(offset_ms(), 7);
     }
 
