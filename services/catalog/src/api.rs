@@ -22,23 +22,11 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         method: "/harvest.catalog.v1.CatalogService/GetProduct",
-        roles: &[
-            Role::Buyer,
-            Role::Seller,
-            Role::Courier,
-            Role::Partner,
-            Role::Operator,
-        ],
+        roles: &Role::ALL,
     },
     Rule {
         method: "/harvest.catalog.v1.CatalogService/ListProducts",
-        roles: &[
-            Role::Buyer,
-            Role::Seller,
-            Role::Courier,
-            Role::Partner,
-            Role::Operator,
-        ],
+        roles: &Role::ALL,
     },
     Rule {
         method: "/harvest.catalog.v1.CatalogService/UpdatePrice",

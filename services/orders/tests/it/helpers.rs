@@ -145,6 +145,19 @@ impl World {
         self.redis.connect().await.expect("connects")
     }
 
+    /// The orders service's store on this world's Redis, for a test that
+    /// writes what a crash or a race would leave.
+    pub async fn store(&self) -> harvest_orders::store::OrderStore {
+        let redis = harvest_kit::store::connect(&self.config.redis)
+            .await
+            .expect("connects");
+        harvest_orders::store::OrderStore::new(
+            redis,
+            &self.config.redis.key_prefix,
+            self.config.redis.retention(),
+        )
+    }
+
     /// Starts an orders service on this world's Redis and broker.
     pub async fn start(&self) -> Running {
         let app = App::build(self.config.clone())

@@ -1034,14 +1034,7 @@ async fn the_outbox_sweeper_drops_the_deadlines_an_interrupted_step_left() {
 
     // As a step interrupted after its write left it: an event still in the
     // outbox, the outbox note, and the payment deadline of RESERVED.
-    let redis = harvest_kit::store::connect(&world.config.redis)
-        .await
-        .expect("connects");
-    let store = harvest_orders::store::OrderStore::new(
-        redis.clone(),
-        &world.config.redis.key_prefix,
-        world.config.redis.retention(),
-    );
+    let store = world.store().await;
     let stored = store.load(&id).await.expect("load").expect("stored");
     let mut record = stored.record.clone();
     let mut again = world
@@ -1091,19 +1084,12 @@ async fn the_outbox_sweeper_drops_the_deadlines_an_interrupted_step_left() {
 /// the finisher of that older note cannot remove it while newer events wait.
 #[tokio::test]
 async fn a_late_or_losing_write_never_moves_the_outbox_note_back() {
-    use harvest_orders::store::{OrderStore, StepWrites};
+    use harvest_orders::store::StepWrites;
     let world = World::new().await;
     let orders = world.start().await;
     let id = place(&orders.client, &[("prd_apples", 1)]).await.order_id;
     orders.stop().await;
-    let redis = harvest_kit::store::connect(&world.config.redis)
-        .await
-        .expect("connects");
-    let store = OrderStore::new(
-        redis,
-        &world.config.redis.key_prefix,
-        world.config.redis.retention(),
-    );
+    let store = world.store().await;
     let stored = store.load(&id).await.expect("load").expect("stored");
     let region = harvest_domain::Region::parse("east").expect("valid");
     let writes = |at| StepWrites {
