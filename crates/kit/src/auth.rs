@@ -622,6 +622,48 @@ mod tests {
     }
 
     #[test]
+    fn settings_that_cannot_work_are_refused_with_the_setting_named() {
+        assert_eq!(AuthConfig::default().validate(), Ok(()));
+        let jwt = AuthConfig {
+            mode: "jwt".to_owned(),
+            issuer: ISSUER.to_owned(),
+            ..AuthConfig::default()
+        };
+        assert!(
+            jwt.validate()
+                .expect_err("no keys")
+                .contains("auth.jwks_file")
+        );
+        let no_issuer = AuthConfig {
+            jwks_file: Some("/nonexistent/jwks.json".into()),
+            issuer: String::new(),
+            ..jwt.clone()
+        };
+        assert!(
+            no_issuer
+                .validate()
+                .expect_err("no issuer")
+                .contains("auth.issuer")
+        );
+        let typo = AuthConfig {
+            mode: "JWT!".to_owned(),
+            ..AuthConfig::default()
+        };
+        assert!(typo.validate().expect_err("unknown").contains("auth.mode"));
+        let unreadable = AuthConfig {
+            jwks_file: Some("/nonexistent/jwks.json".into()),
+            ..jwt
+        };
+        assert!(
+            unreadable
+                .access(&[])
+                .err()
+                .expect("unreadable")
+                .contains("/nonexistent/jwks.json")
+        );
+    }
+
+    #[test]
     fn a_key_set_without_a_usable_key_is_refused() {
         assert!(matches!(
             Verifier::from_jwks(r#"{"keys":[]}"#, ISSUER, AUDIENCE),
