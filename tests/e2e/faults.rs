@@ -74,7 +74,12 @@ async fn nothing_is_lost_when_services_the_broker_and_redis_fail_under_load() {
     .await
     .expect("the fault run completes");
     stack.stop();
-    let _ = std::fs::remove_dir_all(&state_dir);
+    if report.passed() {
+        let _ = std::fs::remove_dir_all(&state_dir);
+    } else {
+        // The services' logs and Redis's append-only file, to read after.
+        eprintln!("kept for reading: {}", state_dir.display());
+    }
 
     let summary = &report.summary;
     let findings = &summary.findings;

@@ -2,6 +2,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use harvest_domain::Regions;
+use harvest_kit::auth::Role;
+use harvest_kit::issuer::act_as;
 use harvest_proto::catalog::v1::{
     Category, CollectionPointInput, CreateProductRequest, GetStockRequest, Product,
     ReceiveStockLotRequest, Stock, Unit,
@@ -10,12 +12,17 @@ use harvest_proto::common::v1::{
     Address, Date, GeoPoint, OrderLine, OrderState, Origin, Seller, SellerKind,
 };
 use harvest_proto::delivery::v1::{
-    GetShipmentRequest, RegisterCourierRequest, Shipment, ShipmentState, Vehicle,
+    ConfirmDeliveryRequest, ConfirmPickupRequest, GetShipmentRequest, RegisterCourierRequest,
+    Shipment, ShipmentState, Vehicle,
 };
 use harvest_proto::orders::v1::{GetOrderRequest, Order, PlaceOrderRequest};
 use harvest_proto::payments::v1::{GetPaymentRequest, Payment, PaymentState};
 use harvest_sim::Clients;
 use harvest_stack::{ServiceKind, Stack, StackOptions};
+use tonic::Status;
+
+/// The courier partner that registers the tests' couriers.
+pub const PARTNER: &str = "partner-e2e-express";
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -105,31 +112,33 @@ impl System {
     /// in one lot good for a month.
     pub async fn product(&self, name: &str, point: &Point, stock: i64) -> Product {
         let mut catalog = self.clients.catalog.clone();
+        let seller = format!("coop-{}", point.county.to_lowercase());
+        let create = CreateProductRequest {
+            seller: Some(Seller {
+                seller_id: seller.clone(),
+                name: format!("{} cooperative", point.county),
+                kind: SellerKind::Cooperative.into(),
+                origin: Some(Origin {
+                    village: "Dongcun".to_owned(),
+                    county: point.county.to_owned(),
+                    province: point.province.to_owned(),
+                }),
+            }),
+            name: name.to_owned(),
+            category: Category::Fruit.into(),
+            unit: Unit::Box.into(),
+            price_fen: 5_000,
+            perishable: false,
+            shelf_life_days: 0,
+            cold_chain: false,
+            collection_point: Some(CollectionPointInput {
+                name: format!("{} collection point", point.county),
+                location: Some(point.location()),
+            }),
+            request_id: String::new(),
+        };
         let product = catalog
-            .create_product(CreateProductRequest {
-                seller: Some(Seller {
-                    seller_id: format!("coop-{}", point.county.to_lowercase()),
-                    name: format!("{} cooperative", point.county),
-                    kind: SellerKind::Cooperative.into(),
-                    origin: Some(Origin {
-                        village: "Dongcun".to_owned(),
-                        county: point.county.to_owned(),
-                        province: point.province.to_owned(),
-                    }),
-                }),
-                name: name.to_owned(),
-                category: Category::Fruit.into(),
-                unit: Unit::Box.into(),
-                price_fen: 5_000,
-                perishable: false,
-                shelf_life_days: 0,
-                cold_chain: false,
-                collection_point: Some(CollectionPointInput {
-                    name: format!("{} collection point", point.county),
-                    location: Some(point.location()),
-                }),
-                request_id: String::new(),
-            })
+            .create_product(act_as(Role::Seller, &seller, create))
             .await
             .expect("product created")
             .into_inner();
@@ -139,14 +148,15 @@ impl System {
                 let (year, month, day) = d.ymd();
                 Date { year, month, day }
             };
+            let lot = ReceiveStockLotRequest {
+                product_id: product.product_id.clone(),
+                lot_id: "lot-1".to_owned(),
+                quantity: stock,
+                harvest_date: Some(date(today)),
+                best_before: Some(date(today.plus_days(30))),
+            };
             catalog
-                .receive_stock_lot(ReceiveStockLotRequest {
-                    product_id: product.product_id.clone(),
-                    lot_id: "lot-1".to_owned(),
-                    quantity: stock,
-                    harvest_date: Some(date(today)),
-                    best_before: Some(date(today.plus_days(30))),
-                })
+                .receive_stock_lot(act_as(Role::Seller, &seller, lot))
                 .await
                 .expect("stock received");
         }
@@ -158,22 +168,61 @@ impl System {
         self.clients
             .delivery
             .clone()
-            .register_courier(RegisterCourierRequest {
-                courier_id: id.to_owned(),
-                name: format!("courier {id}"),
-                home_county: point.county.to_owned(),
-                home_province: point.province.to_owned(),
-                region: point.region.to_owned(),
-                vehicle: Vehicle::Van.into(),
-                cold_chain: true,
-                capacity,
-                location: Some(GeoPoint {
-                    latitude: point.latitude + 0.01,
-                    longitude: point.longitude + 0.01,
-                }),
-            })
+            .register_courier(act_as(
+                Role::Partner,
+                PARTNER,
+                RegisterCourierRequest {
+                    courier_id: id.to_owned(),
+                    name: format!("courier {id}"),
+                    home_county: point.county.to_owned(),
+                    home_province: point.province.to_owned(),
+                    region: point.region.to_owned(),
+                    vehicle: Vehicle::Van.into(),
+                    cold_chain: true,
+                    capacity,
+                    location: Some(GeoPoint {
+                        latitude: point.latitude + 0.01,
+                        longitude: point.longitude + 0.01,
+                    }),
+                },
+            ))
             .await
             .expect("courier registered");
+    }
+
+    /// `courier` picks its shipment up.
+    pub async fn pick_up(&self, courier: &str, shipment_id: &str) -> Result<Shipment, Status> {
+        let request = ConfirmPickupRequest {
+            courier_id: courier.to_owned(),
+            shipment_id: shipment_id.to_owned(),
+        };
+        self.clients
+            .delivery
+            .clone()
+            .confirm_pickup(act_as(Role::Courier, courier, request))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// `courier` hands its shipment over to Chen Jing.
+    pub async fn deliver(
+        &self,
+        courier: &str,
+        shipment_id: &str,
+        proof_reference: &str,
+    ) -> Result<Shipment, Status> {
+        let request = ConfirmDeliveryRequest {
+            courier_id: courier.to_owned(),
+            shipment_id: shipment_id.to_owned(),
+            recipient_name: "Chen Jing".to_owned(),
+            proof_reference: proof_reference.to_owned(),
+        };
+        self.clients
+            .delivery
+            .clone()
+            .confirm_delivery(act_as(Role::Courier, courier, request))
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     pub fn order_request(
@@ -212,7 +261,7 @@ impl System {
         self.clients
             .orders
             .clone()
-            .place_order(request)
+            .place_order(act_as(Role::Buyer, "buyer-nanjing-1", request))
             .await
             .expect("order placed")
             .into_inner()

@@ -2,6 +2,7 @@
 //! Apache Kafka broker and a real Redis, driven through their public APIs
 //! the way storefronts and courier systems drive them.
 
+mod access;
 mod faults;
 mod helpers;
 mod restarts;

@@ -1,9 +1,9 @@
 //! Every way an order can end, across the four services.
 
+use harvest_kit::auth::Role;
+use harvest_kit::issuer::act_as;
 use harvest_proto::common::v1::{CancelReason, OrderState};
-use harvest_proto::delivery::v1::{
-    ConfirmDeliveryRequest, ConfirmPickupRequest, ReportFailureRequest, ShipmentState,
-};
+use harvest_proto::delivery::v1::{ReportFailureRequest, ShipmentState};
 use harvest_proto::orders::v1::CancelOrderRequest;
 use harvest_proto::payments::v1::{LedgerEntryKind, PaymentState};
 use tonic::Code;
@@ -14,28 +14,14 @@ const COURIER: &str = "courier-anji-1";
 
 async fn pick_up(system: &System, shipment_id: &str) {
     system
-        .clients
-        .delivery
-        .clone()
-        .confirm_pickup(ConfirmPickupRequest {
-            courier_id: COURIER.to_owned(),
-            shipment_id: shipment_id.to_owned(),
-        })
+        .pick_up(COURIER, shipment_id)
         .await
         .expect("picked up");
 }
 
 async fn deliver(system: &System, shipment_id: &str, proof_reference: &str) {
     system
-        .clients
-        .delivery
-        .clone()
-        .confirm_delivery(ConfirmDeliveryRequest {
-            courier_id: COURIER.to_owned(),
-            shipment_id: shipment_id.to_owned(),
-            recipient_name: "Chen Jing".to_owned(),
-            proof_reference: proof_reference.to_owned(),
-        })
+        .deliver(COURIER, shipment_id, proof_reference)
         .await
         .expect("delivered");
 }
@@ -108,11 +94,15 @@ async fn every_way_an_order_ends() {
             .clients
             .orders
             .clone()
-            .cancel_order(CancelOrderRequest {
-                order_id: id.to_owned(),
-                buyer_id: order.buyer_id.clone(),
-                reason: "found it cheaper".to_owned(),
-            })
+            .cancel_order(act_as(
+                Role::Buyer,
+                &order.buyer_id,
+                CancelOrderRequest {
+                    order_id: id.to_owned(),
+                    buyer_id: order.buyer_id.clone(),
+                    reason: "found it cheaper".to_owned(),
+                },
+            ))
             .await
             .expect("cancelled");
         let order = system.wait_order(id, OrderState::Cancelled).await;
@@ -130,13 +120,7 @@ async fn every_way_an_order_ends() {
         assert_eq!((stock.on_hand, stock.available), (20, 20));
         // The courier cannot pick up a withdrawn shipment.
         let refused = system
-            .clients
-            .delivery
-            .clone()
-            .confirm_pickup(ConfirmPickupRequest {
-                courier_id: COURIER.to_owned(),
-                shipment_id: shipment.shipment_id.clone(),
-            })
+            .pick_up(COURIER, &shipment.shipment_id)
             .await
             .expect_err("withdrawn");
         assert_eq!(refused.code(), Code::FailedPrecondition);
@@ -154,11 +138,15 @@ async fn every_way_an_order_ends() {
             .clients
             .delivery
             .clone()
-            .report_failure(ReportFailureRequest {
-                courier_id: COURIER.to_owned(),
-                shipment_id: shipment.shipment_id.clone(),
-                reason: "address does not exist".to_owned(),
-            })
+            .report_failure(act_as(
+                Role::Courier,
+                COURIER,
+                ReportFailureRequest {
+                    courier_id: COURIER.to_owned(),
+                    shipment_id: shipment.shipment_id.clone(),
+                    reason: "address does not exist".to_owned(),
+                },
+            ))
             .await
             .expect("failure reported");
         let order = system.wait_order(id, OrderState::Cancelled).await;
@@ -274,7 +262,7 @@ async fn every_way_an_order_ends() {
             .clients
             .orders
             .clone()
-            .place_order(request)
+            .place_order(act_as(Role::Buyer, "buyer-beijing-1", request))
             .await
             .expect("placed")
             .into_inner();
@@ -299,7 +287,7 @@ async fn every_way_an_order_ends() {
             let request = request.clone();
             async move {
                 orders
-                    .place_order(request)
+                    .place_order(act_as(Role::Buyer, "buyer-nanjing-2", request))
                     .await
                     .expect("placed")
                     .into_inner()
@@ -317,7 +305,7 @@ async fn every_way_an_order_ends() {
             .clients
             .orders
             .clone()
-            .place_order(different)
+            .place_order(act_as(Role::Buyer, "buyer-nanjing-2", different))
             .await
             .expect_err("refused");
         assert_eq!(refused.code(), Code::AlreadyExists);

@@ -14,7 +14,7 @@ use std::time::Duration;
 use harvest_bus::{Stream, Topology};
 use harvest_domain::Region;
 use harvest_proto::common::v1::OrderState;
-use harvest_proto::delivery::v1::{ConfirmDeliveryRequest, ConfirmPickupRequest, ShipmentState};
+use harvest_proto::delivery::v1::ShipmentState;
 use harvest_stack::TraceViewer;
 use serde_json::Value;
 
@@ -85,21 +85,12 @@ async fn an_orders_trace_opens_in_the_trace_viewer_with_every_service_and_kafka_
     let shipment = system
         .wait_shipment(&id, &tea, ShipmentState::Assigned)
         .await;
-    let mut delivery = system.clients.delivery.clone();
-    delivery
-        .confirm_pickup(ConfirmPickupRequest {
-            courier_id: COURIER.to_owned(),
-            shipment_id: shipment.shipment_id.clone(),
-        })
+    system
+        .pick_up(COURIER, &shipment.shipment_id)
         .await
         .expect("picked up");
-    delivery
-        .confirm_delivery(ConfirmDeliveryRequest {
-            courier_id: COURIER.to_owned(),
-            shipment_id: shipment.shipment_id.clone(),
-            recipient_name: "Chen Jing".to_owned(),
-            proof_reference: "photo-0001".to_owned(),
-        })
+    system
+        .deliver(COURIER, &shipment.shipment_id, "photo-0001")
         .await
         .expect("delivered");
     system.wait_order(&id, OrderState::Delivered).await;

@@ -229,6 +229,11 @@ async fn the_readme_walkthrough_works_step_by_step() {
     let work = std::env::temp_dir().join(format!("harvest-walk-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(work.join("target")).expect("work dir");
     std::os::unix::fs::symlink(&bin_dir, work.join("target/debug")).expect("link");
+    // Where `make run` keeps its token issuer, which `harvest` signs with.
+    let issuer = system.stack.issuer().expect("authentication is on");
+    let auth_dir = issuer.jwks_file().parent().expect("the issuer's directory");
+    std::fs::create_dir_all(work.join("target/harvest")).expect("state dir");
+    std::os::unix::fs::symlink(auth_dir, work.join("target/harvest/auth")).expect("link");
     let mut env = vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())];
     for kind in ServiceKind::ALL {
         let variable = format!("HARVEST_{}_URL", kind.name().to_uppercase());

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use harvest_kit::auth::Role;
+use harvest_kit::issuer::act_as;
 use harvest_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use harvest_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
 use harvest_proto::orders::v1::orders_service_client::OrdersServiceClient;
@@ -12,6 +14,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::args;
+use crate::credentials::Credentials;
 use crate::error::{CliError, Service};
 use crate::output::Printer;
 use crate::trace::TraceContext;
@@ -54,8 +57,21 @@ impl Endpoints {
     }
 }
 
-/// A channel that carries the caller's trace context.
-pub type Traced = InterceptedService<Channel, TraceContext>;
+/// A channel whose calls carry the caller's trace context and token.
+pub type Traced = InterceptedService<Channel, Outgoing>;
+
+/// What every call carries: the trace it is part of and who makes it.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    credentials: Credentials,
+}
+
+impl tonic::service::Interceptor for Outgoing {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let request = TraceContext.call(request)?;
+        self.credentials.call(request)
+    }
+}
 
 /// What every command needs: where the services are, how to print, and how
 /// long to wait for an answer.
@@ -64,6 +80,7 @@ pub struct Context {
     pub endpoints: Endpoints,
     pub printer: Printer,
     pub timeout: Duration,
+    pub credentials: Credentials,
 }
 
 impl Context {
@@ -80,7 +97,12 @@ impl Context {
             .connect()
             .await
             .map_err(unreachable)?;
-        Ok(InterceptedService::new(channel, TraceContext))
+        Ok(InterceptedService::new(
+            channel,
+            Outgoing {
+                credentials: self.credentials.clone(),
+            },
+        ))
     }
 
     pub async fn catalog(&self) -> Result<CatalogServiceClient<Traced>, CliError> {
@@ -111,6 +133,15 @@ impl Context {
     /// sent without one: they last as long as the person watches.
     pub fn unary<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        request
+    }
+
+    /// A [`Context::unary`] request made as `subject` in `role`, when calls
+    /// are signed by a local issuer (`--issuer-dir`); a `--token` speaks
+    /// for itself.
+    pub fn unary_as<T>(&self, role: Role, subject: &str, message: T) -> tonic::Request<T> {
+        let mut request = act_as(role, subject, message);
         request.set_timeout(self.timeout);
         request
     }

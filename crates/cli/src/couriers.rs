@@ -1,6 +1,8 @@
 //! `harvest courier …` and `harvest shipment …`: what a courier system does
 //! through the delivery service, by hand.
 
+use harvest_kit::auth::Role;
+use harvest_kit::issuer::act_as;
 use std::time::Duration;
 
 use harvest_proto::common::v1::GeoPoint;
@@ -93,6 +95,10 @@ pub struct RegisterArgs {
     /// courier. The delivery service picks one when left out.
     #[arg(long, value_name = "COURIER_ID", value_parser = args::id)]
     id: Option<String>,
+    /// The courier partner (company) registering the courier, for tokens
+    /// of a local stack's issuer; with --token, the token's subject is.
+    #[arg(long, value_name = "PARTNER_ID", default_value = "partner-local", value_parser = args::id)]
+    partner: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -170,17 +176,27 @@ pub async fn courier(context: &Context, command: CourierCommand) -> Result<(), C
     let mut client = context.delivery().await?;
     let courier = match command {
         CourierCommand::Register(request) => {
+            let partner = request.partner.clone();
             client
-                .register_courier(context.unary(register_request(request)))
+                .register_courier(context.unary_as(
+                    Role::Partner,
+                    &partner,
+                    register_request(request),
+                ))
                 .await
         }
         CourierCommand::Status(request) => {
+            let courier = request.courier_id.clone();
             client
-                .update_courier_status(context.unary(UpdateCourierStatusRequest {
-                    courier_id: request.courier_id,
-                    location: Some(request.location.point()),
-                    available: request.availability.available,
-                }))
+                .update_courier_status(context.unary_as(
+                    Role::Courier,
+                    &courier,
+                    UpdateCourierStatusRequest {
+                        courier_id: request.courier_id,
+                        location: Some(request.location.point()),
+                        available: request.availability.available,
+                    },
+                ))
                 .await
         }
         CourierCommand::Assignments(request) => {
@@ -213,10 +229,15 @@ async fn assignments(
     mut client: DeliveryServiceClient<Traced>,
     request: AssignmentsArgs,
 ) -> Result<(), CliError> {
+    let courier = request.courier_id.clone();
     let mut stream = client
-        .stream_assignments(StreamAssignmentsRequest {
-            courier_id: request.courier_id,
-        })
+        .stream_assignments(act_as(
+            Role::Courier,
+            &courier,
+            StreamAssignmentsRequest {
+                courier_id: request.courier_id,
+            },
+        ))
         .await
         .answered_by(Service::Delivery)?;
     let failed = |status| CliError::Rpc {
@@ -265,29 +286,41 @@ pub async fn shipment(context: &Context, command: ShipmentCommand) -> Result<(),
         }
         ShipmentCommand::Pickup(request) => {
             client
-                .confirm_pickup(context.unary(ConfirmPickupRequest {
-                    courier_id: request.courier,
-                    shipment_id: request.shipment_id,
-                }))
+                .confirm_pickup(context.unary_as(
+                    Role::Courier,
+                    &request.courier.clone(),
+                    ConfirmPickupRequest {
+                        courier_id: request.courier,
+                        shipment_id: request.shipment_id,
+                    },
+                ))
                 .await
         }
         ShipmentCommand::Deliver(request) => {
             client
-                .confirm_delivery(context.unary(ConfirmDeliveryRequest {
-                    courier_id: request.step.courier,
-                    shipment_id: request.step.shipment_id,
-                    recipient_name: request.recipient,
-                    proof_reference: request.proof.unwrap_or_default(),
-                }))
+                .confirm_delivery(context.unary_as(
+                    Role::Courier,
+                    &request.step.courier.clone(),
+                    ConfirmDeliveryRequest {
+                        courier_id: request.step.courier,
+                        shipment_id: request.step.shipment_id,
+                        recipient_name: request.recipient,
+                        proof_reference: request.proof.unwrap_or_default(),
+                    },
+                ))
                 .await
         }
         ShipmentCommand::Fail(request) => {
             client
-                .report_failure(context.unary(ReportFailureRequest {
-                    courier_id: request.step.courier,
-                    shipment_id: request.step.shipment_id,
-                    reason: request.reason,
-                }))
+                .report_failure(context.unary_as(
+                    Role::Courier,
+                    &request.step.courier.clone(),
+                    ReportFailureRequest {
+                        courier_id: request.step.courier,
+                        shipment_id: request.step.shipment_id,
+                        reason: request.reason,
+                    },
+                ))
                 .await
         }
     }
@@ -317,6 +350,7 @@ mod tests {
                 lon: 109.43,
             },
             id: None,
+            partner: "partner-local".to_owned(),
         };
         let sent = register_request(request);
         assert_eq!(sent.courier_id, "");

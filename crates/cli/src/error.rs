@@ -66,6 +66,9 @@ pub enum CliError {
     DeadLetters(#[from] harvest_bus::dead_letters::DeadLetterError),
     #[error("{0}")]
     Refused(String),
+    /// A bad flag value found after parsing (an unreadable --issuer-dir).
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// Exit codes scripts can rely on.
@@ -81,6 +84,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Rpc { status, .. } if status.code() == Code::InvalidArgument => exit::USAGE,
+            CliError::Usage(_) => exit::USAGE,
             _ => exit::FAILURE,
         }
     }

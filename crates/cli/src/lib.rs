@@ -15,6 +15,7 @@ mod args;
 mod catalog;
 mod connect;
 mod couriers;
+mod credentials;
 mod dlq;
 mod enums;
 mod error;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::connect::{Context, Endpoints};
+use crate::credentials::{Credentials, IdentityArgs};
 pub use crate::error::CliError;
 use crate::output::Printer;
 
@@ -57,6 +59,8 @@ pub struct Cli {
     timeout: u64,
     #[command(flatten)]
     endpoints: Endpoints,
+    #[command(flatten)]
+    identity: IdentityArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,6 +128,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
             quiet: cli.quiet,
         },
         timeout: Duration::from_secs(cli.timeout),
+        credentials: Credentials::from_args(&cli.identity)?,
     };
     match cli.command {
         Command::Products(request) => catalog::products(&context, request).await?,

@@ -1,5 +1,6 @@
 //! `harvest order …`: placing, reading, following and cancelling orders.
 
+use harvest_kit::auth::Role;
 use harvest_proto::common::v1::{Address, OrderLine, OrderState};
 use harvest_proto::orders::v1::{
     CancelOrderRequest, GetOrderRequest, ListOrdersRequest, PlaceOrderRequest, WatchOrderRequest,
@@ -125,11 +126,15 @@ pub async fn run(context: &Context, command: OrderCommand) -> Result<Outcome, Cl
             context
                 .orders()
                 .await?
-                .cancel_order(context.unary(CancelOrderRequest {
-                    order_id: request.order_id,
-                    buyer_id: request.buyer,
-                    reason: request.reason.unwrap_or_default(),
-                }))
+                .cancel_order(context.unary_as(
+                    Role::Buyer,
+                    &request.buyer.clone(),
+                    CancelOrderRequest {
+                        order_id: request.order_id,
+                        buyer_id: request.buyer,
+                        reason: request.reason.unwrap_or_default(),
+                    },
+                ))
                 .await
         }
     }
@@ -174,7 +179,11 @@ async fn place(context: &Context, request: PlaceArgs) -> Result<Outcome, CliErro
     let order = context
         .orders()
         .await?
-        .place_order(context.unary(place_request(request, key.clone())))
+        .place_order(context.unary_as(
+            Role::Buyer,
+            &request.buyer.clone(),
+            place_request(request, key.clone()),
+        ))
         .await
         .answered_by(Service::Orders)
         .inspect_err(|error| {

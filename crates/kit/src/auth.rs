@@ -416,6 +416,67 @@ pub fn identity<T>(request: &tonic::Request<T>) -> Result<&Identity, Status> {
         .ok_or_else(|| Status::unauthenticated(Denied::Missing.to_string()))
 }
 
+/// The caller of a request, when authentication is on.
+pub fn caller<T>(request: &tonic::Request<T>) -> Option<Identity> {
+    request.extensions().get::<Identity>().cloned()
+}
+
+/// A refusal of a caller acting on what is not theirs: `PERMISSION_DENIED`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct NotYours(pub String);
+
+impl From<NotYours> for Status {
+    fn from(refusal: NotYours) -> Status {
+        Status::permission_denied(refusal.0)
+    }
+}
+
+/// A caller in `role` acts as itself: `id`, the request's `field`, must be
+/// the caller's subject, and is set to it when left empty. Callers in other
+/// roles (an operator, a partner for its couriers), and every caller while
+/// authentication is off, name anyone.
+pub fn act_as(
+    caller: Option<&Identity>,
+    role: Role,
+    field: &str,
+    id: &mut String,
+) -> Result<(), NotYours> {
+    let Some(caller) = caller.filter(|caller| caller.role == role) else {
+        return Ok(());
+    };
+    if id.is_empty() {
+        id.clone_from(&caller.subject);
+    }
+    if *id == caller.subject {
+        Ok(())
+    } else {
+        Err(NotYours(format!(
+            "{field} {id} is not the caller, {} {}",
+            role.as_str(),
+            caller.subject
+        )))
+    }
+}
+
+/// A caller in `role` touches only what is its own: `owner` is who owns
+/// `what` (an order's buyer, a product's seller). Callers in other roles,
+/// and every caller while authentication is off, pass.
+pub fn owned_by(
+    caller: Option<&Identity>,
+    role: Role,
+    owner: &str,
+    what: impl std::fmt::Display,
+) -> Result<(), NotYours> {
+    match caller {
+        Some(caller) if caller.role == role && caller.subject != owner => Err(NotYours(format!(
+            "{what} belongs to another {}",
+            role.as_str()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Checks every call against [`Access`] before the service sees it.
 #[derive(Clone)]
 pub struct AccessLayer(pub Access);

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod grpc;
+pub mod issuer;
 pub mod json_log;
 pub mod readiness;
 pub mod service;

@@ -2,11 +2,14 @@
 //! following its stream of assignments, picking up and delivering after a
 //! while, and now and then failing a delivery.
 
+use harvest_kit::auth::Role;
+use harvest_kit::issuer::act_as;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::Channel;
 use harvest_domain::{Regions, default_region_of_province};
 use harvest_proto::common::v1::GeoPoint;
 use harvest_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
@@ -16,7 +19,6 @@ use harvest_proto::delivery::v1::{
 };
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::seed::SAMPLE_PRODUCTS;
 
@@ -51,6 +53,9 @@ pub struct FleetCounts {
     pub refused: AtomicU64,
 }
 
+/// The courier partner (company) that registers the simulated fleet.
+pub const PARTNER: &str = "partner-sim-express";
+
 /// Registers `per_point` couriers near every sample collection point, half of
 /// them with cold chain. Each joins the region of the point's province; where
 /// the deployment lacks that region (the delivery service then looks in the
@@ -84,20 +89,24 @@ pub async fn register_fleet(
             // A few kilometres around the point, in a ring.
             let angle = index as f64 * std::f64::consts::TAU / count as f64;
             let courier = delivery
-                .register_courier(RegisterCourierRequest {
-                    courier_id: format!("courier-{}-{index}", sample.seller_id),
-                    name: format!("{} courier {}", sample.county, index + 1),
-                    home_county: sample.county.to_owned(),
-                    home_province: sample.province.to_owned(),
-                    region,
-                    vehicle: vehicles[index % vehicles.len()].into(),
-                    cold_chain: index % 2 == 0,
-                    capacity,
-                    location: Some(GeoPoint {
-                        latitude: sample.latitude + 0.03 * angle.sin(),
-                        longitude: sample.longitude + 0.03 * angle.cos(),
-                    }),
-                })
+                .register_courier(act_as(
+                    Role::Partner,
+                    PARTNER,
+                    RegisterCourierRequest {
+                        courier_id: format!("courier-{}-{index}", sample.seller_id),
+                        name: format!("{} courier {}", sample.county, index + 1),
+                        home_county: sample.county.to_owned(),
+                        home_province: sample.province.to_owned(),
+                        region,
+                        vehicle: vehicles[index % vehicles.len()].into(),
+                        cold_chain: index % 2 == 0,
+                        capacity,
+                        location: Some(GeoPoint {
+                            latitude: sample.latitude + 0.03 * angle.sin(),
+                            longitude: sample.longitude + 0.03 * angle.cos(),
+                        }),
+                    },
+                ))
                 .await?
                 .into_inner();
             fleet.push(courier);
@@ -149,6 +158,7 @@ async fn run_courier(
         let request = StreamAssignmentsRequest {
             courier_id: courier_id.clone(),
         };
+        let request = act_as(Role::Courier, &courier_id, request);
         let mut stream = match delivery.clone().stream_assignments(request).await {
             Ok(stream) => stream.into_inner(),
             Err(_) => {
@@ -220,6 +230,7 @@ async fn carry(
         &stop,
         || {
             let (mut client, request) = (delivery.clone(), pickup.clone());
+            let request = act_as(Role::Courier, &request.courier_id.clone(), request);
             async move { client.confirm_pickup(request).await }
         },
         &counts,
@@ -244,6 +255,7 @@ async fn carry(
             &stop,
             || {
                 let (mut client, request) = (delivery.clone(), failure.clone());
+                let request = act_as(Role::Courier, &request.courier_id.clone(), request);
                 async move { client.report_failure(request).await }
             },
             &counts,
@@ -265,6 +277,7 @@ async fn carry(
         &stop,
         || {
             let (mut client, request) = (delivery.clone(), delivered.clone());
+            let request = act_as(Role::Courier, &request.courier_id.clone(), request);
             async move { client.confirm_delivery(request).await }
         },
         &counts,

@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 
+use crate::Channel;
 use futures::StreamExt;
 use harvest_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use harvest_proto::catalog::v1::{GetStockRequest, ListProductsRequest};
 use harvest_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use harvest_proto::payments::v1::{GetPaymentRequest, LedgerEntryKind, PaymentState};
-use tonic::transport::Channel;
 
 use crate::observer::Ending;
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use harvest_bus::Topology;
+use harvest_kit::issuer::Minter;
 use harvest_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use harvest_proto::common::v1::OrderState;
 use harvest_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
@@ -29,6 +30,7 @@ use harvest_proto::orders::v1::{GetOrderRequest, Order};
 use harvest_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use harvest_stack::{ServiceKind, Stack};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 use crate::couriers::{CourierBehavior, FleetCounts};
 use crate::invariants::Findings;
@@ -125,23 +127,33 @@ impl Target {
     }
 }
 
+/// A connection to a service whose requests carry tokens for whoever they
+/// act as ([`harvest_kit::issuer::act_as`]), when the stack has
+/// authentication on.
+pub type Channel = InterceptedService<tonic::transport::Channel, Minter>;
+
 /// The gRPC clients of a running stack.
 #[derive(Clone)]
 pub struct Clients {
-    pub catalog: CatalogServiceClient<tonic::transport::Channel>,
-    pub orders: OrdersServiceClient<tonic::transport::Channel>,
-    pub payments: PaymentsServiceClient<tonic::transport::Channel>,
-    pub delivery: DeliveryServiceClient<tonic::transport::Channel>,
+    pub catalog: CatalogServiceClient<Channel>,
+    pub orders: OrdersServiceClient<Channel>,
+    pub payments: PaymentsServiceClient<Channel>,
+    pub delivery: DeliveryServiceClient<Channel>,
 }
 
 impl Clients {
     pub async fn connect(stack: &Stack) -> anyhow::Result<Clients> {
-        let channel = |kind| async move {
-            let endpoint = stack.endpoint(kind)?;
-            tonic::transport::Endpoint::from_shared(endpoint.clone())?
-                .connect()
-                .await
-                .with_context(|| format!("connecting to {kind} at {endpoint}"))
+        let minter = Minter::new(stack.issuer().cloned());
+        let channel = |kind| {
+            let minter = minter.clone();
+            async move {
+                let endpoint = stack.endpoint(kind)?;
+                let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
+                    .connect()
+                    .await
+                    .with_context(|| format!("connecting to {kind} at {endpoint}"))?;
+                anyhow::Ok(InterceptedService::new(channel, minter))
+            }
         };
         Ok(Clients {
             catalog: CatalogServiceClient::new(channel(ServiceKind::Catalog).await?),

@@ -1,13 +1,15 @@
 //! A sample catalog: produce from villages in several provinces, with stock
 //! lots and best-before dates.
 
+use crate::Channel;
 use harvest_domain::Date;
+use harvest_kit::auth::Role;
+use harvest_kit::issuer::act_as;
 use harvest_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use harvest_proto::catalog::v1::{
     Category, CollectionPointInput, CreateProductRequest, Product, ReceiveStockLotRequest, Unit,
 };
 use harvest_proto::common::v1::{Date as ProtoDate, GeoPoint, Origin, Seller, SellerKind};
-use tonic::transport::Channel;
 
 /// One sample product and its seller.
 pub struct SampleProduct {
@@ -272,33 +274,37 @@ pub async fn seed_catalog_with(
     let mut products = Vec::with_capacity(SAMPLE_PRODUCTS.len());
     for sample in SAMPLE_PRODUCTS {
         let product = client
-            .create_product(CreateProductRequest {
-                seller: Some(Seller {
-                    seller_id: sample.seller_id.to_owned(),
-                    name: sample.seller.to_owned(),
-                    kind: sample.kind.into(),
-                    origin: Some(Origin {
-                        village: sample.village.to_owned(),
-                        county: sample.county.to_owned(),
-                        province: sample.province.to_owned(),
+            .create_product(act_as(
+                Role::Seller,
+                sample.seller_id,
+                CreateProductRequest {
+                    seller: Some(Seller {
+                        seller_id: sample.seller_id.to_owned(),
+                        name: sample.seller.to_owned(),
+                        kind: sample.kind.into(),
+                        origin: Some(Origin {
+                            village: sample.village.to_owned(),
+                            county: sample.county.to_owned(),
+                            province: sample.province.to_owned(),
+                        }),
                     }),
-                }),
-                name: sample.name.to_owned(),
-                category: sample.category.into(),
-                unit: sample.unit.into(),
-                price_fen: sample.price_fen,
-                perishable: sample.shelf_life_days.is_some(),
-                shelf_life_days: sample.shelf_life_days.unwrap_or(0),
-                cold_chain: sample.cold_chain,
-                collection_point: Some(CollectionPointInput {
-                    name: sample.point.to_owned(),
-                    location: Some(GeoPoint {
-                        latitude: sample.latitude,
-                        longitude: sample.longitude,
+                    name: sample.name.to_owned(),
+                    category: sample.category.into(),
+                    unit: sample.unit.into(),
+                    price_fen: sample.price_fen,
+                    perishable: sample.shelf_life_days.is_some(),
+                    shelf_life_days: sample.shelf_life_days.unwrap_or(0),
+                    cold_chain: sample.cold_chain,
+                    collection_point: Some(CollectionPointInput {
+                        name: sample.point.to_owned(),
+                        location: Some(GeoPoint {
+                            latitude: sample.latitude,
+                            longitude: sample.longitude,
+                        }),
                     }),
-                }),
-                request_id: format!("seed-{}", sample.seller_id),
-            })
+                    request_id: format!("seed-{}", sample.seller_id),
+                },
+            ))
             .await?
             .into_inner();
         for (index, quantity) in sample.lots.iter().enumerate() {
@@ -308,14 +314,15 @@ pub async fn seed_catalog_with(
                 Some(_) => None,
                 None => Some(proto_date(today.plus_days(365 + 30 * index as i32))),
             };
+            let lot = ReceiveStockLotRequest {
+                product_id: product.product_id.clone(),
+                lot_id: format!("{}-lot{}", sample.seller_id, index + 1),
+                quantity: quantity * stock_factor.max(1),
+                harvest_date: Some(proto_date(harvested)),
+                best_before,
+            };
             client
-                .receive_stock_lot(ReceiveStockLotRequest {
-                    product_id: product.product_id.clone(),
-                    lot_id: format!("{}-lot{}", sample.seller_id, index + 1),
-                    quantity: quantity * stock_factor.max(1),
-                    harvest_date: Some(proto_date(harvested)),
-                    best_before,
-                })
+                .receive_stock_lot(act_as(Role::Seller, sample.seller_id, lot))
                 .await?;
         }
         products.push(product);

@@ -2,10 +2,13 @@
 //! arrival rate, whatever the system's answer time (an open loop), with an
 //! optional festival spike in one region.
 
+use harvest_kit::auth::Role;
+use harvest_kit::issuer::act_as;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::Channel;
 use harvest_domain::Region;
 use harvest_proto::catalog::v1::Product;
 use harvest_proto::common::v1::{Address, GeoPoint, OrderLine};
@@ -16,7 +19,6 @@ use rand::rngs::StdRng;
 use rand::{SeedableRng, seq::IndexedRandom};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::stats::Samples;
 
@@ -175,7 +177,9 @@ pub async fn run(
                     let _permit = permit;
                     let buyer_id = request.buyer_id.clone();
                     let began = Instant::now();
-                    let placed = orders.place_order(request).await;
+                    let placed = orders
+                        .place_order(act_as(Role::Buyer, &buyer_id, request))
+                        .await;
                     let elapsed = began.elapsed();
                     let order_id = match placed {
                         Ok(order) => order.into_inner().order_id,
@@ -197,11 +201,15 @@ pub async fn run(
                     }
                     if let Some(delay) = cancel_after {
                         tokio::time::sleep(delay).await;
-                        let cancel = CancelOrderRequest {
-                            order_id,
-                            buyer_id,
-                            reason: "changed my mind".to_owned(),
-                        };
+                        let cancel = act_as(
+                            Role::Buyer,
+                            &buyer_id.clone(),
+                            CancelOrderRequest {
+                                order_id,
+                                buyer_id,
+                                reason: "changed my mind".to_owned(),
+                            },
+                        );
                         // Refused once the goods are on their way; that is fine.
                         let _ = orders.cancel_order(cancel).await;
                         if let Ok(mut calls) = calls.lock() {

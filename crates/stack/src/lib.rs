@@ -11,4 +11,4 @@ mod stack;
 
 pub use observability::{Prometheus, TraceViewer};
 pub use servers::Fsync;
-pub use stack::{ServiceKind, Stack, StackOptions, Supervision};
+pub use stack::{AUTH_DIR, ISSUER, ServiceKind, Stack, StackOptions, Supervision};

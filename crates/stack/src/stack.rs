@@ -3,11 +3,14 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use harvest_bus::{BusConfig, Topology};
 use harvest_domain::Regions;
+use harvest_kit::auth::Role;
+use harvest_kit::issuer::Issuer;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -74,6 +77,12 @@ impl fmt::Display for ServiceKind {
     }
 }
 
+/// The `iss` of the stack's tokens.
+pub const ISSUER: &str = harvest_kit::issuer::LOCAL_ISSUER;
+/// Where, under the state directory, the stack keeps its signing key and
+/// the JWKS document of it.
+pub const AUTH_DIR: &str = "auth";
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct StackOptions {
@@ -108,6 +117,10 @@ pub struct StackOptions {
     /// Put each service on its default ports when they are free, so that
     /// clients find it without being told where.
     pub prefer_default_ports: bool,
+    /// Run the services with authentication on, trusting the stack's own
+    /// issuer (its key kept under `auth/` in the state directory); every
+    /// call then needs one of its tokens ([`Stack::token`]).
+    pub auth: bool,
 }
 
 impl StackOptions {
@@ -127,6 +140,7 @@ impl StackOptions {
             service_env: Vec::new(),
             log_filter: "info,rdkafka=warn".to_owned(),
             prefer_default_ports: false,
+            auth: true,
         }
     }
 }
@@ -234,6 +248,7 @@ pub struct Stack {
     restarts: BTreeMap<ServiceKind, u32>,
     broker: Option<BrokerServer>,
     redis: Option<RedisServer>,
+    issuer: Option<Arc<Issuer>>,
 }
 
 impl Stack {
@@ -264,7 +279,16 @@ impl Stack {
                 .context("starting Apache Kafka")?,
             ),
         };
+        let issuer = if options.auth {
+            let dir = options.state_dir.join(AUTH_DIR);
+            let issuer = Issuer::in_dir(&dir, ISSUER)
+                .with_context(|| format!("the stack's token issuer in {}", dir.display()))?;
+            Some(Arc::new(issuer))
+        } else {
+            None
+        };
         let mut stack = Stack {
+            issuer,
             options,
             bin_dir,
             services: BTreeMap::new(),
@@ -287,6 +311,19 @@ impl Stack {
 
     pub fn options(&self) -> &StackOptions {
         &self.options
+    }
+
+    /// The issuer the services trust, when authentication is on.
+    pub fn issuer(&self) -> Option<&Arc<Issuer>> {
+        self.issuer.as_ref()
+    }
+
+    /// A token for `subject` in `role`, valid for an hour; `None` when
+    /// authentication is off.
+    pub fn token(&self, role: Role, subject: &str) -> Option<String> {
+        self.issuer
+            .as_ref()
+            .map(|issuer| issuer.token(role, subject))
     }
 
     /// The bus settings every service of this stack uses.
@@ -393,6 +430,12 @@ impl Stack {
             .stderr(Stdio::from(log));
         if let Some(endpoint) = &self.options.otlp_endpoint {
             command.env("HARVEST_TELEMETRY__OTLP_ENDPOINT", endpoint);
+        }
+        if let Some(issuer) = &self.issuer {
+            command
+                .env("HARVEST_AUTH__MODE", "jwt")
+                .env("HARVEST_AUTH__JWKS_FILE", issuer.jwks_file())
+                .env("HARVEST_AUTH__ISSUER", issuer.name());
         }
         for (key, value) in &self.options.env {
             command.env(key, value);

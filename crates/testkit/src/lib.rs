@@ -13,7 +13,6 @@
 //! and pipeline of the stores works across a cluster's slots.
 
 pub mod broker;
-pub mod issuer;
 pub mod kafka;
 mod settings;
 

@@ -1,6 +1,6 @@
 //! The catalog's gRPC API.
 
-use harvest_kit::auth::{Role, Rule};
+use harvest_kit::auth::{self, Identity, Role, Rule, caller};
 use harvest_proto::catalog::v1::catalog_service_server::CatalogService;
 use harvest_proto::catalog::v1::{
     Category, CreateProductRequest, GetProductRequest, GetStockRequest, ListProductsRequest,
@@ -66,7 +66,41 @@ impl CatalogApi {
             .ok_or_else(|| CatalogError::NotFound(format!("product {id} does not exist")))
     }
 
-    async fn create_product(&self, request: CreateProductRequest) -> Result<Product, CatalogError> {
+    /// The product `product_id`, if the caller may manage it: a seller
+    /// only their own.
+    async fn own_product(
+        &self,
+        caller: Option<&Identity>,
+        product_id: &str,
+    ) -> Result<Product, CatalogError> {
+        let product = self.existing_product("product_id", product_id).await?;
+        let seller = product
+            .seller
+            .as_ref()
+            .map_or("", |seller| &seller.seller_id);
+        auth::owned_by(
+            caller,
+            Role::Seller,
+            seller,
+            format_args!("product {}", product.product_id),
+        )?;
+        Ok(product)
+    }
+
+    async fn create_product(
+        &self,
+        caller: Option<&Identity>,
+        mut request: CreateProductRequest,
+    ) -> Result<Product, CatalogError> {
+        if caller.is_some_and(|caller| caller.role == Role::Seller) {
+            let seller = request.seller.get_or_insert_default();
+            auth::act_as(
+                caller,
+                Role::Seller,
+                "seller.seller_id",
+                &mut seller.seller_id,
+            )?;
+        }
         let product = model::new_product(&request)?;
         if !request.request_id.is_empty() {
             let request_id = model::parse_id("request_id", &request.request_id)?;
@@ -157,9 +191,14 @@ impl CatalogApi {
         })
     }
 
-    async fn update_price(&self, request: UpdatePriceRequest) -> Result<Product, CatalogError> {
+    async fn update_price(
+        &self,
+        caller: Option<&Identity>,
+        request: UpdatePriceRequest,
+    ) -> Result<Product, CatalogError> {
         let id = model::parse_id("product_id", &request.product_id)?;
         let price = model::price("price_fen", request.price_fen)?;
+        self.own_product(caller, id.as_str()).await?;
         let product = self
             .store
             .update_price(id.as_str(), price.get())
@@ -171,11 +210,10 @@ impl CatalogApi {
 
     async fn receive_stock_lot(
         &self,
+        caller: Option<&Identity>,
         request: ReceiveStockLotRequest,
     ) -> Result<StockLot, CatalogError> {
-        let product = self
-            .existing_product("product_id", &request.product_id)
-            .await?;
+        let product = self.own_product(caller, &request.product_id).await?;
         let lot = model::new_lot(&request, &product)?;
         let product_id = product.product_id.as_str();
         let result = self
@@ -220,10 +258,12 @@ impl CatalogApi {
             .ok_or_else(|| CatalogError::NotFound(format!("lot {} vanished", lot.lot_id)))
     }
 
-    async fn stock(&self, request: GetStockRequest) -> Result<Stock, CatalogError> {
-        let product = self
-            .existing_product("product_id", &request.product_id)
-            .await?;
+    async fn stock(
+        &self,
+        caller: Option<&Identity>,
+        request: GetStockRequest,
+    ) -> Result<Stock, CatalogError> {
+        let product = self.own_product(caller, &request.product_id).await?;
         let lots = self.store.lots(&product.product_id).await?;
         let lots: Vec<StockLot> = lots
             .iter()
@@ -255,8 +295,10 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<CreateProductRequest>,
     ) -> Result<Response<Product>, Status> {
+        let caller = caller(&request);
         Ok(Response::new(
-            self.create_product(request.into_inner()).await?,
+            self.create_product(caller.as_ref(), request.into_inner())
+                .await?,
         ))
     }
 
@@ -283,8 +325,10 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<UpdatePriceRequest>,
     ) -> Result<Response<Product>, Status> {
+        let caller = caller(&request);
         Ok(Response::new(
-            self.update_price(request.into_inner()).await?,
+            self.update_price(caller.as_ref(), request.into_inner())
+                .await?,
         ))
     }
 
@@ -292,8 +336,10 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<ReceiveStockLotRequest>,
     ) -> Result<Response<StockLot>, Status> {
+        let caller = caller(&request);
         Ok(Response::new(
-            self.receive_stock_lot(request.into_inner()).await?,
+            self.receive_stock_lot(caller.as_ref(), request.into_inner())
+                .await?,
         ))
     }
 
@@ -301,7 +347,10 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<GetStockRequest>,
     ) -> Result<Response<Stock>, Status> {
-        Ok(Response::new(self.stock(request.into_inner()).await?))
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.stock(caller.as_ref(), request.into_inner()).await?,
+        ))
     }
 }
 

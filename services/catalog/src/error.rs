@@ -14,6 +14,8 @@ pub enum CatalogError {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error(transparent)]
+    PermissionDenied(#[from] harvest_kit::auth::NotYours),
     #[error("catalog storage failed")]
     Store(#[from] StoreError),
 }
@@ -34,6 +36,7 @@ impl From<CatalogError> for Status {
             CatalogError::NotFound(message) => Status::not_found(message),
             CatalogError::AlreadyExists(message) => Status::already_exists(message),
             CatalogError::FailedPrecondition(message) => Status::failed_precondition(message),
+            CatalogError::PermissionDenied(refusal) => refusal.into(),
             CatalogError::Store(StoreError::Redis(ref redis))
                 if harvest_kit::store::unreachable(redis) =>
             {

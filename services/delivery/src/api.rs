@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harvest_domain::Id;
-use harvest_kit::auth::{Role, Rule};
+use harvest_kit::auth::{self, Identity, Role, Rule, caller};
 use harvest_kit::bells::Bell;
 use harvest_proto::delivery::v1::delivery_service_server::DeliveryService;
 use harvest_proto::delivery::v1::{
@@ -160,16 +160,26 @@ impl DeliveryApi {
     #[tracing::instrument(skip_all, fields(courier_id = %request.courier_id))]
     async fn register_courier(
         &self,
+        caller: Option<&Identity>,
         request: RegisterCourierRequest,
     ) -> Result<Courier, DeliveryError> {
         let courier = model::new_courier(&request, self.dispatcher.regions())?;
+        let partner = caller
+            .filter(|caller| caller.role == Role::Partner)
+            .map_or("", |caller| caller.subject.as_str());
         let registration = self
             .dispatcher
             .store()
-            .register_courier(&courier, now_ms())
+            .register_courier(&courier, partner, now_ms())
             .await?;
         let stored = match registration {
-            Registration::Registered(stored) => stored,
+            Registration::Registered(stored) => *stored,
+            Registration::OtherPartner => {
+                return Err(DeliveryError::PermissionDenied(format!(
+                    "courier {} was registered by another partner",
+                    courier.courier_id
+                )));
+            }
             // Without a location the courier could be given no shipment,
             // nor be told apart from one at (0, 0).
             Registration::NeedsLocation => {
@@ -189,10 +199,21 @@ impl DeliveryApi {
     #[tracing::instrument(skip_all, fields(courier_id = %request.courier_id))]
     async fn update_courier_status(
         &self,
-        request: UpdateCourierStatusRequest,
+        caller: Option<&Identity>,
+        mut request: UpdateCourierStatusRequest,
     ) -> Result<Courier, DeliveryError> {
+        auth::act_as(caller, Role::Courier, "courier_id", &mut request.courier_id)?;
         let courier_id = model::parse_id("courier_id", &request.courier_id)?;
         let location = model::location("location", request.location.as_ref())?;
+        if caller.is_some_and(|caller| caller.role == Role::Partner) {
+            let courier = self.existing_courier(courier_id.as_str()).await?;
+            auth::owned_by(
+                caller,
+                Role::Partner,
+                &courier.partner_id,
+                format_args!("courier {courier_id}"),
+            )?;
+        }
         self.dispatcher
             .store()
             .update_courier_status(&courier_id, request.available, location.as_ref(), now_ms())
@@ -206,11 +227,14 @@ impl DeliveryApi {
     #[tracing::instrument(skip_all, fields(courier_id = %courier_id, shipment_id = %shipment_id))]
     async fn courier_step(
         &self,
+        caller: Option<&Identity>,
         courier_id: &str,
         shipment_id: &str,
         step: CourierStep,
     ) -> Result<Shipment, DeliveryError> {
-        let courier = model::parse_id("courier_id", courier_id)?;
+        let mut courier_id = courier_id.to_owned();
+        auth::act_as(caller, Role::Courier, "courier_id", &mut courier_id)?;
+        let courier = model::parse_id("courier_id", &courier_id)?;
         let shipment_id = model::parse_id("shipment_id", shipment_id)?;
         self.existing_courier(courier.as_str()).await?;
         let current = self.existing_shipment(&shipment_id).await?;
@@ -272,8 +296,10 @@ impl DeliveryApi {
     #[tracing::instrument(skip_all, fields(courier_id = %request.courier_id))]
     async fn stream_assignments(
         &self,
-        request: StreamAssignmentsRequest,
+        caller: Option<&Identity>,
+        mut request: StreamAssignmentsRequest,
     ) -> Result<ReceiverStream<Result<Assignment, Status>>, DeliveryError> {
+        auth::act_as(caller, Role::Courier, "courier_id", &mut request.courier_id)?;
         let courier = self.existing_courier(&request.courier_id).await?;
         let courier_id = model::parse_id("courier_id", &courier.courier_id)?;
         let (sender, receiver) = mpsc::channel(STREAM_BUFFER);
@@ -379,8 +405,10 @@ impl DeliveryService for DeliveryApi {
         &self,
         request: Request<RegisterCourierRequest>,
     ) -> Result<Response<Courier>, Status> {
+        let caller = caller(&request);
         Ok(Response::new(
-            self.register_courier(request.into_inner()).await?,
+            self.register_courier(caller.as_ref(), request.into_inner())
+                .await?,
         ))
     }
 
@@ -388,8 +416,10 @@ impl DeliveryService for DeliveryApi {
         &self,
         request: Request<UpdateCourierStatusRequest>,
     ) -> Result<Response<Courier>, Status> {
+        let caller = caller(&request);
         Ok(Response::new(
-            self.update_courier_status(request.into_inner()).await?,
+            self.update_courier_status(caller.as_ref(), request.into_inner())
+                .await?,
         ))
     }
 
@@ -399,8 +429,10 @@ impl DeliveryService for DeliveryApi {
         &self,
         request: Request<StreamAssignmentsRequest>,
     ) -> Result<Response<Self::StreamAssignmentsStream>, Status> {
+        let caller = caller(&request);
         Ok(Response::new(
-            self.stream_assignments(request.into_inner()).await?,
+            self.stream_assignments(caller.as_ref(), request.into_inner())
+                .await?,
         ))
     }
 
@@ -408,9 +440,11 @@ impl DeliveryService for DeliveryApi {
         &self,
         request: Request<ConfirmPickupRequest>,
     ) -> Result<Response<Shipment>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let shipment = self
             .courier_step(
+                caller.as_ref(),
                 &request.courier_id,
                 &request.shipment_id,
                 CourierStep::PickUp,
@@ -423,13 +457,19 @@ impl DeliveryService for DeliveryApi {
         &self,
         request: Request<ConfirmDeliveryRequest>,
     ) -> Result<Response<Shipment>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let step = CourierStep::Deliver {
             recipient_name: model::recipient_name(&request.recipient_name)?,
             proof_reference: model::proof_reference(&request.proof_reference)?,
         };
         let shipment = self
-            .courier_step(&request.courier_id, &request.shipment_id, step)
+            .courier_step(
+                caller.as_ref(),
+                &request.courier_id,
+                &request.shipment_id,
+                step,
+            )
             .await?;
         Ok(Response::new(shipment))
     }
@@ -438,12 +478,18 @@ impl DeliveryService for DeliveryApi {
         &self,
         request: Request<ReportFailureRequest>,
     ) -> Result<Response<Shipment>, Status> {
+        let caller = caller(&request);
         let request = request.into_inner();
         let step = CourierStep::Fail {
             reason: model::failure_reason(&request.reason)?,
         };
         let shipment = self
-            .courier_step(&request.courier_id, &request.shipment_id, step)
+            .courier_step(
+                caller.as_ref(),
+                &request.courier_id,
+                &request.shipment_id,
+                step,
+            )
             .await?;
         Ok(Response::new(shipment))
     }
@@ -452,8 +498,21 @@ impl DeliveryService for DeliveryApi {
         &self,
         request: Request<GetShipmentRequest>,
     ) -> Result<Response<Shipment>, Status> {
+        let caller = caller(&request);
         let shipment_id = model::parse_id("shipment_id", &request.into_inner().shipment_id)?;
         let shipment = self.existing_shipment(&shipment_id).await?;
+        // A courier sees only the shipments given to it.
+        let courier = shipment
+            .courier_id
+            .as_ref()
+            .map_or("", |courier| courier.as_str());
+        auth::owned_by(
+            caller.as_ref(),
+            Role::Courier,
+            courier,
+            format_args!("shipment {shipment_id}"),
+        )
+        .map_err(DeliveryError::from)?;
         Ok(Response::new(shipment.to_proto()))
     }
 }

@@ -30,6 +30,12 @@ impl DeliveryError {
     }
 }
 
+impl From<harvest_kit::auth::NotYours> for DeliveryError {
+    fn from(refusal: harvest_kit::auth::NotYours) -> Self {
+        DeliveryError::PermissionDenied(refusal.0)
+    }
+}
+
 impl From<DeliveryError> for Status {
     fn from(error: DeliveryError) -> Status {
         match error {

@@ -124,10 +124,12 @@ pub enum StepOutcome {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Registration {
     /// The courier as stored.
-    Registered(Courier),
+    Registered(Box<Courier>),
     /// A courier not registered before came without a location; nothing was
     /// written.
     NeedsLocation,
+    /// The courier was registered by another partner; nothing was written.
+    OtherPartner,
 }
 
 /// A shipment to create.
@@ -223,13 +225,16 @@ impl DeliveryStore {
     // ----- couriers -----
 
     /// Registers (or updates) a courier and files it in its region's geo
-    /// indexes. A new courier is written only with a location, checked in
-    /// the same script so that a concurrent registration cannot slip in
-    /// between.
+    /// indexes. A new courier is written only with a location, and a
+    /// registered one only by the partner that registered it (`partner`;
+    /// empty while authentication is off, which checks nothing), both
+    /// checked in the same script so that a concurrent registration cannot
+    /// slip in between.
     #[tracing::instrument(skip_all, fields(courier_id = %courier.courier_id))]
     pub async fn register_courier(
         &self,
         courier: &NewCourier,
+        partner: &str,
         now_ms: i64,
     ) -> Result<Registration, StoreError> {
         let mut redis = self.redis.clone();
@@ -247,10 +252,13 @@ impl DeliveryStore {
             .arg(latitude)
             .arg(longitude)
             .arg(now_ms)
+            .arg(partner)
             .invoke_async(&mut redis)
             .await?;
-        if written == 0 {
-            return Ok(Registration::NeedsLocation);
+        match written {
+            0 => return Ok(Registration::NeedsLocation),
+            2 => return Ok(Registration::OtherPartner),
+            _ => {}
         }
         if !previous_region.is_empty() && previous_region != courier.region.as_str() {
             let _: () = redis::pipe()
@@ -265,7 +273,7 @@ impl DeliveryStore {
             StoreError::CorruptCourier(id.to_owned(), "vanished after registration".to_owned())
         })?;
         self.index_courier(&stored).await?;
-        Ok(Registration::Registered(stored))
+        Ok(Registration::Registered(Box::new(stored)))
     }
 
     /// Sets availability and (when given) location. `None` for an unknown
@@ -695,6 +703,7 @@ fn parse_courier(courier_id: &Id, fields: &HashMap<String, String>) -> Result<Co
         available: text("available") == "1",
         location,
         registered_at: Some(timestamp(number("registered_at_ms")?)),
+        partner_id: text("partner"),
     })
 }
 

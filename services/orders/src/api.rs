@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use futures::Stream;
 use harvest_bus::{Payload, new_envelope};
 use harvest_domain::{Id, Regions, deterministic_id, new_id};
-use harvest_kit::auth::{Identity, Role, Rule};
+use harvest_kit::auth::{self, Identity, NotYours, Role, Rule, caller};
 use harvest_proto::common::v1::OrderState as ProtoState;
 use harvest_proto::events::v1::OrderPlaced;
 use harvest_proto::orders::storage::v1::StoredOrder;
@@ -418,42 +418,21 @@ fn decode_page_token(token: &str) -> Result<(i64, String), OrderError> {
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<OrderUpdate, Status>> + Send>>;
 
-/// The caller, when authentication is on.
-fn caller<T>(request: &Request<T>) -> Option<Identity> {
-    request.extensions().get::<Identity>().cloned()
-}
-
 /// A buyer acts as themself: `buyer_id` must be theirs, and is when left
 /// empty. Operators (and every caller while authentication is off) name any
 /// buyer.
-fn own_buyer_id(caller: Option<&Identity>, buyer_id: &mut String) -> Result<(), OrderError> {
-    let Some(caller) = caller.filter(|caller| caller.role == Role::Buyer) else {
-        return Ok(());
-    };
-    if buyer_id.is_empty() {
-        buyer_id.clone_from(&caller.subject);
-    }
-    if *buyer_id == caller.subject {
-        Ok(())
-    } else {
-        Err(OrderError::PermissionDenied(format!(
-            "buyer_id {buyer_id} is not the caller, {}",
-            caller.subject
-        )))
-    }
+fn own_buyer_id(caller: Option<&Identity>, buyer_id: &mut String) -> Result<(), NotYours> {
+    auth::act_as(caller, Role::Buyer, "buyer_id", buyer_id)
 }
 
 /// A buyer sees only their own orders.
-fn may_see(caller: Option<&Identity>, order: &Order) -> Result<(), OrderError> {
-    match caller {
-        Some(caller) if caller.role == Role::Buyer && caller.subject != order.buyer_id => {
-            Err(OrderError::PermissionDenied(format!(
-                "order {} belongs to another buyer",
-                order.order_id
-            )))
-        }
-        _ => Ok(()),
-    }
+fn may_see(caller: Option<&Identity>, order: &Order) -> Result<(), NotYours> {
+    auth::owned_by(
+        caller,
+        Role::Buyer,
+        &order.buyer_id,
+        format_args!("order {}", order.order_id),
+    )
 }
 
 #[tonic::async_trait]

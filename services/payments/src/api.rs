@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use harvest_domain::{Fen, Id};
-use harvest_kit::auth::{Role, Rule};
+use harvest_kit::auth::{self, Identity, Role, Rule, caller};
 use harvest_proto::payments::v1::payments_service_server::PaymentsService;
 use harvest_proto::payments::v1::{
     GetPaymentRequest, ListPaymentsRequest, ListPaymentsResponse, Payment, PaymentState,
@@ -96,10 +96,21 @@ impl<P: PaymentProvider> PaymentsApi<P> {
         })
     }
 
-    async fn get_payment(&self, request: GetPaymentRequest) -> Result<Payment, PaymentsError> {
+    async fn get_payment(
+        &self,
+        caller: Option<&Identity>,
+        request: GetPaymentRequest,
+    ) -> Result<Payment, PaymentsError> {
         let order = parse_id("order_id", &request.order_id)?;
-        let payment = self.existing(&order).await?;
-        self.with_entries(payment).await
+        let payment = self.with_entries(self.existing(&order).await?).await?;
+        // A buyer sees only the payments of their own orders.
+        auth::owned_by(
+            caller,
+            Role::Buyer,
+            &payment.buyer_id,
+            format_args!("the payment of order {order}"),
+        )?;
+        Ok(payment)
     }
 
     async fn list_payments(
@@ -326,7 +337,11 @@ impl<P: PaymentProvider> PaymentsService for PaymentsApi<P> {
         &self,
         request: Request<GetPaymentRequest>,
     ) -> Result<Response<Payment>, Status> {
-        Ok(Response::new(self.get_payment(request.into_inner()).await?))
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.get_payment(caller.as_ref(), request.into_inner())
+                .await?,
+        ))
     }
 
     async fn list_payments(

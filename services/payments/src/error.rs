@@ -20,6 +20,8 @@ pub enum PaymentsError {
     Unavailable(String),
     #[error("{0}")]
     Aborted(String),
+    #[error(transparent)]
+    PermissionDenied(#[from] harvest_kit::auth::NotYours),
     #[error("payments storage failed")]
     Store(#[from] StoreError),
     #[error("a payment step failed")]
@@ -68,6 +70,7 @@ impl From<PaymentsError> for Status {
             PaymentsError::FailedPrecondition(message) => Status::failed_precondition(message),
             PaymentsError::Unavailable(message) => Status::unavailable(message),
             PaymentsError::Aborted(message) => Status::aborted(message),
+            PaymentsError::PermissionDenied(refusal) => refusal.into(),
             PaymentsError::Store(StoreError::Redis(ref redis))
                 if harvest_kit::store::unreachable(redis) =>
             {

@@ -25,6 +25,7 @@ pub fn courier_json(courier: &Courier) -> Value {
         "available": courier.available,
         "location": json_point(courier.location.as_ref()),
         "registered_at": json_time(courier.registered_at.as_ref()),
+        "partner_id": courier.partner_id,
     })
 }
 
@@ -50,6 +51,10 @@ pub fn courier_human(courier: &Courier) -> String {
         .field("Available", yes_no(courier.available))
         .maybe("Location", point(courier.location.as_ref()))
         .field("Registered", time(courier.registered_at.as_ref()))
+        .maybe(
+            "Partner",
+            (!courier.partner_id.is_empty()).then(|| courier.partner_id.clone()),
+        )
         .render()
 }
 
@@ -233,8 +238,10 @@ Updated     -
                 longitude: 109.43,
             }),
             registered_at: None,
+            partner_id: "express-anji".to_owned(),
         };
         let text = courier_human(&courier);
+        assert!(text.contains("Partner     express-anji\n"), "{text}");
         assert!(text.contains("Vehicle     VAN, cold chain\n"), "{text}");
         assert!(text.contains("Load        2 of 8\n"), "{text}");
         assert!(text.contains("Home        Luochuan, Shaanxi\n"), "{text}");

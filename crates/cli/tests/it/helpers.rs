@@ -10,6 +10,7 @@ use harvest_testkit::{Broker, Redis, TestSettings};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -72,9 +73,16 @@ impl World {
         let stop = shutdown.clone();
         tokio::spawn(async move { orders.run_until_stopped(stop).await.expect("orders runs") });
 
-        let mut client = CatalogServiceClient::connect(catalog_url.clone())
+        // Authentication is off here: the minter signs nothing.
+        let channel = tonic::transport::Endpoint::from_shared(catalog_url.clone())
+            .expect("an endpoint")
+            .connect()
             .await
             .expect("catalog connects");
+        let mut client = CatalogServiceClient::new(InterceptedService::new(
+            channel,
+            harvest_kit::issuer::Minter::default(),
+        ));
         let products = harvest_sim::seed::seed_catalog(&mut client)
             .await
             .expect("catalog seeded");

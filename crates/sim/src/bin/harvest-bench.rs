@@ -4,6 +4,8 @@
 //! runs a spike and a flash sale, checks the invariants, and writes
 //! `target/bench/results.json`.
 
+use harvest_kit::auth::Role;
+use harvest_kit::issuer::act_as;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -617,34 +619,39 @@ async fn flash_sale(
 ) -> anyhow::Result<Value> {
     let clients = session.clients().clone();
     let mut catalog = clients.catalog.clone();
+    let seller = "coop-dangshan-pears";
     let product = catalog
-        .create_product(CreateProductRequest {
-            seller: Some(Seller {
-                seller_id: "coop-dangshan-pears".to_owned(),
-                name: "Dangshan Pear Cooperative".to_owned(),
-                kind: SellerKind::Cooperative.into(),
-                origin: Some(Origin {
-                    village: "Liangli".to_owned(),
-                    county: "Dangshan".to_owned(),
-                    province: "Anhui".to_owned(),
+        .create_product(act_as(
+            Role::Seller,
+            seller,
+            CreateProductRequest {
+                seller: Some(Seller {
+                    seller_id: seller.to_owned(),
+                    name: "Dangshan Pear Cooperative".to_owned(),
+                    kind: SellerKind::Cooperative.into(),
+                    origin: Some(Origin {
+                        village: "Liangli".to_owned(),
+                        county: "Dangshan".to_owned(),
+                        province: "Anhui".to_owned(),
+                    }),
                 }),
-            }),
-            name: "Dangshan crisp pears, live-stream special".to_owned(),
-            category: Category::Fruit.into(),
-            unit: Unit::Box.into(),
-            price_fen: 1_990,
-            perishable: false,
-            shelf_life_days: 0,
-            cold_chain: false,
-            collection_point: Some(CollectionPointInput {
-                name: "Liangli pear market".to_owned(),
-                location: Some(GeoPoint {
-                    latitude: 34.42,
-                    longitude: 116.33,
+                name: "Dangshan crisp pears, live-stream special".to_owned(),
+                category: Category::Fruit.into(),
+                unit: Unit::Box.into(),
+                price_fen: 1_990,
+                perishable: false,
+                shelf_life_days: 0,
+                cold_chain: false,
+                collection_point: Some(CollectionPointInput {
+                    name: "Liangli pear market".to_owned(),
+                    location: Some(GeoPoint {
+                        latitude: 34.42,
+                        longitude: 116.33,
+                    }),
                 }),
-            }),
-            request_id: String::new(),
-        })
+                request_id: String::new(),
+            },
+        ))
         .await?
         .into_inner();
     let today = harvest_domain::Date::today();
@@ -652,14 +659,15 @@ async fn flash_sale(
         let (year, month, day) = d.ymd();
         Date { year, month, day }
     };
+    let lot = ReceiveStockLotRequest {
+        product_id: product.product_id.clone(),
+        lot_id: "flash-lot".to_owned(),
+        quantity: stock,
+        harvest_date: Some(date(today)),
+        best_before: Some(date(today.plus_days(60))),
+    };
     catalog
-        .receive_stock_lot(ReceiveStockLotRequest {
-            product_id: product.product_id.clone(),
-            lot_id: "flash-lot".to_owned(),
-            quantity: stock,
-            harvest_date: Some(date(today)),
-            best_before: Some(date(today.plus_days(60))),
-        })
+        .receive_stock_lot(act_as(Role::Seller, seller, lot))
         .await?;
 
     let started = Instant::now();
@@ -687,8 +695,9 @@ async fn flash_sale(
                     }],
                     payment_method: "approve".to_owned(),
                 };
+                let buyer = request.buyer_id.clone();
                 orders_client
-                    .place_order(request)
+                    .place_order(act_as(Role::Buyer, &buyer, request))
                     .await
                     .ok()
                     .map(|o| o.into_inner().order_id)

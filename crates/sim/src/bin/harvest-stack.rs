@@ -1,6 +1,6 @@
 //! `harvest-stack`: runs Harvest locally, in one command.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -8,10 +8,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use harvest_bus::{BusConfig, Topology};
 use harvest_domain::{Region, Regions};
+use harvest_kit::auth::Role;
+use harvest_kit::issuer::Issuer;
 use harvest_sim::couriers::CourierBehavior;
 use harvest_sim::storefront::{Spike, Traffic};
 use harvest_sim::{Clients, Plan, Target, report, seed};
-use harvest_stack::{Prometheus, ServiceKind, Stack, StackOptions, Supervision, TraceViewer};
+use harvest_stack::{
+    AUTH_DIR, ISSUER, Prometheus, ServiceKind, Stack, StackOptions, Supervision, TraceViewer,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Runs Harvest on this machine: Apache Kafka, Redis, the topics
@@ -51,6 +55,12 @@ struct StackArgs {
     /// the state directory.
     #[arg(long)]
     in_memory: bool,
+    /// Run the services with authentication off: every caller may do
+    /// anything. By default it is on, and every call needs a token of the
+    /// stack's issuer (`harvest` signs its calls with the issuer's key; see
+    /// `harvest-stack token` for other clients).
+    #[arg(long)]
+    no_auth: bool,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +101,24 @@ enum Command {
     Run {
         #[command(flatten)]
         stack: StackArgs,
+    },
+    /// Print a token of a running stack's issuer, for a client that calls
+    /// the services as `--subject` in `--role`, e.g.
+    /// `grpcurl -H "authorization: Bearer $(harvest-stack token --role buyer --subject buyer-hangzhou-1)" …`.
+    Token {
+        /// buyer, seller, courier, partner or operator.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Who the token speaks for: a buyer, seller, courier or partner id,
+        /// or an operator's name.
+        #[arg(long)]
+        subject: String,
+        /// Seconds the token is valid for.
+        #[arg(long, default_value_t = 3_600)]
+        valid_for: u32,
+        /// The stack's state directory (its issuer is in `auth/` there).
+        #[arg(long, default_value = "target/harvest")]
+        state_dir: PathBuf,
     },
     /// Print the topics of a deployment, and create the missing ones with
     /// --create.
@@ -137,6 +165,12 @@ async fn main() -> ExitCode {
             demo(stack, duration, rate, spike, drain).await
         }
         Command::Run { stack } => run(stack).await,
+        Command::Token {
+            role,
+            subject,
+            valid_for,
+            state_dir,
+        } => token(role, &subject, valid_for, &state_dir),
         Command::Topics {
             brokers,
             regions,
@@ -220,6 +254,7 @@ async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<(Stack, 
     options.otlp_endpoint.clone_from(&args.otlp_endpoint);
     options.service_env = local_settings();
     options.prefer_default_ports = default_ports;
+    options.auth = !args.no_auth;
     let mut observability = Observability::default();
     if !args.no_observability && args.otlp_endpoint.is_none() {
         println!("starting the trace viewer (Zipkin)…");
@@ -446,11 +481,39 @@ async fn run(args: StackArgs) -> anyhow::Result<bool> {
         "dead letters: export HARVEST_BUS__BROKERS={} for `harvest dlq`",
         stack.bootstrap()
     );
+    if let Some(issuer) = stack.issuer() {
+        let dir = issuer.jwks_file().parent().unwrap_or(&args.state_dir);
+        println!(
+            "authentication is on: `harvest` signs its calls with the key in {}; for other \
+             clients, `harvest-stack token --role buyer --subject buyer-hangzhou-1`",
+            dir.display()
+        );
+    }
     println!("running (Ctrl-C to stop); a service that exits is reported here and restarted");
     supervise(&mut stack, &stop).await;
     println!("stopping every process…");
     stack.stop();
     drop(observability);
+    Ok(true)
+}
+
+fn parse_role(name: &str) -> Result<Role, String> {
+    Role::parse(name).ok_or_else(|| "one of buyer, seller, courier, partner, operator".to_owned())
+}
+
+fn token(role: Role, subject: &str, valid_for: u32, state_dir: &Path) -> anyhow::Result<bool> {
+    let subject = subject.trim();
+    if subject.is_empty() {
+        anyhow::bail!("--subject must not be empty");
+    }
+    let dir = state_dir.join(AUTH_DIR);
+    let issuer = Issuer::open(&dir, ISSUER).with_context(|| {
+        format!(
+            "no issuer key in {}: is a stack running there (`make run`) with authentication on?",
+            dir.display()
+        )
+    })?;
+    println!("{}", issuer.token_with(role, subject, i64::from(valid_for)));
     Ok(true)
 }
 

@@ -1,19 +1,14 @@
 //! The orders API with authentication on: who may call which method.
 
 use harvest_kit::auth::Role;
+use harvest_kit::issuer::{Issuer, bearer};
 use harvest_proto::orders::v1::{GetOrderRequest, ListOrdersRequest};
-use harvest_testkit::issuer::Issuer;
 use tonic::Code;
 
 use crate::helpers::{World, place_request};
 
 fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("a header value"),
-    );
-    request
+    bearer(message, Some(token))
 }
 
 /// With `auth.mode = "jwt"`, a call needs a token of the configured issuer,
@@ -22,7 +17,7 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 #[tokio::test]
 async fn with_authentication_on_each_call_needs_a_valid_token_of_an_allowed_role() {
     let dir = std::env::temp_dir().join(harvest_testkit::unique_name());
-    let issuer = Issuer::new(&dir).expect("an issuer");
+    let issuer = Issuer::in_dir(&dir, "https://id.harvest.test").expect("an issuer");
     let auth = issuer.config();
     let world = World::with(move |config| config.auth = auth).await;
     let orders = world.start().await;
@@ -68,7 +63,8 @@ async fn with_authentication_on_each_call_needs_a_valid_token_of_an_allowed_role
         refused.message()
     );
 
-    let stranger = Issuer::new(&dir.join("other")).expect("another issuer");
+    let stranger =
+        Issuer::in_dir(&dir.join("other"), "https://id.harvest.test").expect("another issuer");
     let forged = stranger.token(Role::Operator, "mallory");
     let refused = client
         .list_orders(with_token(ListOrdersRequest::default(), &forged))
