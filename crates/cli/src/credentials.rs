@@ -74,8 +74,12 @@ impl Credentials {
         {
             return Ok(Credentials::None);
         }
-        let issuer = Issuer::open(&args.issuer_dir, LOCAL_ISSUER)
-            .map_err(|error| CliError::Usage(format!("--issuer-dir: {error}")))?;
+        let issuer = Issuer::open(&args.issuer_dir, LOCAL_ISSUER).map_err(|error| {
+            let cause = std::error::Error::source(&error)
+                .map(|cause| format!(": {cause}"))
+                .unwrap_or_default();
+            CliError::Usage(format!("--issuer-dir: {error}{cause}"))
+        })?;
         Ok(Credentials::Local(Minter::new(Some(Arc::new(issuer)))))
     }
 }

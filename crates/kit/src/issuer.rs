@@ -25,7 +25,7 @@ pub const JWKS_FILE: &str = "jwks.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IssuerError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
