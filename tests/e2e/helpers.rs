@@ -190,6 +190,21 @@ impl System {
             .expect("courier registered");
     }
 
+    /// `courier`, given the order's shipment of `product`, picks it up and
+    /// delivers it; the order, once delivered.
+    pub async fn carry(&self, courier: &str, order_id: &str, product: &Product) -> Order {
+        let shipment = self
+            .wait_shipment(order_id, product, ShipmentState::Assigned)
+            .await;
+        self.pick_up(courier, &shipment.shipment_id)
+            .await
+            .expect("picked up");
+        self.deliver(courier, &shipment.shipment_id, "photo-0001")
+            .await
+            .expect("delivered");
+        self.wait_order(order_id, OrderState::Delivered).await
+    }
+
     /// `courier` picks its shipment up.
     pub async fn pick_up(&self, courier: &str, shipment_id: &str) -> Result<Shipment, Status> {
         let request = ConfirmPickupRequest {

@@ -8,6 +8,7 @@ mod helpers;
 mod restarts;
 mod saga;
 mod supervision;
+mod tls;
 mod trace_viewer;
 mod tracing;
 mod walkthrough;

@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use harvest_bus::{Stream, Topology};
 use harvest_domain::Region;
-use harvest_proto::common::v1::OrderState;
-use harvest_proto::delivery::v1::ShipmentState;
 use harvest_stack::TraceViewer;
 use serde_json::Value;
 
@@ -82,18 +80,7 @@ async fn an_orders_trace_opens_in_the_trace_viewer_with_every_service_and_kafka_
     let tea = system.product("Anji white tea, 250 g", &ANJI, 10).await;
     let order = system.place(&[(&tea, 1)], "approve").await;
     let id = order.order_id.clone();
-    let shipment = system
-        .wait_shipment(&id, &tea, ShipmentState::Assigned)
-        .await;
-    system
-        .pick_up(COURIER, &shipment.shipment_id)
-        .await
-        .expect("picked up");
-    system
-        .deliver(COURIER, &shipment.shipment_id, "photo-0001")
-        .await
-        .expect("delivered");
-    system.wait_order(&id, OrderState::Delivered).await;
+    system.carry(COURIER, &id, &tea).await;
 
     // Every stream of the order's region is written by its owner and read by
     // another service, all within the PlaceOrder trace.

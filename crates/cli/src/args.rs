@@ -88,8 +88,11 @@ pub fn endpoint(value: &str) -> Result<String, String> {
     let uri: tonic::codegen::http::Uri = value
         .parse()
         .map_err(|error| format!("not a URL ({error}); expected e.g. http://127.0.0.1:50052"))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err("expected http://host:port, e.g. http://127.0.0.1:50052".to_owned());
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(
+            "expected http://host:port or https://host:port, e.g. http://127.0.0.1:50052"
+                .to_owned(),
+        );
     }
     Ok(value.trim_end_matches('/').to_owned())
 }
@@ -163,7 +166,7 @@ mod tests {
             Ok("http://127.0.0.1:50052".to_owned())
         );
         assert!(endpoint("http://orders.harvest.internal").is_ok());
-        assert!(endpoint("https://orders.harvest.internal").is_err());
+        assert!(endpoint("https://orders.harvest.internal").is_ok());
         assert!(endpoint("127.0.0.1:50052").is_err());
         assert!(endpoint("ftp://host:1").is_err());
         assert!(endpoint("http://").is_err());

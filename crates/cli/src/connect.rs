@@ -11,7 +11,7 @@ use harvest_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
 use harvest_proto::orders::v1::orders_service_client::OrdersServiceClient;
 use harvest_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::args;
 use crate::credentials::Credentials;
@@ -44,6 +44,56 @@ pub struct Endpoints {
     #[arg(long, global = true, value_name = "URL", env = "HARVEST_DELIVERY_URL",
           default_value = "http://127.0.0.1:50054", value_parser = args::endpoint)]
     pub delivery: String,
+}
+
+/// How `https://` endpoints are trusted, and the client certificate for
+/// services that ask for one (mutual TLS).
+#[derive(Clone, Debug, Default, clap::Args)]
+#[command(next_help_heading = "Services")]
+pub struct TlsArgs {
+    /// A CA certificate (PEM) to trust for `https://` endpoints, beside the
+    /// system's (`make run ARGS=--tls` prints the local stack's).
+    #[arg(long, global = true, value_name = "FILE", env = "HARVEST_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// The client certificate (PEM) to present, with --client-key.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "HARVEST_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "HARVEST_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client TLS these flags describe.
+    pub fn config(&self) -> Result<ClientTlsConfig, CliError> {
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|error| CliError::Usage(format!("{flag} {}: {error}", path.display())))
+        };
+        let mut config = ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = &self.ca_cert {
+            config = config.ca_certificate(Certificate::from_pem(read("--ca-cert", ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            config = config.identity(Identity::from_pem(
+                read("--client-cert", cert)?,
+                read("--client-key", key)?,
+            ));
+        }
+        Ok(config)
+    }
 }
 
 impl Endpoints {
@@ -81,6 +131,8 @@ pub struct Context {
     pub printer: Printer,
     pub timeout: Duration,
     pub credentials: Credentials,
+    /// For `https://` endpoints.
+    pub tls: ClientTlsConfig,
 }
 
 impl Context {
@@ -91,8 +143,11 @@ impl Context {
             endpoint: url.to_owned(),
             source,
         };
-        let channel = Endpoint::from_shared(url.to_owned())
-            .map_err(unreachable)?
+        let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(unreachable)?;
+        if url.starts_with("https://") {
+            endpoint = endpoint.tls_config(self.tls.clone()).map_err(unreachable)?;
+        }
+        let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .connect()
             .await

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::connect::{Context, Endpoints};
+use crate::connect::{Context, Endpoints, TlsArgs};
 use crate::credentials::{Credentials, IdentityArgs};
 pub use crate::error::CliError;
 use crate::output::Printer;
@@ -59,6 +59,8 @@ pub struct Cli {
     timeout: u64,
     #[command(flatten)]
     endpoints: Endpoints,
+    #[command(flatten)]
+    tls: TlsArgs,
     #[command(flatten)]
     identity: IdentityArgs,
     #[command(subcommand)]
@@ -129,6 +131,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         },
         timeout: Duration::from_secs(cli.timeout),
         credentials: Credentials::from_args(&cli.identity)?,
+        tls: cli.tls.config()?,
     };
     match cli.command {
         Command::Products(request) => catalog::products(&context, request).await?,

@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -95,6 +95,15 @@ pub struct ServerConfig {
     pub admin_addr: SocketAddr,
     /// How long in-flight requests and events may take to finish at shutdown.
     pub grace_period_secs: u64,
+    /// The gRPC port's certificate chain (PEM). With `tls_key_file`, the port
+    /// speaks TLS only; without either, plaintext.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM): with it, every client must present a
+    /// certificate signed by one of them (mutual TLS), as partners' systems
+    /// and the services themselves can.
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -104,7 +113,45 @@ impl ServerConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], grpc_port)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], admin_port)),
             grace_period_secs: 10,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
+    }
+
+    /// Whether the TLS settings can work: a certificate and its key
+    /// together, and client CAs only with them.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => Err("server.tls_cert_file needs server.tls_key_file".to_owned()),
+            (None, Some(_)) => Err("server.tls_key_file needs server.tls_cert_file".to_owned()),
+            (None, None) if self.tls_client_ca_file.is_some() => Err(
+                "server.tls_client_ca_file needs server.tls_cert_file and server.tls_key_file"
+                    .to_owned(),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// The gRPC port's TLS, read from the files; `None` for plaintext.
+    pub fn tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+        self.validate()?;
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
+            return Ok(None);
+        };
+        let read = |setting: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|error| format!("{setting} {}: {error}", path.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(
+            read("server.tls_cert_file", cert)?,
+            read("server.tls_key_file", key)?,
+        );
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.tls_client_ca_file {
+            let ca = read("server.tls_client_ca_file", ca)?;
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        Ok(Some(tls))
     }
 
     pub fn grace_period(&self) -> Duration {

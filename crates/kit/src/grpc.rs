@@ -22,15 +22,24 @@ pub const REQUEST_SECONDS: &str = "harvest_grpc_request_seconds";
 /// `grpc-status` of a call to a method the server does not have.
 const UNIMPLEMENTED: &str = "12";
 
+/// How a gRPC port serves, whatever the API.
+pub struct Serving {
+    /// A request message larger than this is refused with
+    /// RESOURCE_EXHAUSTED before it is read.
+    pub limit: RequestLimit,
+    /// Who may call which method.
+    pub access: crate::auth::Access,
+    /// TLS only, when set; plaintext otherwise.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
 /// Serves `api` with gRPC health (serving while `ready` says so, not serving
 /// from the start of shutdown) and server reflection over every Harvest
-/// package, until `shutdown`. A request message larger than `limit` is
-/// refused with RESOURCE_EXHAUSTED before it is read.
+/// package, until `shutdown`.
 pub async fn serve<S>(
     listener: TcpListener,
+    serving: Serving,
     api: S,
-    limit: RequestLimit,
-    access: crate::auth::Access,
     ready: tokio::sync::watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error>
@@ -70,11 +79,15 @@ where
     // about 40 ms. The server's own nodelay setting applies only to
     // listeners it binds itself.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = serving.tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .trace_fn(request_span)
         .layer(RequestMetricsLayer)
-        .layer(RequestLimitLayer(limit))
-        .layer(crate::auth::AccessLayer(access))
+        .layer(RequestLimitLayer(serving.limit))
+        .layer(crate::auth::AccessLayer(serving.access))
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

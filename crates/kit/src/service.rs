@@ -67,6 +67,8 @@ pub enum StartError {
     },
     #[error("could not install the metrics recorder: {0}")]
     Metrics(String),
+    #[error("TLS of the gRPC port: {0}")]
+    Tls(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,8 @@ pub struct Listeners {
     clock: Option<crate::store::Redis>,
     /// Who may call which method.
     access: crate::auth::Access,
+    /// The gRPC port's TLS; `None` for plaintext.
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Listeners {
@@ -104,6 +108,7 @@ impl Listeners {
             grace_period: config.grace_period(),
             clock: None,
             access: crate::auth::Access::off(&[]),
+            tls: config.tls().map_err(StartError::Tls)?,
         })
     }
 
@@ -165,8 +170,18 @@ impl Listeners {
         }
         let grpc_stop = stop.clone();
         set.spawn(async move {
-            let served =
-                crate::grpc::serve(self.grpc, api, limit, self.access, ready, grpc_stop).await;
+            let served = crate::grpc::serve(
+                self.grpc,
+                crate::grpc::Serving {
+                    limit,
+                    access: self.access,
+                    tls: self.tls,
+                },
+                api,
+                ready,
+                grpc_stop,
+            )
+            .await;
             ("the gRPC server", served.map_err(Into::into))
         });
         let admin_stop = stop.clone();

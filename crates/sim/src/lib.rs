@@ -144,11 +144,16 @@ pub struct Clients {
 impl Clients {
     pub async fn connect(stack: &Stack) -> anyhow::Result<Clients> {
         let minter = Minter::new(stack.issuer().cloned());
+        let tls = stack.client_tls()?;
         let channel = |kind| {
-            let minter = minter.clone();
+            let (minter, tls) = (minter.clone(), tls.clone());
             async move {
                 let endpoint = stack.endpoint(kind)?;
-                let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
+                let mut connection = tonic::transport::Endpoint::from_shared(endpoint.clone())?;
+                if let Some(tls) = tls {
+                    connection = connection.tls_config(tls)?;
+                }
+                let channel = connection
                     .connect()
                     .await
                     .with_context(|| format!("connecting to {kind} at {endpoint}"))?;

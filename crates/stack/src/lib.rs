@@ -8,6 +8,7 @@ mod kafka;
 pub mod observability;
 pub mod servers;
 mod stack;
+pub mod tls;
 
 pub use observability::{Prometheus, TraceViewer};
 pub use servers::Fsync;

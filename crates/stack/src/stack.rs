@@ -11,6 +11,7 @@ use harvest_bus::{BusConfig, Topology};
 use harvest_domain::Regions;
 use harvest_kit::auth::Role;
 use harvest_kit::issuer::Issuer;
+use tonic::transport::ClientTlsConfig;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -18,6 +19,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::servers::{
     BrokerOptions, BrokerServer, ChildGuard, Fsync, RedisOptions, RedisServer, free_port,
 };
+use crate::tls::LocalTls;
 
 /// A Harvest service, built as its own binary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -121,6 +123,13 @@ pub struct StackOptions {
     /// issuer (its key kept under `auth/` in the state directory); every
     /// call then needs one of its tokens ([`Stack::token`]).
     pub auth: bool,
+    /// Serve gRPC over TLS only, with certificates of an authority the
+    /// stack makes under `tls/` in the state directory
+    /// ([`Stack::client_tls`] trusts it).
+    pub tls: bool,
+    /// With `tls`: every client must also present a certificate of that
+    /// authority (mutual TLS).
+    pub mutual_tls: bool,
 }
 
 impl StackOptions {
@@ -141,6 +150,8 @@ impl StackOptions {
             log_filter: "info,rdkafka=warn".to_owned(),
             prefer_default_ports: false,
             auth: true,
+            tls: false,
+            mutual_tls: false,
         }
     }
 }
@@ -249,6 +260,7 @@ pub struct Stack {
     broker: Option<BrokerServer>,
     redis: Option<RedisServer>,
     issuer: Option<Arc<Issuer>>,
+    tls: Option<LocalTls>,
 }
 
 impl Stack {
@@ -287,8 +299,14 @@ impl Stack {
         } else {
             None
         };
+        let tls = if options.tls {
+            Some(LocalTls::make(&options.state_dir.join("tls")).context("the stack's TLS")?)
+        } else {
+            None
+        };
         let mut stack = Stack {
             issuer,
+            tls,
             options,
             bin_dir,
             services: BTreeMap::new(),
@@ -316,6 +334,20 @@ impl Stack {
     /// The issuer the services trust, when authentication is on.
     pub fn issuer(&self) -> Option<&Arc<Issuer>> {
         self.issuer.as_ref()
+    }
+
+    /// A client's TLS for the services, when they serve TLS: trusting the
+    /// stack's authority, with its client certificate under mutual TLS.
+    pub fn client_tls(&self) -> anyhow::Result<Option<ClientTlsConfig>> {
+        self.tls
+            .as_ref()
+            .map(|tls| tls.client(self.options.mutual_tls))
+            .transpose()
+    }
+
+    /// The files of the stack's TLS, when it serves TLS.
+    pub fn tls_files(&self) -> Option<&LocalTls> {
+        self.tls.as_ref()
     }
 
     /// A token for `subject` in `role`, valid for an hour; `None` when
@@ -360,11 +392,23 @@ impl Stack {
     }
 
     /// `http://host:port` of a service's gRPC API.
+    /// Where the health of a service at `addr` is asked, over TLS when the
+    /// stack serves it.
+    fn health_endpoint(&self, addr: SocketAddr) -> anyhow::Result<tonic::transport::Endpoint> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))?;
+        Ok(match self.client_tls()? {
+            Some(tls) => endpoint.tls_config(tls)?,
+            None => endpoint,
+        })
+    }
+
     pub fn endpoint(&self, kind: ServiceKind) -> anyhow::Result<String> {
         let addr = self
             .grpc_addr(kind)
             .with_context(|| format!("{kind} is not running"))?;
-        Ok(format!("http://{addr}"))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Ok(format!("{scheme}://{addr}"))
     }
 
     /// Where the broker this stack started writes its output.
@@ -431,6 +475,14 @@ impl Stack {
         if let Some(endpoint) = &self.options.otlp_endpoint {
             command.env("HARVEST_TELEMETRY__OTLP_ENDPOINT", endpoint);
         }
+        if let Some(tls) = &self.tls {
+            command
+                .env("HARVEST_SERVER__TLS_CERT_FILE", &tls.cert_file)
+                .env("HARVEST_SERVER__TLS_KEY_FILE", &tls.key_file);
+            if self.options.mutual_tls {
+                command.env("HARVEST_SERVER__TLS_CLIENT_CA_FILE", &tls.ca_file);
+            }
+        }
         if let Some(issuer) = &self.issuer {
             command
                 .env("HARVEST_AUTH__MODE", "jwt")
@@ -452,7 +504,8 @@ impl Stack {
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let mut guard = ChildGuard::new(kind.binary(), child);
-        wait_for_health(kind, grpc_addr, &mut guard, &log_path).await?;
+        let endpoint = self.health_endpoint(grpc_addr)?;
+        wait_for_health(kind, endpoint, &mut guard, &log_path).await?;
         self.addresses.insert(kind, (grpc_addr, admin_addr));
         self.services.insert(
             kind,
@@ -651,7 +704,7 @@ impl Stack {
 
 async fn wait_for_health(
     kind: ServiceKind,
-    addr: SocketAddr,
+    endpoint: tonic::transport::Endpoint,
     guard: &mut ChildGuard,
     log: &Path,
 ) -> anyhow::Result<()> {
@@ -660,7 +713,7 @@ async fn wait_for_health(
         if let Some(exit) = guard.exited() {
             bail!("{exit}; see {}", log.display());
         }
-        if serving(kind, addr).await {
+        if serving(kind, &endpoint).await {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -673,10 +726,7 @@ async fn wait_for_health(
     }
 }
 
-async fn serving(kind: ServiceKind, addr: SocketAddr) -> bool {
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")) else {
-        return false;
-    };
+async fn serving(kind: ServiceKind, endpoint: &tonic::transport::Endpoint) -> bool {
     let Ok(channel) = endpoint.connect().await else {
         return false;
     };

@@ -60,6 +60,7 @@ impl CatalogConfig {
             &self.regions,
         )?;
         self.auth.validate()?;
+        self.server.validate()?;
         if self.reservation.delivery_lead_days > 60 {
             return Err("reservation.delivery_lead_days must be at most 60".to_owned());
         }

@@ -163,6 +163,7 @@ impl DeliveryConfig {
             &self.regions,
         )?;
         self.auth.validate()?;
+        self.server.validate()?;
         self.assignment.validate()
     }
 }

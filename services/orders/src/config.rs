@@ -117,6 +117,7 @@ impl OrdersConfig {
             &self.regions,
         )?;
         self.auth.validate()?;
+        self.server.validate()?;
         let rules = &self.orders;
         if rules.idempotency_ttl_hours < 24 {
             return Err("orders.idempotency_ttl_hours must be at least 24".to_owned());

@@ -96,6 +96,7 @@ impl PaymentsConfig {
             &self.regions,
         )?;
         self.auth.validate()?;
+        self.server.validate()?;
         if !(1..=20).contains(&self.provider.max_attempts) {
             return Err("provider.max_attempts must be between 1 and 20".to_owned());
         }

@@ -61,6 +61,11 @@ struct StackArgs {
     /// `harvest-stack token` for other clients).
     #[arg(long)]
     no_auth: bool,
+    /// Serve gRPC over TLS only, with certificates of an authority made for
+    /// the run under `tls/` in the state directory (`harvest` trusts it with
+    /// --ca-cert).
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(Subcommand)]
@@ -255,6 +260,7 @@ async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<(Stack, 
     options.service_env = local_settings();
     options.prefer_default_ports = default_ports;
     options.auth = !args.no_auth;
+    options.tls = args.tls;
     let mut observability = Observability::default();
     if !args.no_observability && args.otlp_endpoint.is_none() {
         println!("starting the trace viewer (Zipkin)…");
@@ -465,7 +471,17 @@ async fn run(args: StackArgs) -> anyhow::Result<bool> {
     let on_defaults = ServiceKind::ALL
         .into_iter()
         .all(|kind| stack.grpc_addr(kind).map(|addr| addr.port()) == Some(kind.default_ports().0));
-    if on_defaults {
+    if let Some(tls) = stack.tls_files() {
+        println!("the services speak TLS only; point the harvest client at them:");
+        for kind in ServiceKind::ALL {
+            println!(
+                "  export HARVEST_{}_URL={}",
+                kind.name().to_uppercase(),
+                stack.endpoint(kind).unwrap_or_default()
+            );
+        }
+        println!("  export HARVEST_CA_CERT={}", tls.ca_file.display());
+    } else if on_defaults {
         println!("the services are on their default ports: `harvest` finds them as it is");
     } else {
         println!("some default ports were taken; point the harvest client at the services:");
