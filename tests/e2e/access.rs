@@ -53,7 +53,7 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("UpdateCourierStatus", &[Role::Courier, Role::Partner]),
     ("StreamAssignments", &[Role::Courier]),
     ("ConfirmPickup", &[Role::Courier]),
-    ("ConfirmDelivery", &[Role::Courier]),
+    ("ConfirmDelivery", &[Role::Courier, Role::Operator]),
     ("ReportFailure", &[Role::Courier]),
     ("GetShipment", &[Role::Courier, Role::Operator]),
 ];
@@ -296,7 +296,7 @@ async fn call(raw: &mut Raw, own: &Own, method: &str, token: Option<&str>) -> Re
                     // No such shipment: the matrix's own is kept assigned.
                     shipment_id: "shp_0000000000000000000000000000dead".to_owned(),
                     recipient_name: "Chen Jing".to_owned(),
-                    proof_reference: String::new(),
+                    ..ConfirmDeliveryRequest::default()
                 },
                 token,
             ))

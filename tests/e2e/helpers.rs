@@ -205,6 +205,22 @@ impl System {
         self.wait_order(order_id, OrderState::Delivered).await
     }
 
+    /// The order's delivery code, as its buyer (and nobody else) sees it.
+    pub async fn delivery_code(&self, order_id: &str) -> String {
+        let buyer = self.order(order_id).await.buyer_id;
+        let request = GetOrderRequest {
+            order_id: order_id.to_owned(),
+        };
+        self.clients
+            .orders
+            .clone()
+            .get_order(act_as(Role::Buyer, &buyer, request))
+            .await
+            .expect("the buyer reads the order")
+            .into_inner()
+            .delivery_code
+    }
+
     /// `courier` picks its shipment up.
     pub async fn pick_up(&self, courier: &str, shipment_id: &str) -> Result<Shipment, Status> {
         let request = ConfirmPickupRequest {
@@ -226,11 +242,22 @@ impl System {
         shipment_id: &str,
         proof_reference: &str,
     ) -> Result<Shipment, Status> {
+        let shipment = self
+            .clients
+            .delivery
+            .clone()
+            .get_shipment(GetShipmentRequest {
+                shipment_id: shipment_id.to_owned(),
+            })
+            .await?
+            .into_inner();
         let request = ConfirmDeliveryRequest {
             courier_id: courier.to_owned(),
             shipment_id: shipment_id.to_owned(),
             recipient_name: "Chen Jing".to_owned(),
             proof_reference: proof_reference.to_owned(),
+            delivery_code: self.delivery_code(&shipment.order_id).await,
+            override_reason: String::new(),
         };
         self.clients
             .delivery

@@ -5,6 +5,7 @@
 mod access;
 mod faults;
 mod helpers;
+mod proof;
 mod restarts;
 mod saga;
 mod supervision;

@@ -164,6 +164,12 @@ const STEPS: &[Step] = &[
         eventually: false,
     },
     Step {
+        command: "CODE=$(harvest -q order code \"$ORDER\" --buyer buyer-hangzhou-1)",
+        sets: Some(("CODE", "")),
+        check: |_| true,
+        eventually: false,
+    },
+    Step {
         command: "harvest shipment deliver",
         sets: None,
         check: |o| o.contains("DELIVERED"),
@@ -259,9 +265,9 @@ async fn the_readme_walkthrough_works_step_by_step() {
                     .to_owned(),
                 None => String::new(),
             };
-            let set_ok = step
-                .sets
-                .is_none_or(|(_, prefix)| value.starts_with(prefix) && !value.contains('\n'));
+            let set_ok = step.sets.is_none_or(|(_, prefix)| {
+                !value.is_empty() && value.starts_with(prefix) && !value.contains('\n')
+            });
             if code == 0 && set_ok && (step.check)(&output) {
                 break;
             }

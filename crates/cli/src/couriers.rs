@@ -161,6 +161,13 @@ pub struct DeliverArgs {
     /// A reference to the proof of delivery (photo, signature).
     #[arg(long, value_name = "REF")]
     proof: Option<String>,
+    /// The buyer's delivery code (`order code`), which the courier confirms
+    /// the delivery with.
+    #[arg(long, value_name = "CODE", required_unless_present = "override_reason")]
+    code: Option<String>,
+    /// Confirm as an operator, without the buyer's code, for this reason.
+    #[arg(long = "override", value_name = "REASON", conflicts_with = "code")]
+    override_reason: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -297,15 +304,22 @@ pub async fn shipment(context: &Context, command: ShipmentCommand) -> Result<(),
                 .await
         }
         ShipmentCommand::Deliver(request) => {
+            // An override is an operator's; the code, the courier's.
+            let (role, subject) = match request.override_reason {
+                Some(_) => (Role::Operator, harvest_kit::issuer::OPERATOR.to_owned()),
+                None => (Role::Courier, request.step.courier.clone()),
+            };
             client
                 .confirm_delivery(context.unary_as(
-                    Role::Courier,
-                    &request.step.courier.clone(),
+                    role,
+                    &subject,
                     ConfirmDeliveryRequest {
                         courier_id: request.step.courier,
                         shipment_id: request.step.shipment_id,
                         recipient_name: request.recipient,
                         proof_reference: request.proof.unwrap_or_default(),
+                        delivery_code: request.code.unwrap_or_default(),
+                        override_reason: request.override_reason.unwrap_or_default(),
                     },
                 ))
                 .await

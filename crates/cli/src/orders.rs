@@ -31,6 +31,19 @@ pub enum OrderCommand {
     Watch(WatchArgs),
     /// Cancel an order on its buyer's behalf; allowed until pickup.
     Cancel(CancelArgs),
+    /// Print an order's delivery code, as its buyer sees it: the buyer gives
+    /// it to each courier at the door (`shipment deliver --code`).
+    Code(CodeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CodeArgs {
+    /// The order's id.
+    #[arg(value_parser = args::id)]
+    order_id: String,
+    /// The order's buyer, who alone sees the code.
+    #[arg(long, value_name = "BUYER_ID", value_parser = args::id)]
+    buyer: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,6 +128,7 @@ pub async fn run(context: &Context, command: OrderCommand) -> Result<Outcome, Cl
         OrderCommand::Place(request) => return place(context, request).await,
         OrderCommand::List(request) => return list(context, request).await,
         OrderCommand::Watch(request) => return watch(context, request).await,
+        OrderCommand::Code(request) => return code(context, request).await,
         OrderCommand::Show(OrderId { order_id }) => {
             context
                 .orders()
@@ -249,6 +263,35 @@ fn watch_outcome(state: i32, until: Option<OrderState>) -> Option<Outcome> {
         _ if until.is_some_and(|until| progress(state) >= progress(until)) => Some(Outcome::Done),
         _ => None,
     }
+}
+
+async fn code(context: &Context, request: CodeArgs) -> Result<Outcome, CliError> {
+    let order = context
+        .orders()
+        .await?
+        .get_order(context.unary_as(
+            Role::Buyer,
+            &request.buyer,
+            GetOrderRequest {
+                order_id: request.order_id,
+            },
+        ))
+        .await
+        .answered_by(Service::Orders)?;
+    if order.delivery_code.is_empty() {
+        return Err(CliError::Refused(format!(
+            "order {} shows no delivery code to the caller: is {} its buyer?",
+            order.order_id, request.buyer
+        )));
+    }
+    let text = if context.printer.json {
+        serde_json::json!({"order_id": order.order_id, "delivery_code": order.delivery_code})
+            .to_string()
+    } else {
+        order.delivery_code
+    };
+    context.printer.write(&text)?;
+    Ok(Outcome::Done)
 }
 
 async fn watch(context: &Context, request: WatchArgs) -> Result<Outcome, CliError> {

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod date;
+pub mod delivery_code;
 mod id;
 mod money;
 mod province;

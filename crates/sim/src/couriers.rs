@@ -4,7 +4,7 @@
 
 use harvest_kit::auth::Role;
 use harvest_kit::issuer::act_as;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +51,30 @@ pub struct FleetCounts {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     pub refused: AtomicU64,
+}
+
+/// The buyers' delivery codes, by order, as the storefronts got them when
+/// placing: what a buyer tells the courier at the door.
+#[derive(Default)]
+pub struct Doorstep {
+    codes: Mutex<HashMap<String, String>>,
+}
+
+impl Doorstep {
+    pub fn remember(&self, order_id: &str, code: &str) {
+        if let Ok(mut codes) = self.codes.lock() {
+            codes.insert(order_id.to_owned(), code.to_owned());
+        }
+    }
+
+    /// The code the buyer of `order_id` gives (empty when unknown).
+    pub fn code(&self, order_id: &str) -> String {
+        self.codes
+            .lock()
+            .ok()
+            .and_then(|codes| codes.get(order_id).cloned())
+            .unwrap_or_default()
+    }
 }
 
 /// The courier partner (company) that registers the simulated fleet.
@@ -129,6 +153,7 @@ pub async fn run_fleet(
     fleet: Vec<Courier>,
     behavior: CourierBehavior,
     counts: Arc<FleetCounts>,
+    doorstep: Arc<Doorstep>,
     stop: CancellationToken,
 ) {
     let mut couriers = tokio::task::JoinSet::new();
@@ -138,6 +163,7 @@ pub async fn run_fleet(
             courier.courier_id,
             behavior.clone(),
             counts.clone(),
+            doorstep.clone(),
             stop.clone(),
         ));
     }
@@ -149,6 +175,7 @@ async fn run_courier(
     courier_id: String,
     behavior: CourierBehavior,
     counts: Arc<FleetCounts>,
+    doorstep: Arc<Doorstep>,
     stop: CancellationToken,
 ) {
     // Assignments already being worked on: the stream repeats open ones when
@@ -192,6 +219,7 @@ async fn run_courier(
                 delivery.clone(),
                 courier_id.clone(),
                 shipment.shipment_id.clone(),
+                doorstep.code(&shipment.order_id),
                 behavior.clone(),
                 counts.clone(),
                 stop.clone(),
@@ -214,6 +242,7 @@ async fn carry(
     delivery: DeliveryServiceClient<Channel>,
     courier_id: String,
     shipment_id: String,
+    delivery_code: String,
     behavior: CourierBehavior,
     counts: Arc<FleetCounts>,
     stop: CancellationToken,
@@ -272,6 +301,8 @@ async fn carry(
         shipment_id,
         recipient_name: "the buyer".to_owned(),
         proof_reference: String::new(),
+        delivery_code,
+        override_reason: String::new(),
     };
     if retry(
         &stop,

@@ -32,7 +32,7 @@ use harvest_stack::{ServiceKind, Stack};
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 
-use crate::couriers::{CourierBehavior, FleetCounts};
+use crate::couriers::{CourierBehavior, Doorstep, FleetCounts};
 use crate::invariants::Findings;
 use crate::observer::{Ending, Observer, Track};
 use crate::stats::{RegionCounts, Samples};
@@ -211,6 +211,8 @@ pub struct Session {
     products: Vec<harvest_proto::catalog::v1::Product>,
     calls: Arc<Mutex<Calls>>,
     fleet_counts: Arc<FleetCounts>,
+    /// The buyers' delivery codes, from the storefronts to the couriers.
+    doorstep: Arc<Doorstep>,
     couriers_stop: CancellationToken,
     couriers: tokio::task::JoinHandle<()>,
     started: Instant,
@@ -254,12 +256,14 @@ impl Session {
         .context("registering couriers")?;
         let observer = Observer::start(&target.bootstrap, &target.topology)?;
         let fleet_counts = Arc::new(FleetCounts::default());
+        let doorstep = Arc::new(Doorstep::default());
         let couriers_stop = CancellationToken::new();
         let couriers = tokio::spawn(couriers::run_fleet(
             clients.delivery.clone(),
             fleet,
             setup.couriers.clone(),
             fleet_counts.clone(),
+            doorstep.clone(),
             couriers_stop.clone(),
         ));
         Ok(Session {
@@ -268,6 +272,7 @@ impl Session {
             products,
             calls: Arc::new(Mutex::new(Calls::default())),
             fleet_counts,
+            doorstep,
             couriers_stop,
             couriers,
             started: Instant::now(),
@@ -310,6 +315,7 @@ impl Session {
             self.products.clone(),
             traffic.clone(),
             self.calls.clone(),
+            self.doorstep.clone(),
             traffic_stop.clone(),
         ));
         let mut ticker = tokio::time::interval(Duration::from_secs(1));

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::Channel;
+use crate::couriers::Doorstep;
 use harvest_domain::Region;
 use harvest_proto::catalog::v1::Product;
 use harvest_proto::common::v1::{Address, GeoPoint, OrderLine};
@@ -127,6 +128,7 @@ pub async fn run(
     products: Vec<Product>,
     traffic: Traffic,
     calls: Arc<Mutex<Calls>>,
+    doorstep: Arc<Doorstep>,
     stop: CancellationToken,
 ) {
     let in_flight = Arc::new(Semaphore::new(traffic.max_in_flight));
@@ -142,7 +144,7 @@ pub async fn run(
             stop.clone(),
             in_flight.clone(),
         );
-        let region = region.clone();
+        let (region, doorstep) = (region.clone(), doorstep.clone());
         regions.spawn(async move {
             let mut rng = StdRng::seed_from_u64(0x5eed + index as u64);
             let mut next = tokio::time::Instant::now();
@@ -173,6 +175,7 @@ pub async fn run(
                     continue;
                 };
                 let (mut orders, calls, region) = (orders.clone(), calls.clone(), region.clone());
+                let doorstep = doorstep.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let buyer_id = request.buyer_id.clone();
@@ -182,7 +185,11 @@ pub async fn run(
                         .await;
                     let elapsed = began.elapsed();
                     let order_id = match placed {
-                        Ok(order) => order.into_inner().order_id,
+                        Ok(order) => {
+                            let order = order.into_inner();
+                            doorstep.remember(&order.order_id, &order.delivery_code);
+                            order.order_id
+                        }
                         Err(status) => {
                             record_error(
                                 &calls,

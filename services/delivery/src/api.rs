@@ -50,7 +50,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         method: "/harvest.delivery.v1.DeliveryService/ConfirmDelivery",
-        roles: &[Role::Courier],
+        roles: &[Role::Courier, Role::Operator],
     },
     Rule {
         method: "/harvest.delivery.v1.DeliveryService/ReportFailure",
@@ -61,6 +61,10 @@ pub const RULES: &[Rule] = &[
         roles: &[Role::Courier, Role::Operator],
     },
 ];
+
+/// Wrong delivery codes a shipment takes before only an operator can
+/// confirm its delivery.
+pub const MAX_CODE_FAILURES: u32 = 5;
 
 /// Assignments buffered for a slow stream before it waits.
 const STREAM_BUFFER: usize = 32;
@@ -76,6 +80,10 @@ enum CourierStep {
     Deliver {
         recipient_name: String,
         proof_reference: String,
+        /// The buyer's code, from a courier.
+        code: String,
+        /// An operator's confirmation without the code: who, why.
+        overridden: Option<(String, String)>,
     },
     Fail {
         reason: String,
@@ -244,6 +252,14 @@ impl DeliveryApi {
         if !step.possible_from(&current) {
             return Err(cannot(&step, &shipment_id, current.state));
         }
+        if let CourierStep::Deliver {
+            code,
+            overridden: None,
+            ..
+        } = &step
+        {
+            self.check_code(&current, code).await?;
+        }
         // In line first, so a crash between the step and its event is
         // finished by the sweeper.
         self.dispatcher.hold(&current.region, &shipment_id).await?;
@@ -252,10 +268,15 @@ impl DeliveryApi {
             CourierStep::Deliver {
                 recipient_name,
                 proof_reference,
+                overridden,
+                ..
             } => Step::Deliver {
                 courier: &courier,
                 recipient_name,
                 proof_reference,
+                overridden: overridden
+                    .as_ref()
+                    .map(|(by, why)| (by.as_str(), why.as_str())),
             },
             CourierStep::Fail { reason } => Step::Fail {
                 courier: &courier,
@@ -291,6 +312,42 @@ impl DeliveryApi {
                 DeliveryError::NotFound(format!("shipment {shipment_id} does not exist"))
             })?;
         Ok(shipment.to_proto())
+    }
+
+    /// The buyer's code for `shipment`, as a courier gave it: a wrong one is
+    /// counted, and after [`MAX_CODE_FAILURES`] none is taken.
+    async fn check_code(&self, shipment: &StoredShipment, code: &str) -> Result<(), DeliveryError> {
+        if shipment.code_digest.is_empty() {
+            return Ok(());
+        }
+        let shipment_id = &shipment.shipment_id;
+        if shipment.code_failures >= MAX_CODE_FAILURES {
+            return Err(DeliveryError::FailedPrecondition(format!(
+                "shipment {shipment_id} took {MAX_CODE_FAILURES} wrong delivery codes and takes no \
+                 more; an operator must confirm its delivery"
+            )));
+        }
+        let given = code.trim();
+        if given.is_empty() {
+            return Err(DeliveryError::invalid(
+                "delivery_code",
+                "is required: the buyer's code for the order",
+            ));
+        }
+        let digest = harvest_domain::delivery_code::digest_of(shipment.order_id.as_str(), given);
+        if digest == shipment.code_digest {
+            return Ok(());
+        }
+        let failures = self
+            .dispatcher
+            .store()
+            .count_code_failure(shipment_id)
+            .await?;
+        tracing::warn!(%shipment_id, failures, "wrong delivery code");
+        let left = i64::from(MAX_CODE_FAILURES).saturating_sub(failures).max(0);
+        Err(DeliveryError::PermissionDenied(format!(
+            "delivery_code is not the buyer's code for shipment {shipment_id}; {left} tries left"
+        )))
     }
 
     #[tracing::instrument(skip_all, fields(courier_id = %request.courier_id))]
@@ -458,10 +515,29 @@ impl DeliveryService for DeliveryApi {
         request: Request<ConfirmDeliveryRequest>,
     ) -> Result<Response<Shipment>, Status> {
         let caller = caller(&request);
-        let request = request.into_inner();
+        let mut request = request.into_inner();
+        // An operator confirms for the shipment's courier, with a reason
+        // instead of the buyer's code.
+        let overridden = match caller.as_ref().filter(|c| c.role == Role::Operator) {
+            Some(operator) => {
+                let reason = model::override_reason(&request.override_reason)?;
+                let shipment_id = model::parse_id("shipment_id", &request.shipment_id)?;
+                let shipment = self.existing_shipment(&shipment_id).await?;
+                let courier = shipment.courier_id.ok_or_else(|| {
+                    DeliveryError::FailedPrecondition(format!(
+                        "shipment {shipment_id} has no courier to have delivered it"
+                    ))
+                })?;
+                request.courier_id = courier.to_string();
+                Some((operator.subject.clone(), reason))
+            }
+            None => None,
+        };
         let step = CourierStep::Deliver {
             recipient_name: model::recipient_name(&request.recipient_name)?,
             proof_reference: model::proof_reference(&request.proof_reference)?,
+            code: request.delivery_code.clone(),
+            overridden,
         };
         let shipment = self
             .courier_step(

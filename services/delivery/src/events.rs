@@ -211,6 +211,8 @@ pub fn envelope(shipment: &StoredShipment, milestone: Milestone) -> Envelope {
                 courier_id,
                 recipient_name: shipment.recipient_name.clone(),
                 proof_reference: shipment.proof_reference.clone(),
+                overridden_by: shipment.overridden_by.clone(),
+                override_reason: shipment.override_reason.clone(),
             }),
             shipment.delivered_at_ms,
         ),

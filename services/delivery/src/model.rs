@@ -135,6 +135,14 @@ pub struct StoredShipment {
     pub delivered_at_ms: Option<i64>,
     pub recipient_name: String,
     pub proof_reference: String,
+    /// The digest of the buyer's delivery code; empty when the order asked
+    /// for none.
+    pub code_digest: String,
+    /// Wrong codes given so far.
+    pub code_failures: u32,
+    /// An operator who confirmed the delivery without the code, and why.
+    pub overridden_by: String,
+    pub override_reason: String,
     pub failed_at_ms: Option<i64>,
     pub failure: Option<FailureKind>,
     pub failure_reason: String,
@@ -314,6 +322,11 @@ pub fn proof_reference(value: &str) -> Result<String, DeliveryError> {
     optional_text("proof_reference", value, MAX_REFERENCE_CHARS)
 }
 
+/// An operator's reason for confirming a delivery without the buyer's code.
+pub fn override_reason(value: &str) -> Result<String, DeliveryError> {
+    text("override_reason", value, MAX_REASON_CHARS)
+}
+
 pub fn failure_reason(value: &str) -> Result<String, DeliveryError> {
     text("reason", value, MAX_REASON_CHARS)
 }
@@ -346,6 +359,10 @@ pub fn sample_shipment(state: State) -> StoredShipment {
         delivered_at_ms: None,
         recipient_name: String::new(),
         proof_reference: String::new(),
+        code_digest: String::new(),
+        code_failures: 0,
+        overridden_by: String::new(),
+        override_reason: String::new(),
         failed_at_ms: None,
         failure: None,
         failure_reason: String::new(),

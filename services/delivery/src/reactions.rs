@@ -109,6 +109,13 @@ impl ShipmentReactions {
             return Ok(());
         }
         let pickups = checked_pickups(&confirmed.pickups)?;
+        let digest = &confirmed.delivery_code_digest;
+        let well_formed = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+        if !digest.is_empty() && !well_formed {
+            return Err(ReactionError::Malformed(
+                "delivery_code_digest: not a SHA-256 digest in hex".to_owned(),
+            ));
+        }
         let settings = self.dispatcher.settings();
         let mut shipment_ids = Vec::with_capacity(pickups.len());
         for (pickup, point) in pickups {
@@ -143,6 +150,7 @@ impl ShipmentReactions {
                     pool: &pool,
                     now_ms: now,
                     assign_by_ms: now + settings.deadline().as_millis() as i64,
+                    code_digest: digest,
                 })
                 .await?;
             if created {

@@ -101,6 +101,8 @@ pub enum Step<'a> {
         courier: &'a Id,
         recipient_name: &'a str,
         proof_reference: &'a str,
+        /// An operator's confirmation without the buyer's code: who, why.
+        overridden: Option<(&'a str, &'a str)>,
     },
     Fail {
         courier: &'a Id,
@@ -142,6 +144,8 @@ pub struct NewShipment<'a> {
     pub pool: &'a Region,
     pub now_ms: i64,
     pub assign_by_ms: i64,
+    /// The digest of the buyer's delivery code ('' for none).
+    pub code_digest: &'a str,
 }
 
 #[derive(Clone)]
@@ -490,6 +494,7 @@ impl DeliveryStore {
             .arg(shipment.pool.as_str())
             .arg(shipment.now_ms)
             .arg(shipment.assign_by_ms)
+            .arg(shipment.code_digest)
             .invoke_async(&mut redis)
             .await?;
         let order_key = self.order_shipments_key(shipment.order_id.as_str());
@@ -522,6 +527,13 @@ impl DeliveryStore {
         step: Step<'_>,
         now_ms: i64,
     ) -> Result<StepOutcome, StoreError> {
+        let (overridden_by, override_reason) = match step {
+            Step::Deliver {
+                overridden: Some((by, why)),
+                ..
+            } => (by, why),
+            _ => ("", ""),
+        };
         let (name, courier, first, second) = match step {
             Step::Assign {
                 courier,
@@ -540,6 +552,7 @@ impl DeliveryStore {
                 courier,
                 recipient_name,
                 proof_reference,
+                ..
             } => (
                 "deliver",
                 courier.as_str(),
@@ -558,6 +571,8 @@ impl DeliveryStore {
             .arg(self.retention.as_millis() as i64)
             .arg(first)
             .arg(second)
+            .arg(overridden_by)
+            .arg(override_reason)
             .invoke_async(&mut redis)
             .await?;
         let unexpected = || StoreError::UnexpectedReply(format!("{outcome}|{state}"));
@@ -569,6 +584,14 @@ impl DeliveryStore {
             "refused" => StepOutcome::Refused(State::parse(&state).ok_or_else(unexpected)?),
             _ => return Err(unexpected()),
         })
+    }
+
+    /// Counts a wrong delivery code given for the shipment; the count so far.
+    pub async fn count_code_failure(&self, shipment_id: &Id) -> Result<i64, StoreError> {
+        let mut redis = self.redis.clone();
+        Ok(redis
+            .hincr(self.shipment_key(shipment_id.as_str()), "code_failures", 1)
+            .await?)
     }
 
     /// Notes that the broker acknowledged the shipment's `event`.
@@ -763,6 +786,12 @@ fn parse_shipment(
         delivered_at_ms: time("delivered_at_ms")?,
         recipient_name: text("recipient_name")?,
         proof_reference: text("proof_reference")?,
+        code_digest: text("code_digest")?,
+        code_failures: time("code_failures")?
+            .unwrap_or(0)
+            .clamp(0, i64::from(u32::MAX)) as u32,
+        overridden_by: text("overridden_by")?,
+        override_reason: text("override_reason")?,
         failed_at_ms: time("failed_at_ms")?,
         failure: if failure_kind.is_empty() {
             None

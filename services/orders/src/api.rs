@@ -16,6 +16,7 @@ use harvest_proto::orders::v1::{
     PlaceOrderRequest, PricedLine, Transition, WatchOrderRequest,
 };
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -392,6 +393,7 @@ fn new_record(valid: &ValidOrder, order_id: &str) -> Result<StoredOrder, OrderEr
         }],
         failed_shipments: Vec::new(),
         charged_fen: 0,
+        delivery_code: harvest_domain::delivery_code::new_code(),
     };
     Ok(StoredOrder {
         order: Some(order),
@@ -425,6 +427,21 @@ fn own_buyer_id(caller: Option<&Identity>, buyer_id: &mut String) -> Result<(), 
     auth::act_as(caller, Role::Buyer, "buyer_id", buyer_id)
 }
 
+/// Whether `caller` may see an order's delivery code: its buyer only
+/// ([`may_see`] keeps other buyers out), and anyone while authentication
+/// is off.
+fn sees_code(caller: Option<&Identity>) -> bool {
+    caller.is_none_or(|caller| caller.role == Role::Buyer)
+}
+
+/// `order` as `caller` may see it.
+fn shown_to(caller: Option<&Identity>, mut order: Order) -> Order {
+    if !sees_code(caller) {
+        order.delivery_code.clear();
+    }
+    order
+}
+
 /// A buyer sees only their own orders.
 fn may_see(caller: Option<&Identity>, order: &Order) -> Result<(), NotYours> {
     auth::owned_by(
@@ -454,7 +471,7 @@ impl OrdersService for OrdersApi {
         let caller = caller(&request);
         let order = self.order(&request.into_inner().order_id).await?;
         may_see(caller.as_ref(), &order)?;
-        Ok(Response::new(order))
+        Ok(Response::new(shown_to(caller.as_ref(), order)))
     }
 
     async fn list_orders(
@@ -464,7 +481,13 @@ impl OrdersService for OrdersApi {
         let caller = caller(&request);
         let mut request = request.into_inner();
         own_buyer_id(caller.as_ref(), &mut request.buyer_id)?;
-        Ok(Response::new(self.list(request).await?))
+        let mut listed = self.list(request).await?;
+        listed.orders = listed
+            .orders
+            .into_iter()
+            .map(|order| shown_to(caller.as_ref(), order))
+            .collect();
+        Ok(Response::new(listed))
     }
 
     async fn cancel_order(
@@ -492,7 +515,15 @@ impl OrdersService for OrdersApi {
             may_see(caller.as_ref(), &self.order(&order_id).await?)?;
         }
         let stream = self.watch(&order_id).await?;
-        Ok(Response::new(Box::pin(stream)))
+        let show = sees_code(caller.as_ref());
+        Ok(Response::new(Box::pin(stream.map(move |update| {
+            update.map(|mut update| {
+                if !show && let Some(order) = update.order.as_mut() {
+                    order.delivery_code.clear();
+                }
+                update
+            })
+        }))))
     }
 }
 

@@ -816,6 +816,12 @@ fn outgoing_event(
                 lines: record.reserved_lines.clone(),
                 pickups: record.pickups.clone(),
                 total_fen: order.total_fen,
+                // An order placed before codes were made asks for none.
+                delivery_code_digest: if order.delivery_code.is_empty() {
+                    String::new()
+                } else {
+                    harvest_domain::delivery_code::digest_of(&order.order_id, &order.delivery_code)
+                },
             }),
         ),
         State::Cancelled => (

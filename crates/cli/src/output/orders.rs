@@ -5,7 +5,8 @@ use harvest_proto::orders::v1::{FailedShipment, Order, OrderUpdate, PricedLine, 
 use serde_json::{Value, json};
 
 use super::{
-    Align, Block, Table, address, json_address, json_time, money, money_if_known, section, time,
+    Align, Block, Table, address, json_address, json_time, money, money_if_known, present, section,
+    time,
 };
 use crate::enums::short_name;
 
@@ -56,6 +57,7 @@ pub fn order_json(order: &Order) -> Value {
     json!({
         "order_id": order.order_id,
         "buyer_id": order.buyer_id,
+        "delivery_code": order.delivery_code,
         "region": order.region,
         "state": short_name::<OrderState>(order.state),
         "lines": order.lines.iter().map(line_json).collect::<Vec<_>>(),
@@ -98,6 +100,7 @@ pub fn order_human(order: &Order) -> String {
         .field("State", short_name::<OrderState>(order.state))
         .maybe("Cancelled", cancellation(order))
         .field("Buyer", order.buyer_id.as_str())
+        .maybe("Delivery code", present(&order.delivery_code))
         .field("Region", order.region.as_str())
         .field("Total", total(order))
         .maybe(
@@ -350,6 +353,7 @@ mod tests {
             ],
             failed_shipments: Vec::new(),
             charged_fen: 0,
+            delivery_code: String::new(),
         }
     }
 

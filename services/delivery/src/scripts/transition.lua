@@ -11,6 +11,8 @@
 --   assign: distance in meters   expire, give_up, fail: reason
 --   release: the new assign-by (unix ms)   flag_overdue: overdue since (unix ms)
 --   deliver: recipient name, proof reference
+-- ARGV[7], ARGV[8] deliver: the operator who confirmed it without the
+--   buyer's code and why ('' for a courier's delivery with the code)
 --
 -- A release keeps the assignment it ends as 'release:<n>' = '<courier id>
 -- <assigned at> <distance> <released at>' (n counts from 1, 'releases' holds
@@ -133,7 +135,8 @@ if step == 'pick_up' then
 end
 if step == 'deliver' then
   if state == 'picked_up' then
-    return move('delivered', 'delivered_at_ms', now, 'recipient_name', ARGV[5], 'proof_reference', ARGV[6])
+    return move('delivered', 'delivered_at_ms', now, 'recipient_name', ARGV[5],
+      'proof_reference', ARGV[6], 'overridden_by', ARGV[7] or '', 'override_reason', ARGV[8] or '')
   end
   if state == 'delivered' then
     return reply('unchanged')

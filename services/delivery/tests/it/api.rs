@@ -15,7 +15,9 @@ use harvest_proto::events::v1::ShipmentFailureReason;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::helpers::{HANGZHOU, TestDelivery, WAIT, count_by_kind, courier_request, offset};
+use crate::helpers::{
+    DELIVERY_CODE, HANGZHOU, TestDelivery, WAIT, count_by_kind, courier_request, offset,
+};
 
 fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, mentions: &str) {
     let status = result.expect_err("the request must fail");
@@ -40,6 +42,8 @@ fn deliver(courier: &str, shipment: &str, recipient: &str) -> ConfirmDeliveryReq
         shipment_id: shipment.to_owned(),
         recipient_name: recipient.to_owned(),
         proof_reference: "photo-0001".to_owned(),
+        delivery_code: DELIVERY_CODE.to_owned(),
+        override_reason: String::new(),
     }
 }
 
@@ -176,6 +180,75 @@ async fn only_the_assigned_courier_picks_up_and_delivers() {
             "ShipmentPickedUp",
             "ShipmentDelivered",
         ]
+    );
+}
+
+/// A delivery is proven by the buyer's code: without it the request is
+/// refused, a wrong one is counted and refused, five wrong ones lock the
+/// shipment against codes, the right one then no longer helps; before
+/// that, the right one delivers.
+#[tokio::test]
+async fn a_delivery_needs_the_buyers_code_and_wrong_ones_run_out() {
+    let (delivery, _order, shipment_id) = one_assigned_shipment().await;
+    let mut client = delivery.client.clone();
+    client
+        .confirm_pickup(pick_up("mine", &shipment_id))
+        .await
+        .expect("picked up");
+    let with_code = |code: &str| ConfirmDeliveryRequest {
+        delivery_code: code.to_owned(),
+        ..deliver("mine", &shipment_id, "Li Na")
+    };
+
+    assert_status(
+        client.confirm_delivery(with_code("")).await,
+        Code::InvalidArgument,
+        "delivery_code",
+    );
+    assert_status(
+        client.confirm_delivery(with_code("111111")).await,
+        Code::PermissionDenied,
+        "4 tries left",
+    );
+    assert_eq!(
+        shipment(&delivery, &shipment_id).await.state(),
+        ShipmentState::PickedUp,
+        "a wrong code changes nothing"
+    );
+    let delivered = client
+        .confirm_delivery(with_code(DELIVERY_CODE))
+        .await
+        .expect("the buyer's code delivers")
+        .into_inner();
+    assert_eq!(delivered.state(), ShipmentState::Delivered);
+
+    // Another order, whose courier keeps guessing.
+    let order = delivery.confirm_at("honey", HANGZHOU, false).await;
+    let assigned = delivery.assigned(&order).await;
+    let courier = assigned.courier_id.clone();
+    client
+        .confirm_pickup(pick_up(&courier, &assigned.shipment_id))
+        .await
+        .expect("picked up");
+    let guess = |code: &str| ConfirmDeliveryRequest {
+        delivery_code: code.to_owned(),
+        ..deliver(&courier, &assigned.shipment_id, "Li Na")
+    };
+    for tries_left in (0..5).rev() {
+        assert_status(
+            client.confirm_delivery(guess("000000")).await,
+            Code::PermissionDenied,
+            &format!("{tries_left} tries left"),
+        );
+    }
+    assert_status(
+        client.confirm_delivery(guess(DELIVERY_CODE)).await,
+        Code::FailedPrecondition,
+        "an operator must confirm",
+    );
+    assert_eq!(
+        shipment(&delivery, &assigned.shipment_id).await.state(),
+        ShipmentState::PickedUp
     );
 }
 

@@ -290,6 +290,8 @@ async fn a_shipment_on_the_road_too_long_is_flagged_overdue_once_then_fails() {
             shipment_id: shipment_id.clone(),
             recipient_name: "Li Na".to_owned(),
             proof_reference: String::new(),
+            delivery_code: crate::helpers::DELIVERY_CODE.to_owned(),
+            override_reason: String::new(),
         })
         .await
         .expect_err("too late");

@@ -390,6 +390,9 @@ pub fn pickup(point: &str, province: &str, at: (f64, f64), cold_chain: bool) -> 
     }
 }
 
+/// The buyer's delivery code of every order these tests confirm.
+pub const DELIVERY_CODE: &str = "424242";
+
 pub fn order_confirmed(order_id: &Id, region: &Region, pickups: Vec<Pickup>) -> Envelope {
     new_envelope(
         &deterministic_id("evt", &[order_id.as_str(), "orders", "confirmed"]),
@@ -412,6 +415,10 @@ pub fn order_confirmed(order_id: &Id, region: &Region, pickups: Vec<Pickup>) -> 
             lines: Vec::new(),
             pickups,
             total_fen: 6_800,
+            delivery_code_digest: harvest_domain::delivery_code::digest_of(
+                order_id.as_str(),
+                DELIVERY_CODE,
+            ),
         }),
     )
 }

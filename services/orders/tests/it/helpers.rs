@@ -381,6 +381,7 @@ pub fn delivered(shipment: &str) -> Payload {
         courier_id: "courier-1".to_owned(),
         recipient_name: "Zhang Wei".to_owned(),
         proof_reference: String::new(),
+        ..ShipmentDelivered::default()
     })
 }
 
