@@ -15,6 +15,8 @@
 //! reflection need no token.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -26,6 +28,8 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http::{HeaderMap, Request, Response};
 use tower::{Layer, Service};
+
+use crate::limits::Limiter;
 
 /// What a caller is to Harvest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -234,6 +238,8 @@ pub struct Access {
     /// `None`: authentication is off (`auth.mode = "off"`).
     verifier: Option<Arc<Verifier>>,
     rules: &'static [Rule],
+    /// Per-caller limits, with authentication on.
+    limiter: Option<Arc<Limiter>>,
 }
 
 impl Access {
@@ -241,7 +247,17 @@ impl Access {
         Access {
             verifier: Some(verifier),
             rules,
+            limiter: None,
         }
+    }
+
+    /// Limits each buyer's and courier's calls and open streams.
+    pub fn with_limits(mut self, limits: crate::limits::CallerLimits) -> Access {
+        self.limiter = Some(Arc::new(Limiter::new(
+            limits,
+            crate::limits::streaming_methods(),
+        )));
+        self
     }
 
     /// Every call allowed, with no identity: for a network where every
@@ -250,7 +266,13 @@ impl Access {
         Access {
             verifier: None,
             rules,
+            limiter: None,
         }
+    }
+
+    /// The rules of the service's methods.
+    pub fn rules(&self) -> &'static [Rule] {
+        self.rules
     }
 
     /// The identity a call to `path` acts as, or the status it is refused
@@ -365,6 +387,15 @@ pub struct AuthConfig {
     pub issuer: String,
     /// The tokens' `aud`.
     pub audience: String,
+    /// Requests a second each buyer and each courier may make on average
+    /// (0: no limit); over it, `RESOURCE_EXHAUSTED`. Sellers, partners and
+    /// operators are not limited.
+    pub requests_per_second: u32,
+    /// Requests a buyer or courier may make at once above that rate.
+    pub request_burst: u32,
+    /// Streams (`WatchOrder`, `StreamAssignments`) each buyer and each
+    /// courier may hold open at once (0: no limit).
+    pub streams_per_caller: u32,
 }
 
 impl Default for AuthConfig {
@@ -374,6 +405,9 @@ impl Default for AuthConfig {
             jwks_file: None,
             issuer: String::new(),
             audience: "harvest".to_owned(),
+            requests_per_second: 20,
+            request_burst: 100,
+            streams_per_caller: 8,
         }
     }
 }
@@ -404,7 +438,12 @@ impl AuthConfig {
             .map_err(|error| format!("reading auth.jwks_file {}: {error}", file.display()))?;
         let verifier = Verifier::from_jwks(&document, &self.issuer, &self.audience)
             .map_err(|error| format!("auth.jwks_file {}: {error}", file.display()))?;
-        Ok(Access::new(Arc::new(verifier), rules))
+        let limits = crate::limits::CallerLimits {
+            requests_per_second: self.requests_per_second,
+            request_burst: self.request_burst,
+            streams_per_caller: self.streams_per_caller,
+        };
+        Ok(Access::new(Arc::new(verifier), rules).with_limits(limits))
     }
 }
 
@@ -501,24 +540,49 @@ pub struct Checked<S> {
 impl<S> Service<Request<Body>> for Checked<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Either<Ready<Result<Response<Body>, Infallible>>, S::Future>;
+    type Future = Either<
+        Either<Ready<Result<Response<Body>, Infallible>>, S::Future>,
+        Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        match self.access.check(request.uri().path(), request.headers()) {
-            Ok(found) => {
-                if let Some(identity) = found {
-                    request.extensions_mut().insert(identity);
-                }
-                Either::Right(self.inner.call(request))
+        let refused = |status: Status| Either::Left(Either::Left(ready(Ok(status.into_http()))));
+        let path = request.uri().path().to_owned();
+        let identity = match self.access.check(&path, request.headers()) {
+            Ok(found) => found,
+            Err(status) => return refused(status),
+        };
+        let admitted = match (&self.access.limiter, &identity) {
+            (Some(limiter), Some(identity)) => limiter.admit(identity, &path),
+            _ => Ok(None),
+        };
+        if let Some(identity) = identity {
+            request.extensions_mut().insert(identity);
+        }
+        match admitted {
+            Err(status) => refused(status),
+            Ok(None) => Either::Left(Either::Right(self.inner.call(request))),
+            // A stream keeps its place for as long as its body lives.
+            Ok(Some(place)) => {
+                let response = self.inner.call(request);
+                Either::Right(Box::pin(async move {
+                    let response = response.await?;
+                    Ok(response.map(|body| {
+                        Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                            let _held = &place;
+                            frame
+                        }))
+                    }))
+                }))
             }
-            Err(status) => Either::Left(ready(Ok(status.into_http()))),
         }
     }
 }

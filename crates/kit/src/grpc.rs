@@ -19,9 +19,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// the server does not serve) and `code`.
 pub const REQUEST_SECONDS: &str = "harvest_grpc_request_seconds";
 
-/// `grpc-status` of a call to a method the server does not have.
-const UNIMPLEMENTED: &str = "12";
-
 /// How a gRPC port serves, whatever the API.
 pub struct Serving {
     /// A request message larger than this is refused with
@@ -85,7 +82,9 @@ where
     }
     builder
         .trace_fn(request_span)
-        .layer(RequestMetricsLayer)
+        .layer(RequestMetricsLayer {
+            rules: serving.access.rules(),
+        })
         .layer(RequestLimitLayer(serving.limit))
         .layer(crate::auth::AccessLayer(serving.access))
         .add_service(health)
@@ -134,21 +133,47 @@ impl Extractor for MetadataExtractor<'_> {
     }
 }
 
-/// Records [`REQUEST_SECONDS`] for every request.
+/// The methods every server has beside its API: health and reflection.
+const SERVER_METHODS: &[&str] = &[
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Records [`REQUEST_SECONDS`] for every request, labelled by method for
+/// the service's own methods (those `rules` name) and the server's, and
+/// `unknown` for any other path: a caller cannot make up labels.
 #[derive(Clone, Copy, Debug)]
-pub struct RequestMetricsLayer;
+pub struct RequestMetricsLayer {
+    pub rules: &'static [crate::auth::Rule],
+}
 
 impl<S> Layer<S> for RequestMetricsLayer {
     type Service = RequestMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestMetrics { inner }
+        RequestMetrics {
+            inner,
+            rules: self.rules,
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct RequestMetrics<S> {
     inner: S,
+    rules: &'static [crate::auth::Rule],
+}
+
+/// The `method` label of a call to `path`.
+fn method_label(path: &str, rules: &[crate::auth::Rule]) -> &'static str {
+    rules
+        .iter()
+        .map(|rule| rule.method)
+        .chain(SERVER_METHODS.iter().copied())
+        .find(|known| *known == path)
+        .unwrap_or("unknown")
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -167,7 +192,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+        let method = method_label(request.uri().path(), self.rules);
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -182,13 +207,6 @@ where
                     .unwrap_or("0")
                     .to_owned(),
                 Err(_) => "transport".to_owned(),
-            };
-            // Anyone can send any path: a method the server does not have is
-            // counted under one label, not one label per made-up name.
-            let method = if code == UNIMPLEMENTED {
-                "unknown".to_owned()
-            } else {
-                method
             };
             metrics::histogram!(REQUEST_SECONDS, "method" => method, "code" => code)
                 .record(started.elapsed().as_secs_f64());
@@ -348,6 +366,31 @@ impl MessageFraming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_known_methods_become_labels() {
+        const RULES: &[crate::auth::Rule] = &[crate::auth::Rule {
+            method: "/harvest.orders.v1.OrdersService/GetOrder",
+            roles: &crate::auth::Role::ALL,
+        }];
+        for (path, label) in [
+            (
+                "/harvest.orders.v1.OrdersService/GetOrder",
+                "/harvest.orders.v1.OrdersService/GetOrder",
+            ),
+            (
+                "/grpc.health.v1.Health/Check",
+                "/grpc.health.v1.Health/Check",
+            ),
+            // Refused by the access check rather than unimplemented, and
+            // still no label of its own.
+            ("/harvest.orders.v1.OrdersService/MadeUp1", "unknown"),
+            ("/grpc.health.v1.Health/MadeUp2", "unknown"),
+            ("/anything/else", "unknown"),
+        ] {
+            assert_eq!(method_label(path, RULES), label, "{path}");
+        }
+    }
 
     fn message(length: usize) -> Vec<u8> {
         let mut framed = vec![0];

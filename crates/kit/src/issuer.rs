@@ -113,6 +113,7 @@ impl Issuer {
             jwks_file: Some(self.jwks_file.clone()),
             issuer: self.name.clone(),
             audience: AUDIENCE.to_owned(),
+            ..AuthConfig::default()
         }
     }
 

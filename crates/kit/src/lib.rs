@@ -28,6 +28,7 @@ pub mod config;
 pub mod grpc;
 pub mod issuer;
 pub mod json_log;
+pub mod limits;
 pub mod readiness;
 pub mod service;
 pub mod shutdown;

@@ -352,6 +352,7 @@ where
                         | tonic::Code::DeadlineExceeded
                         | tonic::Code::Cancelled
                         | tonic::Code::Aborted
+                        | tonic::Code::ResourceExhausted
                 ) =>
             {
                 tokio::select! {

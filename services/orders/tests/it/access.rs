@@ -11,15 +11,25 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
     bearer(message, Some(token))
 }
 
+/// An orders world with authentication on, trusting a new issuer kept in
+/// a directory of its own, its settings adjusted by `adjust`.
+async fn with_issuer(
+    adjust: impl FnOnce(&mut harvest_kit::auth::AuthConfig),
+) -> (World, Issuer, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(harvest_testkit::unique_name());
+    let issuer = Issuer::in_dir(&dir, "https://id.harvest.test").expect("an issuer");
+    let mut auth = issuer.config();
+    adjust(&mut auth);
+    let world = World::with(move |config| config.auth = auth).await;
+    (world, issuer, dir)
+}
+
 /// With `auth.mode = "jwt"`, a call needs a token of the configured issuer,
 /// unexpired, whose role the method's rule names; a buyer acts as the
 /// token's subject and sees only their own orders.
 #[tokio::test]
 async fn with_authentication_on_each_call_needs_a_valid_token_of_an_allowed_role() {
-    let dir = std::env::temp_dir().join(harvest_testkit::unique_name());
-    let issuer = Issuer::in_dir(&dir, "https://id.harvest.test").expect("an issuer");
-    let auth = issuer.config();
-    let world = World::with(move |config| config.auth = auth).await;
+    let (world, issuer, dir) = with_issuer(|_| {}).await;
     let orders = world.start().await;
     let mut client = orders.client.clone();
 
@@ -152,5 +162,94 @@ async fn with_authentication_on_each_call_needs_a_valid_token_of_an_allowed_role
         .err()
         .map(|status| status.code());
     assert_eq!(watching, Some(Code::PermissionDenied));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A buyer calling faster than `auth.requests_per_second` allows, or
+/// holding more watches open than `auth.streams_per_caller`, is answered
+/// `RESOURCE_EXHAUSTED`; other buyers and operators go on, and a closed
+/// watch frees its place.
+#[tokio::test]
+async fn a_buyer_over_the_limits_is_slowed_and_others_are_not() {
+    let (world, issuer, dir) = with_issuer(|auth| {
+        auth.requests_per_second = 1;
+        auth.request_burst = 4;
+        auth.streams_per_caller = 1;
+    })
+    .await;
+    let orders = world.start().await;
+    let mut client = orders.client.clone();
+    let buyer = issuer.token(Role::Buyer, "buyer-hangzhou-1");
+    let placed = client
+        .place_order(with_token(
+            place_request("limits", &[("prd_apples", 1)]),
+            &buyer,
+        ))
+        .await
+        .expect("placed")
+        .into_inner();
+    let get = || GetOrderRequest {
+        order_id: placed.order_id.clone(),
+    };
+
+    let watching = client
+        .watch_order(with_token(
+            harvest_proto::orders::v1::WatchOrderRequest {
+                order_id: placed.order_id.clone(),
+            },
+            &buyer,
+        ))
+        .await
+        .expect("one watch");
+    let second = client
+        .watch_order(with_token(
+            harvest_proto::orders::v1::WatchOrderRequest {
+                order_id: placed.order_id.clone(),
+            },
+            &buyer,
+        ))
+        .await
+        .expect_err("a second watch");
+    assert_eq!(second.code(), Code::ResourceExhausted, "{second:?}");
+    drop(watching);
+
+    // The burst spent, reads are refused: well before fifty of them, at a
+    // refill of one a second.
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    let slowed = loop {
+        match client.get_order(with_token(get(), &buyer)).await {
+            Ok(_) => answered += 1,
+            Err(status) => break status,
+        }
+        assert!(answered < 50, "never slowed");
+    };
+    assert_eq!(slowed.code(), Code::ResourceExhausted, "{slowed:?}");
+    assert!(slowed.message().contains("buyer-hangzhou-1"), "{slowed:?}");
+    let allowed = 4 + started.elapsed().as_secs() + 1;
+    assert!(
+        answered <= allowed,
+        "{answered} reads answered, at most {allowed} allowed"
+    );
+
+    let operator = issuer.token(Role::Operator, "ops-1");
+    for _ in 0..10 {
+        client
+            .get_order(with_token(get(), &operator))
+            .await
+            .expect("operators are not limited");
+    }
+    // A second later the buyer may call again, and watch again: the
+    // closed watch gave its place back.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    client
+        .watch_order(with_token(
+            harvest_proto::orders::v1::WatchOrderRequest {
+                order_id: placed.order_id.clone(),
+            },
+            &buyer,
+        ))
+        .await
+        .expect("a watch again");
     let _ = std::fs::remove_dir_all(&dir);
 }
