@@ -82,6 +82,11 @@ struct Cli {
     /// directories in the state directory instead of a temporary folder.
     #[arg(long)]
     durable: bool,
+    /// Run the services with authentication off. By default it is on, as
+    /// in the local stack: every call carries a token the client signs and
+    /// the service verifies.
+    #[arg(long)]
+    no_auth: bool,
     /// With --durable: when Redis writes its append-only file to disk
     /// (`always`: before it answers each write; `everysec`: once a second).
     #[arg(long, default_value = "always", value_parser = ["always", "everysec"])]
@@ -176,6 +181,7 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
     let _ = std::fs::remove_dir_all(&cli.state_dir);
     let mut options = StackOptions::new(&cli.state_dir);
     options.durable = cli.durable;
+    options.auth = !cli.no_auth;
     options.redis_fsync = match cli.redis_fsync.as_str() {
         "everysec" => harvest_stack::Fsync::EverySec,
         _ => harvest_stack::Fsync::Always,
@@ -484,6 +490,7 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
             "partitions_per_regional_stream": cli.partitions,
             "broker": "apache-kafka",
             "redis_persistence": if cli.durable { format!("aof, appendfsync {}", cli.redis_fsync) } else { "none".to_owned() },
+            "authentication": if cli.no_auth { "off" } else { "jwt" },
             "rung_secs": cli.rung_secs,
             "warmup_secs": cli.warmup_secs,
             "thresholds": {"place_p99_ms": PLACE_P99 * 1000.0, "confirm_p99_ms": CONFIRM_P99 * 1000.0, "max_error_ratio": MAX_ERROR_RATIO},
