@@ -146,6 +146,12 @@ pub fn describe(error: &CliError) -> String {
     if let Some(innermost) = innermost {
         text.push_str(&format!("\n  cause: {innermost}"));
     }
+    if matches!(error, CliError::Rpc { status, .. } if status.code() == Code::Unauthenticated) {
+        text.push_str(
+            "\n  hint: give a token with --token (or HARVEST_TOKEN), or run harvest where \
+             `make run` keeps its key (target/harvest/auth), or point --issuer-dir at it",
+        );
+    }
     text
 }
 
@@ -164,6 +170,22 @@ impl<T> RpcResultExt<T> for Result<tonic::Response<T>, tonic::Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unauthenticated_call_says_how_to_get_a_token() {
+        let error = CliError::Rpc {
+            service: Service::Orders,
+            status: tonic::Status::unauthenticated("no bearer token"),
+        };
+        let text = describe(&error);
+        assert!(text.contains("UNAUTHENTICATED"), "{text}");
+        assert!(text.contains("--token"), "{text}");
+        let other = describe(&CliError::Rpc {
+            service: Service::Orders,
+            status: tonic::Status::not_found("no such order"),
+        });
+        assert!(!other.contains("hint"), "{other}");
+    }
 
     #[test]
     fn invalid_argument_is_a_usage_error() {
