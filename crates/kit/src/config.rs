@@ -179,6 +179,14 @@ pub struct RedisConfig {
     /// Keep it longer than the event streams' retention, so that a replayed
     /// event still finds what it would change.
     pub retention_secs: u64,
+    /// With a `rediss://` URL (TLS): CA certificates (PEM) to trust instead
+    /// of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for a server that asks for one
+    /// (`tls-auth-clients yes`), with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -188,6 +196,9 @@ impl Default for RedisConfig {
             cluster: false,
             key_prefix: String::new(),
             retention_secs: 30 * 24 * 3600,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -215,6 +226,13 @@ impl RedisConfig {
             return Err(
                 "redis.url lists several nodes, which only redis.cluster allows".to_owned(),
             );
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err("redis.tls_cert_file and redis.tls_key_file go together".to_owned());
+        }
+        let tls_files = self.tls_ca_file.is_some() || self.tls_cert_file.is_some();
+        if tls_files && seeds.iter().any(|seed| !seed.starts_with("rediss://")) {
+            return Err("redis TLS files need a rediss:// URL".to_owned());
         }
         Ok(())
     }

@@ -21,13 +21,64 @@ use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::io::tcp::TcpSettings;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{
+    ClientTlsConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, TlsCertificates,
+    Value,
+};
 
 use crate::RedisConfig;
 
 #[derive(Debug, thiserror::Error)]
-#[error("could not connect to Redis")]
-pub struct ConnectError(#[from] redis::RedisError);
+pub enum ConnectError {
+    #[error("could not connect to Redis")]
+    Redis(#[from] redis::RedisError),
+    #[error("could not read {setting} {}", path.display())]
+    TlsFile {
+        setting: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The certificates of `config`'s TLS settings; `None` when it has none
+/// (a `rediss://` URL then trusts the system's roots).
+fn tls_certificates(config: &RedisConfig) -> Result<Option<TlsCertificates>, ConnectError> {
+    let read = |setting: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ConnectError::TlsFile {
+            setting,
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let root_cert = match &config.tls_ca_file {
+        Some(path) => Some(read("redis.tls_ca_file", path)?),
+        None => None,
+    };
+    let client_tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(ClientTlsConfig {
+            client_cert: read("redis.tls_cert_file", cert)?,
+            client_key: read("redis.tls_key_file", key)?,
+        }),
+        _ => None,
+    };
+    Ok(
+        (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }),
+    )
+}
+
+/// A client of one node: the server, or a cluster's first seed node (for
+/// pub/sub), with the TLS settings of `config`.
+pub fn client(config: &RedisConfig, url: &str) -> Result<redis::Client, ConnectError> {
+    let info = url.into_connection_info()?.set_tcp_settings(tcp_settings());
+    Ok(match tls_certificates(config)? {
+        Some(certs) => redis::Client::build_with_tls(info, certs)?,
+        None => redis::Client::open(info)?,
+    })
+}
 
 /// Counter: requests sent to Redis and awaited, a command or a pipeline
 /// each (in a cluster, a pipeline split by slot counts one per slot).
@@ -179,13 +230,7 @@ fn tcp_settings() -> TcpSettings {
 }
 
 async fn connect_single(config: &RedisConfig) -> Result<ConnectionManager, ConnectError> {
-    let info = config
-        .url
-        .expose()
-        .as_str()
-        .into_connection_info()?
-        .set_tcp_settings(tcp_settings());
-    let client = redis::Client::open(info)?;
+    let client = client(config, config.url.expose())?;
     let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(TIMEOUT))
         .set_response_timeout(Some(TIMEOUT))
@@ -194,7 +239,11 @@ async fn connect_single(config: &RedisConfig) -> Result<ConnectionManager, Conne
 }
 
 async fn connect_cluster(config: &RedisConfig) -> Result<ClusterConnection, ConnectError> {
-    let client = ClusterClientBuilder::new(config.seeds())
+    let mut builder = ClusterClientBuilder::new(config.seeds());
+    if let Some(certs) = tls_certificates(config)? {
+        builder = builder.certs(certs);
+    }
+    let client = builder
         .tcp_settings(tcp_settings())
         .connection_timeout(TIMEOUT)
         .response_timeout(TIMEOUT)

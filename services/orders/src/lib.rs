@@ -51,8 +51,8 @@ pub enum BuildError {
     Config(String),
     #[error(transparent)]
     Foundation(#[from] FoundationError),
-    #[error("invalid redis url")]
-    RedisUrl(#[source] redis::RedisError),
+    #[error("the pub/sub connection to Redis")]
+    RedisPubSub(#[source] harvest_kit::store::ConnectError),
 }
 
 /// An orders service ready to serve.
@@ -83,8 +83,8 @@ impl App {
             Stream::Orders,
         )
         .await?;
-        let pubsub =
-            redis::Client::open(config.redis.pubsub_url()).map_err(BuildError::RedisUrl)?;
+        let pubsub = harvest_kit::store::client(&config.redis, config.redis.pubsub_url())
+            .map_err(BuildError::RedisPubSub)?;
         let store = OrderStore::new(redis, &config.redis.key_prefix, config.redis.retention());
         let saga = Saga::new(store, publisher.clone(), config.orders.clone());
         Ok(App {

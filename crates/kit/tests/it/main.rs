@@ -1,3 +1,4 @@
 //! The kit against real Redis: one server and a Redis Cluster.
 
 mod store;
+mod tls;
