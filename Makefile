@@ -40,7 +40,7 @@ CLUSTER_TESTS := -p harvest-catalog -p harvest-orders -p harvest-payments -p har
 	-E 'kind(test) - test(/with_the_broker_down/)'
 
 .DEFAULT_GOAL := help
-.PHONY: help deps browser-deps build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas deploy-deps deploy-check
+.PHONY: help build-deps deps browser-deps build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas deploy-deps deploy-check
 
 # The contract checkers: buf and the AsyncAPI parser from npm (pinned in
 # contracts/package-lock.json), promtool from Debian's prometheus package.
@@ -57,7 +57,13 @@ help: ## List the commands
 	@echo
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-deps: ## Install what is missing: Apache Kafka and Zipkin (Maven Central; need Java 17+), redis-server and redis-cli, Prometheus, cargo-nextest
+build-deps: ## Install what building needs beyond Rust: OpenSSL's headers and pkg-config (apt-get), for Kafka over TLS and SCRAM
+	@if ! pkg-config --exists openssl 2>/dev/null; then \
+		echo "installing OpenSSL's headers and pkg-config (apt-get)…"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends libssl-dev pkg-config; \
+	fi
+
+deps: build-deps ## Install what is missing: Apache Kafka and Zipkin (Maven Central; need Java 17+), redis-server and redis-cli, Prometheus, cargo-nextest
 	@java_version=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	if [ -z "$$java_version" ] || [ "$$java_version" -lt 17 ]; then \
 		echo "Apache Kafka needs Java 17 or newer on PATH (found: $${java_version:-none})" >&2; exit 1; \
@@ -111,7 +117,7 @@ browser-deps: ## Install what the browser test needs: Chromium (apt-get) and pla
 		cp $(BROWSER_TEST)/package-lock.json $(BROWSER_TEST)/node_modules/.installed-lock; \
 	fi
 
-build: ## Build every crate and binary
+build: build-deps ## Build every crate and binary
 	$(CARGO) build --locked --workspace --bins
 
 test: deps browser-deps ## Run every test (each starts its own Redis; a run shares one Kafka broker; one opens a trace in Chromium), then the services' on a Redis Cluster
@@ -120,7 +126,7 @@ test: deps browser-deps ## Run every test (each starts its own Redis; a run shar
 	$(CARGO) nextest run --locked --workspace --profile ci
 	HARVEST_TEST_REDIS=cluster $(CARGO) nextest run --locked --profile ci $(CLUSTER_TESTS)
 
-lint: ## Check formatting and run clippy with warnings as errors
+lint: build-deps ## Check formatting and run clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 

@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
@@ -38,10 +37,8 @@ pub async fn ensure_topics(
         brokers: config.brokers.clone(),
         source,
     };
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
-        .create()
-        .map_err(connect_error)?;
+    let admin: AdminClient<DefaultClientContext> =
+        config.client_config().create().map_err(connect_error)?;
 
     let existing = topic_names(&admin).map_err(connect_error)?;
     let missing: Vec<&TopicSpec> = topics

@@ -1,8 +1,11 @@
 //! Kafka settings shared by every service.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
+use harvest_domain::Secret;
+use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 /// How a service reaches and uses the broker.
@@ -51,6 +54,22 @@ pub struct BusConfig {
     /// Create missing topics at start-up. Turn off where topics are managed
     /// by the platform.
     pub ensure_topics: bool,
+    /// How every client reaches the brokers: `plaintext`, `ssl` (TLS),
+    /// `sasl_ssl` (TLS and a SCRAM user) or `sasl_plaintext`.
+    pub security_protocol: String,
+    /// With `sasl_*`: `SCRAM-SHA-512` or `SCRAM-SHA-256`.
+    pub sasl_mechanism: String,
+    /// With `sasl_*`: the service's Kafka user, and its password.
+    pub sasl_username: String,
+    pub sasl_password: Secret<String>,
+    /// With `ssl` and `sasl_ssl`: CA certificates (PEM) to trust instead of
+    /// the system's.
+    pub ssl_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), with `ssl_key_file`, for brokers that ask
+    /// for one.
+    pub ssl_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `ssl_cert_file`.
+    pub ssl_key_file: Option<PathBuf>,
 }
 
 impl Default for BusConfig {
@@ -71,11 +90,44 @@ impl Default for BusConfig {
             fetch_wait_max_ms: 20,
             fetch_min_bytes: 8_192,
             ensure_topics: true,
+            security_protocol: "plaintext".to_owned(),
+            sasl_mechanism: "SCRAM-SHA-512".to_owned(),
+            sasl_username: String::new(),
+            sasl_password: Secret::default(),
+            ssl_ca_file: None,
+            ssl_cert_file: None,
+            ssl_key_file: None,
         }
     }
 }
 
 impl BusConfig {
+    /// A Kafka client's settings: the brokers, and how to reach them
+    /// (`security_protocol` and what goes with it). Every Harvest client of
+    /// the bus starts from these.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("security.protocol", &self.security_protocol);
+        if self.security_protocol.starts_with("sasl_") {
+            config
+                .set("sasl.mechanism", &self.sasl_mechanism)
+                .set("sasl.username", &self.sasl_username)
+                .set("sasl.password", self.sasl_password.expose());
+        }
+        let path = |file: &PathBuf| file.display().to_string();
+        if let Some(ca) = &self.ssl_ca_file {
+            config.set("ssl.ca.location", path(ca));
+        }
+        if let (Some(cert), Some(key)) = (&self.ssl_cert_file, &self.ssl_key_file) {
+            config
+                .set("ssl.certificate.location", path(cert))
+                .set("ssl.key.location", path(key));
+        }
+        config
+    }
+
     pub fn publish_timeout(&self) -> Duration {
         Duration::from_millis(self.publish_timeout_ms)
     }
@@ -116,6 +168,38 @@ impl BusConfig {
         if self.max_batch < 1 {
             return Err("bus.max_batch must be at least 1".to_owned());
         }
+        let protocol = self.security_protocol.as_str();
+        if !matches!(
+            protocol,
+            "plaintext" | "ssl" | "sasl_ssl" | "sasl_plaintext"
+        ) {
+            return Err(format!(
+                "bus.security_protocol must be plaintext, ssl, sasl_ssl or sasl_plaintext, got {protocol:?}"
+            ));
+        }
+        if protocol.starts_with("sasl_") {
+            if !matches!(
+                self.sasl_mechanism.as_str(),
+                "SCRAM-SHA-512" | "SCRAM-SHA-256"
+            ) {
+                return Err(format!(
+                    "bus.sasl_mechanism must be SCRAM-SHA-512 or SCRAM-SHA-256, got {:?}",
+                    self.sasl_mechanism
+                ));
+            }
+            if self.sasl_username.trim().is_empty() || self.sasl_password.expose().is_empty() {
+                return Err(format!(
+                    "bus.security_protocol = {protocol:?} needs bus.sasl_username and bus.sasl_password"
+                ));
+            }
+        }
+        if self.ssl_cert_file.is_some() != self.ssl_key_file.is_some() {
+            return Err("bus.ssl_cert_file and bus.ssl_key_file go together".to_owned());
+        }
+        let tls_files = self.ssl_ca_file.is_some() || self.ssl_cert_file.is_some();
+        if tls_files && !matches!(protocol, "ssl" | "sasl_ssl") {
+            return Err("bus.ssl_* files need bus.security_protocol ssl or sasl_ssl".to_owned());
+        }
         let valid_prefix = self
             .topic_prefix
             .bytes()
@@ -132,6 +216,79 @@ impl BusConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_settings_are_checked_and_reach_the_client() {
+        let scram = BusConfig {
+            security_protocol: "sasl_ssl".to_owned(),
+            sasl_username: "orders".to_owned(),
+            sasl_password: Secret::new("s3cret".to_owned()),
+            ssl_ca_file: Some(PathBuf::from("/etc/harvest/kafka-ca.pem")),
+            ..BusConfig::default()
+        };
+        assert_eq!(scram.validate(), Ok(()));
+        let client = scram.client_config();
+        for (key, value) in [
+            ("security.protocol", "sasl_ssl"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "orders"),
+            ("sasl.password", "s3cret"),
+            ("ssl.ca.location", "/etc/harvest/kafka-ca.pem"),
+        ] {
+            assert_eq!(client.get(key), Some(value), "{key}");
+        }
+        // The client library is built with TLS and SCRAM: it takes these
+        // settings (one built without refuses them when the client is made).
+        let mut tls = scram.clone();
+        tls.ssl_ca_file = None;
+        let made: Result<rdkafka::producer::BaseProducer, _> = tls.client_config().create();
+        assert!(made.is_ok(), "{:?}", made.err());
+        assert!(
+            !format!("{scram:?}").contains("s3cret"),
+            "the password shows"
+        );
+
+        for (broken, problem) in [
+            (
+                BusConfig {
+                    security_protocol: "tls".to_owned(),
+                    ..BusConfig::default()
+                },
+                "bus.security_protocol",
+            ),
+            (
+                BusConfig {
+                    sasl_password: Secret::default(),
+                    ..scram.clone()
+                },
+                "bus.sasl_password",
+            ),
+            (
+                BusConfig {
+                    sasl_mechanism: "PLAIN".to_owned(),
+                    ..scram.clone()
+                },
+                "bus.sasl_mechanism",
+            ),
+            (
+                BusConfig {
+                    ssl_cert_file: Some(PathBuf::from("client.pem")),
+                    ..scram.clone()
+                },
+                "bus.ssl_key_file",
+            ),
+            (
+                BusConfig {
+                    ssl_ca_file: Some(PathBuf::from("ca.pem")),
+                    ..BusConfig::default()
+                },
+                "bus.security_protocol ssl or sasl_ssl",
+            ),
+        ] {
+            let refused = broken.validate().expect_err(problem);
+            assert!(refused.contains(problem), "{refused}");
+        }
+    }
 
     #[test]
     fn batches_and_fetches_of_nothing_are_refused_with_the_setting_named() {

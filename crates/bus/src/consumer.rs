@@ -39,7 +39,7 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::statistics::Statistics;
-use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinSet;
@@ -137,8 +137,8 @@ pub async fn run<H: Handler>(
         .map(|stream| topology.topic(*stream, &spec.region))
         .collect();
     let (member, closed): (Member, _) = CloseOffThread::with_notice(
-        ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        config
+            .client_config()
             .set("socket.nagle.disable", "true")
             .set("group.id", &group)
             .set(

@@ -17,7 +17,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 use crate::topology::{Stream, Topology};
 use crate::{BusConfig, Envelope, event};
@@ -134,8 +134,8 @@ pub async fn read(
 }
 
 fn reader(config: &BusConfig, group: &str) -> Result<BaseConsumer, DeadLetterError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
+    config
+        .client_config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -257,8 +257,8 @@ pub async fn redrive(
     }
     let dead_letter_topic = topology.dead_letter_topic(service, region);
     let broker = broker_of(config);
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &config.brokers)
+    let producer: FutureProducer = config
+        .client_config()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set(

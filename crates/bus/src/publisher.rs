@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use harvest_domain::Region;
 use prost::Message;
-use rdkafka::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -69,8 +68,8 @@ impl Publisher {
         topology: Topology,
         owner: Stream,
     ) -> Result<Self, PublishError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
+        let producer: FutureProducer = config
+            .client_config()
             // Small requests must not wait for the broker's delayed ACKs.
             .set("socket.nagle.disable", "true")
             .set("client.id", format!("harvest-{}", owner.name()))

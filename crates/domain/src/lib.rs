@@ -14,6 +14,7 @@ mod money;
 mod province;
 mod quantity;
 mod region;
+mod secret;
 mod text;
 
 pub use date::{Date, DateError};
@@ -22,4 +23,5 @@ pub use money::{Fen, FenError};
 pub use province::default_region_of_province;
 pub use quantity::{Quantity, QuantityError};
 pub use region::{Region, RegionError, Regions};
+pub use secret::Secret;
 pub use text::{TextError, cause_chain, clean_text, decode_page_token, encode_page_token};

@@ -3,7 +3,6 @@
 //! `HARVEST_REDIS__URL`, …). Each service composes the sections below into its
 //! own config type and validates it once after loading.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,27 +62,7 @@ pub fn describe(error: &ConfigError) -> String {
     }
 }
 
-/// A value that `Debug` and `Display` never show: passwords, tokens, URLs with
-/// credentials.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret<T>(T);
-
-impl<T> Secret<T> {
-    pub fn new(value: T) -> Self {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use harvest_domain::Secret;
 
 /// The ports a service listens on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

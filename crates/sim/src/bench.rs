@@ -10,7 +10,6 @@ use anyhow::Context;
 use futures::StreamExt;
 use harvest_bus::BusConfig;
 use harvest_bus::topology::TopicSpec;
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
@@ -33,8 +32,8 @@ pub async fn broker_ceiling(
         retention_ms: 3_600_000,
     };
     harvest_bus::admin::ensure_topics(bus, &[spec]).await?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bus.brokers)
+    let producer: FutureProducer = bus
+        .client_config()
         .set("socket.nagle.disable", "true")
         .set("enable.idempotence", "true")
         .set("acks", "all")
@@ -42,8 +41,8 @@ pub async fn broker_ceiling(
         .set("message.timeout.ms", bus.publish_timeout_ms.to_string())
         .create()
         .context("ceiling producer")?;
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &bus.brokers)
+    let consumer: StreamConsumer = bus
+        .client_config()
         .set("socket.nagle.disable", "true")
         .set("group.id", format!("{topic}.group"))
         .set("enable.auto.commit", "true")
