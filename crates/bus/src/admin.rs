@@ -23,12 +23,13 @@ pub enum AdminError {
         topic: String,
         code: RDKafkaErrorCode,
     },
-    #[error("topics {0:?} did not appear in the broker's metadata in time")]
+    #[error("topics {0:?} did not appear, every partition led, in the broker's metadata in time")]
     NotVisible(Vec<String>),
 }
 
 /// Creates every topic in `topics` that does not exist yet and waits until the
-/// broker lists them all. Returns the names it created.
+/// broker lists them all, each partition with a leader. Returns the names it
+/// created.
 pub async fn ensure_topics(
     config: &BusConfig,
     topics: &[TopicSpec],
@@ -78,13 +79,18 @@ pub async fn ensure_topics(
         }
     }
 
-    // Some brokers create topics asynchronously: wait until all are listed.
+    // The broker creates topics asynchronously, and a partition without a
+    // leader yet can be reported to a client as missing: an idempotent
+    // producer that sees its partition vanish and come back starts its
+    // sequence again, and the broker can take a new batch for a repeat of
+    // an old one, acknowledged but never written. So: wait until every new
+    // topic is listed with all its partitions led.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let existing = topic_names(&admin).map_err(connect_error)?;
+        let led = led_partitions(&admin).map_err(connect_error)?;
         let absent: Vec<String> = missing
             .iter()
-            .filter(|spec| !existing.contains(&spec.name))
+            .filter(|spec| led.get(&spec.name).copied().unwrap_or(0) < spec.partitions)
             .map(|spec| spec.name.clone())
             .collect();
         if absent.is_empty() {
@@ -95,6 +101,28 @@ pub async fn ensure_topics(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Each listed topic's partitions that have a leader, by topic name.
+fn led_partitions(
+    admin: &AdminClient<DefaultClientContext>,
+) -> Result<std::collections::HashMap<String, i32>, KafkaError> {
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|topic| topic.error().is_none())
+        .map(|topic| {
+            let led = topic
+                .partitions()
+                .iter()
+                .filter(|partition| partition.error().is_none() && partition.leader() >= 0)
+                .count();
+            (topic.name().to_owned(), led as i32)
+        })
+        .collect())
 }
 
 fn topic_names(
