@@ -41,10 +41,10 @@ pub async fn ensure_topics(
     let admin: AdminClient<DefaultClientContext> =
         config.client_config().create().map_err(connect_error)?;
 
-    let existing = topic_names(&admin).map_err(connect_error)?;
+    let existing = led_partitions(&admin).map_err(connect_error)?;
     let missing: Vec<&TopicSpec> = topics
         .iter()
-        .filter(|spec| !existing.contains(&spec.name))
+        .filter(|spec| !existing.contains_key(&spec.name))
         .collect();
     if missing.is_empty() {
         return Ok(Vec::new());
@@ -122,19 +122,5 @@ fn led_partitions(
                 .count();
             (topic.name().to_owned(), led as i32)
         })
-        .collect())
-}
-
-fn topic_names(
-    admin: &AdminClient<DefaultClientContext>,
-) -> Result<std::collections::HashSet<String>, KafkaError> {
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .filter(|topic| topic.error().is_none())
-        .map(|topic| topic.name().to_owned())
         .collect())
 }

@@ -11,7 +11,7 @@
 //! [`AccessLayer`] does the checking in front of a service: a call without a
 //! valid token is answered `UNAUTHENTICATED`, one whose role the method's
 //! rule does not name `PERMISSION_DENIED`, and an allowed one carries its
-//! [`Identity`] in the request's extensions ([`identity`]). Health checks and
+//! [`Identity`] in the request's extensions ([`caller`]). Health checks and
 //! reflection need no token.
 
 use std::convert::Infallible;
@@ -445,14 +445,6 @@ impl AuthConfig {
         };
         Ok(Access::new(Arc::new(verifier), rules).with_limits(limits))
     }
-}
-
-/// The caller of an allowed request, as [`AccessLayer`] found it.
-pub fn identity<T>(request: &tonic::Request<T>) -> Result<&Identity, Status> {
-    request
-        .extensions()
-        .get::<Identity>()
-        .ok_or_else(|| Status::unauthenticated(Denied::Missing.to_string()))
 }
 
 /// The caller of a request, when authentication is on.
