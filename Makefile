@@ -189,9 +189,11 @@ deploy-deps: ## Install what deploy-check needs: Helm (Go module proxy), kuberne
 deploy-check: deploy-deps ## Render the chart with every region and validate it all (CRDS=… for the CRD folder)
 	@test -d $(CRDS) || { echo "no CRDs at $(CRDS); pass CRDS=<path to shared/crds>" >&2; exit 1; }
 	@mkdir -p $(RENDERED)
-	$(HELM) lint deploy --quiet --strict $(REGIONS:%=-f %) --set image.tag=0.0.0-check --set auth.issuer=https://id.harvest.example
+	$(HELM) lint deploy --quiet --strict $(REGIONS:%=-f %) --set image.tag=0.0.0-check --set auth.issuer=https://id.harvest.example \
+		--set "courierPartners.partners={partner-example-express}"
 	$(HELM) template harvest deploy --namespace harvest $(REGIONS:%=-f %) \
-		--set image.tag=0.0.0-check --set auth.issuer=https://id.harvest.example > $(RENDERED)/harvest.yaml
+		--set image.tag=0.0.0-check --set auth.issuer=https://id.harvest.example \
+		--set "courierPartners.partners={partner-example-express}" > $(RENDERED)/harvest.yaml
 	$(DEPLOY_VENV)/bin/yamllint --strict -c deploy/.yamllint.yaml deploy $(RENDERED)/harvest.yaml
 	$(DEPLOY_VENV)/bin/python deploy/validate/custom_resources.py $(RENDERED)/harvest.yaml $(CRDS) $(RENDERED)/core.yaml
 	$(DEPLOY_VENV)/bin/python deploy/validate/custom_resources.py deploy/prometheus/prometheus-rule.yaml \

@@ -150,6 +150,31 @@ for (const stream of streams) {
     );
   }
 }
+// A courier partner's topic: as topology.rs names it, with every delivery
+// event that names a courier, and no other.
+const partnerAddress = 'harvest.partner.{partner}';
+expect(
+  read('crates/bus/src/topology.rs').includes(`"{}${partnerAddress}"`),
+  `crates/bus/src/topology.rs: partner topics are no longer named ${partnerAddress}`,
+);
+const partnerChannel = Object.entries(raw.channels).find(([, c]) => c.address === partnerAddress);
+if (expect(partnerChannel, `asyncapi.yaml: no channel with address ${partnerAddress}`)) {
+  const [channelId, channel] = partnerChannel;
+  expect(
+    Object.values(raw.operations).some((o) => o.action === 'send' && o.channel?.$ref === `#/channels/${channelId}`),
+    `asyncapi.yaml: no send operation on channel ${channelId}`,
+  );
+  compareSets(
+    'event types',
+    Object.values(channel.messages ?? {}).map((m) => componentMessages[m.$ref?.replace('#/components/messages/', '')]?.name),
+    envelopes
+      .filter((e) => streamOf(e) === 'delivery')
+      .filter((e) => 'courier_id' in (definitions[e['x-proto-event-type']]?.properties ?? {}))
+      .map((e) => e['x-proto-event-type']),
+    `asyncapi.yaml channel ${channelId}`,
+    'the delivery events that name a courier',
+  );
+}
 for (const id of Object.keys(componentMessages)) {
   if (id === 'DeadLetter') continue;
   expect(referenced.has(id), `asyncapi.yaml: message ${id} is on no stream channel`);
@@ -188,6 +213,11 @@ const topicRow = topics.find((r) => /delivery events/.test(r[0]));
 expect(
   topicRow && ticks(topicRow[1])[0] === delivery?.[1].address.replace('{region}', '<region>'),
   `${where}: the topic should be \`${delivery?.[1].address.replace('{region}', '<region>')}\` as in ${source}`,
+);
+const partnerRow = topics.find((r) => /partner/.test(r[0]));
+expect(
+  partnerRow && ticks(partnerRow[1])[0] === partnerAddress.replace('{partner}', '<partner id>'),
+  `${where}: the partner topic should be \`${partnerAddress.replace('{partner}', '<partner id>')}\` as in ${source}`,
 );
 const regionRow = topics.find((r) => /regions/.test(r[0]));
 compareSets('regions', regionRow ? ticks(regionRow[1]) : [], params.region?.enum ?? [], `${where} Topics`, source);

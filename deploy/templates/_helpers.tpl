@@ -36,6 +36,7 @@ max: {{ $max }}
      group and its dead-letter topic. */}}
 {{- define "harvest.topic" -}}harvest.{{ index . 0 }}.{{ index . 1 }}{{- end }}
 {{- define "harvest.group" -}}harvest.{{ index . 0 }}.{{ index . 1 }}{{- end }}
+{{- define "harvest.partnerTopic" -}}harvest.partner.{{ . }}{{- end }}
 {{- define "harvest.deadLetterTopic" -}}harvest.dead-letter.{{ index . 0 }}.{{ index . 1 }}{{- end }}
 
 {{/* The labels of everything the chart makes. */}}

@@ -34,4 +34,4 @@ pub use consumer::{Handler, HandlerError, IncomingEvent};
 pub use event::{EventError, Payload, new_envelope};
 pub use harvest_proto::events::v1::Envelope;
 pub use publisher::{PublishError, Published, Publisher};
-pub use topology::{Stream, Topology};
+pub use topology::{PartnerId, Stream, Topology};

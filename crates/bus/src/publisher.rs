@@ -11,7 +11,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tracing::Instrument;
 
-use crate::topology::{Stream, Topology};
+use crate::topology::{PartnerId, Stream, Topology};
 use crate::{BusConfig, Envelope, metrics, trace};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,22 +102,55 @@ impl Publisher {
     /// Publishes `envelope` to its region's topic of the owner's stream, keyed
     /// by order id, with the current trace context. Resolves once the broker
     /// has acknowledged it.
-    pub async fn publish(&self, mut envelope: Envelope) -> Result<Published, PublishError> {
+    pub async fn publish(&self, envelope: Envelope) -> Result<Published, PublishError> {
         let region = Region::parse(&envelope.region)
             .ok()
             .filter(|region| self.inner.topology.regions().contains(region))
             .ok_or_else(|| PublishError::UnknownRegion(envelope.region.clone()))?;
-        if let Some(payload) = &envelope.payload {
-            let owner = crate::event::owning_stream(payload);
-            if owner != self.inner.owner {
-                return Err(PublishError::NotOwner {
-                    event_type: crate::event::event_type(payload).to_owned(),
-                    owner,
-                    stream: self.inner.owner,
-                });
-            }
-        }
+        self.check_owner(&envelope, self.inner.owner)?;
         let topic = self.inner.topology.topic(self.inner.owner, &region);
+        self.publish_on(topic, None, envelope).await
+    }
+
+    /// Publishes `envelope`, a delivery event, to the topic of the courier
+    /// partner whose courier it concerns; only the delivery stream's
+    /// publisher may. Keyed and traced like [`Publisher::publish`].
+    pub async fn publish_for_partner(
+        &self,
+        partner: &PartnerId,
+        envelope: Envelope,
+    ) -> Result<Published, PublishError> {
+        self.check_owner(&envelope, Stream::Delivery)?;
+        let topic = self.inner.topology.partner_topic(partner);
+        let label = self.inner.topology.partner_topics_label();
+        self.publish_on(topic, Some(label), envelope).await
+    }
+
+    /// Refuses an event of another stream than `stream`, or a publisher that
+    /// does not write `stream`.
+    fn check_owner(&self, envelope: &Envelope, stream: Stream) -> Result<(), PublishError> {
+        let Some(payload) = &envelope.payload else {
+            return Ok(());
+        };
+        let owner = crate::event::owning_stream(payload);
+        if owner != self.inner.owner || owner != stream {
+            return Err(PublishError::NotOwner {
+                event_type: crate::event::event_type(payload).to_owned(),
+                owner,
+                stream: self.inner.owner,
+            });
+        }
+        Ok(())
+    }
+
+    /// Publishes to `topic`, counted under `label` (the topic itself when
+    /// `None`).
+    async fn publish_on(
+        &self,
+        topic: String,
+        label: Option<String>,
+        mut envelope: Envelope,
+    ) -> Result<Published, PublishError> {
         let span = tracing::info_span!(
             "publish",
             otel.name = format!("{topic} publish"),
@@ -148,8 +181,14 @@ impl Publisher {
                     value: Some(envelope.event_id.as_bytes()),
                 });
             let payload = envelope.encode_to_vec();
-            self.send(&topic, envelope.order_id.as_bytes(), &payload, headers)
-                .await
+            self.send_counted(
+                &topic,
+                label.as_deref().unwrap_or(&topic),
+                envelope.order_id.as_bytes(),
+                &payload,
+                headers,
+            )
+            .await
         }
         .instrument(span)
         .await
@@ -160,6 +199,17 @@ impl Publisher {
     pub(crate) async fn send(
         &self,
         topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<Published, PublishError> {
+        self.send_counted(topic, topic, key, payload, headers).await
+    }
+
+    async fn send_counted(
+        &self,
+        topic: &str,
+        label: &str,
         key: &[u8],
         payload: &[u8],
         headers: OwnedHeaders,
@@ -175,7 +225,7 @@ impl Publisher {
             .record(started.elapsed().as_secs_f64());
         match result {
             Ok(delivery) => {
-                self.count_published(topic);
+                self.count_published(label);
                 Ok(Published {
                     topic: topic.to_owned(),
                     partition: delivery.partition,

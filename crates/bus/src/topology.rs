@@ -5,6 +5,10 @@
 //! with its own group, `{prefix}harvest.{service}.{region}`, and sends what it
 //! cannot handle to `{prefix}harvest.dead-letter.{service}.{region}`. A spike in
 //! one region therefore has its own topics, consumers and lag.
+//!
+//! A courier partner's topic, `{prefix}harvest.partner.{partner}`, carries the
+//! delivery events of the shipments its couriers carry, in every region; only
+//! the delivery service writes it.
 
 use std::fmt;
 
@@ -42,6 +46,40 @@ impl Stream {
 impl fmt::Display for Stream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// A courier partner, as its topic names it: 1 to 64 letters, digits, `_`,
+/// `-` or `.`, the characters a Kafka topic name may contain.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartnerId(String);
+
+impl PartnerId {
+    pub const MAX_LEN: usize = 64;
+
+    /// The partner named `id`, or why its name cannot be part of a topic's.
+    pub fn parse(id: &str) -> Result<PartnerId, String> {
+        let valid_characters = id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if id.is_empty() || id.len() > Self::MAX_LEN || !valid_characters {
+            return Err(format!(
+                "a courier partner's id must be 1 to {} letters, digits, '_', '-' or '.', \
+                 got {id:?}",
+                Self::MAX_LEN
+            ));
+        }
+        Ok(PartnerId(id.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PartnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -88,6 +126,23 @@ impl Topology {
 
     pub fn dead_letter_topic(&self, service: &str, region: &Region) -> String {
         format!("{}harvest.dead-letter.{service}.{region}", self.prefix)
+    }
+
+    /// The topic of a courier partner: the delivery events of the shipments
+    /// its couriers carry (see [`partner_topic_name`]).
+    pub fn partner_topic(&self, partner: &PartnerId) -> String {
+        format!("{}harvest.partner.{partner}", self.prefix)
+    }
+
+    /// Every partner's topic at once, as metrics name them: one label
+    /// however many partners there are.
+    pub fn partner_topics_label(&self) -> String {
+        format!("{}harvest.partner.*", self.prefix)
+    }
+
+    /// A partner's topic, to create: as many partitions as a stream's.
+    pub fn partner_topic_spec(&self, partner: &PartnerId) -> TopicSpec {
+        self.spec(self.partner_topic(partner), self.partitions)
     }
 
     pub fn consumer_group(&self, service: &str, region: &Region) -> String {
@@ -147,5 +202,19 @@ mod tests {
         );
         // 7 regions × (4 streams + 4 dead-letter topics)
         assert_eq!(topology.all_topics().len(), 56);
+        let partner = PartnerId::parse("sf-express.north_2").expect("valid");
+        assert_eq!(
+            topology.partner_topic(&partner),
+            "t1.harvest.partner.sf-express.north_2"
+        );
+        assert_eq!(topology.partner_topic_spec(&partner).partitions, 6);
+    }
+
+    #[test]
+    fn a_partner_id_must_fit_in_a_topic_name() {
+        for bad in ["", "a:b", "a b", "a/b", "ä", &"p".repeat(65)] {
+            assert!(PartnerId::parse(bad).is_err(), "{bad:?} is refused");
+        }
+        assert!(PartnerId::parse(&"p".repeat(64)).is_ok());
     }
 }

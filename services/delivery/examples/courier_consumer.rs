@@ -1,7 +1,9 @@
-//! A courier system's consumer of Harvest delivery events: reads one region's
-//! delivery topic in its own consumer group and prints every event.
+//! A courier system's consumer of Harvest delivery events: reads its courier
+//! partner's topic (`--partner`), or one region's delivery topic, in its own
+//! consumer group and prints every event.
 //!
 //! ```text
+//! cargo run -p harvest-delivery --example courier_consumer -- --brokers 127.0.0.1:9092 --partner partner-demo
 //! cargo run -p harvest-delivery --example courier_consumer -- --brokers 127.0.0.1:9092 --region east
 //! ```
 //!
@@ -26,7 +28,12 @@ struct Args {
     /// Comma-separated Kafka bootstrap servers.
     #[arg(long, default_value = "127.0.0.1:9092")]
     brokers: String,
-    /// The region whose delivery events to read.
+    /// The courier partner whose own topic to read, `harvest.partner.<id>`:
+    /// the events of the shipments its couriers carry, in every region.
+    #[arg(long, conflicts_with = "region")]
+    partner: Option<String>,
+    /// The region whose delivery events to read (all shipments of the
+    /// region), when no partner is given.
     #[arg(long, default_value = "east")]
     region: String,
     /// Prefix of the deployment's topic names, if it has one.
@@ -118,7 +125,10 @@ fn describe(payload: &Payload) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let topic = format!("{}harvest.delivery.{}", args.topic_prefix, args.region);
+    let topic = match &args.partner {
+        Some(partner) => format!("{}harvest.partner.{partner}", args.topic_prefix),
+        None => format!("{}harvest.delivery.{}", args.topic_prefix, args.region),
+    };
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &args.brokers)
         .set("group.id", &args.group)

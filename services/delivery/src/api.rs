@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use harvest_bus::PartnerId;
 use harvest_domain::Id;
 use harvest_kit::auth::{self, Identity, Role, Rule, caller};
 use harvest_kit::bells::Bell;
@@ -26,6 +27,7 @@ use crate::dispatch::Dispatcher;
 use crate::error::DeliveryError;
 use crate::metrics;
 use crate::model::{self, FailureKind, State, StoredShipment, now_ms, timestamp};
+use crate::partners::PartnerTopics;
 use crate::store::{Registration, Step, StepOutcome};
 
 /// Who may call each method of the API, by role: one rule a method. A rule
@@ -71,6 +73,7 @@ const STREAM_BUFFER: usize = 32;
 
 pub struct DeliveryApi {
     dispatcher: Arc<Dispatcher>,
+    partners: PartnerTopics,
     shutdown: CancellationToken,
 }
 
@@ -139,9 +142,14 @@ fn cannot(step: &CourierStep, shipment_id: &Id, state: State) -> DeliveryError {
 
 impl DeliveryApi {
     /// `shutdown` ends the open assignment streams, so the server can drain.
-    pub fn new(dispatcher: Arc<Dispatcher>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        dispatcher: Arc<Dispatcher>,
+        partners: PartnerTopics,
+        shutdown: CancellationToken,
+    ) -> Self {
         DeliveryApi {
             dispatcher,
+            partners,
             shutdown,
         }
     }
@@ -174,7 +182,13 @@ impl DeliveryApi {
         let courier = model::new_courier(&request, self.dispatcher.regions())?;
         let partner = caller
             .filter(|caller| caller.role == Role::Partner)
-            .map_or("", |caller| caller.subject.as_str());
+            .map(|caller| PartnerId::parse(&caller.subject))
+            .transpose()
+            .map_err(DeliveryError::FailedPrecondition)?;
+        if let Some(partner) = &partner {
+            self.partners.ensure(partner).await?;
+        }
+        let partner = partner.as_ref().map_or("", PartnerId::as_str);
         let registration = self
             .dispatcher
             .store()

@@ -26,11 +26,12 @@
 //! share is taken over) and advances them. Before any step, the shipment is
 //! put in that set, so that whatever a crash interrupts is finished later.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use harvest_bus::{PublishError, Publisher};
+use harvest_bus::{PartnerId, PublishError, Publisher};
 use harvest_domain::{Id, Region, Regions};
 use harvest_kit::bells::{Bell, Bells};
 use harvest_kit::service::TaskError;
@@ -55,6 +56,11 @@ pub enum DispatchError {
     Publish(#[from] PublishError),
 }
 
+/// How soon a courier partner's copy of an event that the broker did not
+/// acknowledge is tried again: not at once, since the likely cause (the
+/// partner's topic missing) costs a publish timeout per try.
+const PARTNER_COPY_RETRY: Duration = Duration::from_secs(30);
+
 /// Steps one `advance` takes at most: a release, then an assignment (or an
 /// expiry); or an overdue flag, then a give-up. A lost race costs one more.
 const MAX_STEPS_PER_ADVANCE: usize = 4;
@@ -75,6 +81,9 @@ pub struct Dispatcher {
     /// Rung when a courier gets a new assignment, so that its open
     /// assignment streams look at once.
     bells: Bells<Id>,
+    /// Partners whose last copy the broker did not acknowledge, and until
+    /// when no copy is tried for them on this replica.
+    partners_failing: Mutex<HashMap<PartnerId, Instant>>,
 }
 
 impl Dispatcher {
@@ -90,6 +99,7 @@ impl Dispatcher {
             regions,
             settings,
             bells: Bells::default(),
+            partners_failing: Mutex::default(),
         }
     }
 
@@ -152,7 +162,7 @@ impl Dispatcher {
             return Ok(None);
         };
         // What happened so far goes out before anything that follows it.
-        self.announce(&shipment).await?;
+        let mut partners_done = self.announce(&shipment).await?;
         for _ in 0..MAX_STEPS_PER_ADVANCE {
             let due = due(&shipment, &self.settings, now_ms());
             if !self.act(&shipment, due).await? {
@@ -162,12 +172,17 @@ impl Dispatcher {
                 return Ok(None);
             };
             shipment = reloaded;
-            self.announce(&shipment).await?;
+            partners_done = self.announce(&shipment).await?;
         }
         if shipment.state != State::Awaiting {
             self.settle(&shipment).await?;
         }
-        match next_due_ms(&shipment, &self.settings, now_ms()) {
+        let mut next = next_due_ms(&shipment, &self.settings, now_ms());
+        if !partners_done {
+            let retry = now_ms() + PARTNER_COPY_RETRY.as_millis() as i64;
+            next = Some(next.map_or(retry, |at| at.min(retry)));
+        }
+        match next {
             Some(at) => {
                 self.store
                     .schedule(&shipment.region, shipment_id, at)
@@ -284,19 +299,84 @@ impl Dispatcher {
     }
 
     /// Publishes, oldest first, the events of the shipment's history that the
-    /// broker has not acknowledged yet.
-    async fn announce(&self, shipment: &StoredShipment) -> Result<(), DispatchError> {
-        for milestone in events::unannounced(shipment) {
-            self.publisher
-                .publish(events::envelope(shipment, milestone))
-                .await?;
-            let name = milestone.name();
+    /// broker has not acknowledged yet, each with its courier partner's copy
+    /// beside it. A partner's copy that is not acknowledged holds back that
+    /// partner's later copies (they go out in order) but never the delivery
+    /// stream; false when one is left for later.
+    async fn announce(&self, shipment: &StoredShipment) -> Result<bool, DispatchError> {
+        let mut partners_done = true;
+        for missing in events::unannounced_anywhere(shipment) {
+            let milestone = missing.milestone;
+            let event = async {
+                if !missing.event {
+                    return Ok(None);
+                }
+                let published = self
+                    .publisher
+                    .publish(events::envelope(shipment, milestone))
+                    .await?;
+                Ok::<_, DispatchError>(Some(published))
+            };
+            let partner = missing
+                .partner
+                .filter(|partner| partners_done && !self.failing(partner));
+            let copy = async {
+                let partner = partner?;
+                let envelope = events::partner_envelope(shipment, milestone);
+                Some(self.publisher.publish_for_partner(partner, envelope).await)
+            };
+            let (event, copy) = tokio::join!(event, copy);
+            let mut acknowledged = Vec::with_capacity(2);
+            if event?.is_some() {
+                acknowledged.push(milestone.name());
+            }
+            match copy {
+                Some(Ok(_)) => acknowledged.push(events::partner_copy_name(milestone)),
+                Some(Err(error)) => {
+                    partners_done = false;
+                    if let Some(partner) = partner {
+                        self.pause_partner(partner);
+                    }
+                    ::metrics::counter!(metrics::PARTNER_COPIES_DELAYED).increment(1);
+                    tracing::warn!(
+                        partner_id = %partner.map(|partner| partner.as_str()).unwrap_or_default(),
+                        event = milestone.name(),
+                        error.cause_chain = ?error,
+                        "a courier partner's copy of a shipment event was not acknowledged; \
+                         it goes out again later",
+                    );
+                }
+                None => partners_done &= missing.partner.is_none(),
+            }
             self.store
-                .mark_announced(&shipment.shipment_id, &name)
+                .mark_announced(&shipment.shipment_id, &acknowledged)
                 .await?;
-            tracing::debug!(event = name, "shipment event published");
+            tracing::debug!(event = milestone.name(), "shipment event published");
         }
-        Ok(())
+        Ok(partners_done)
+    }
+
+    /// Whether copies for `partner` wait, after one the broker did not
+    /// acknowledge: a missing topic would make every try cost a publish
+    /// timeout.
+    fn failing(&self, partner: &PartnerId) -> bool {
+        let Ok(mut failing) = self.partners_failing.lock() else {
+            return false;
+        };
+        match failing.get(partner) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                failing.remove(partner);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn pause_partner(&self, partner: &PartnerId) {
+        if let Ok(mut failing) = self.partners_failing.lock() {
+            failing.insert(partner.clone(), Instant::now() + PARTNER_COPY_RETRY);
+        }
     }
 
     /// Gives back every unit of courier capacity the shipment holds but no
@@ -367,6 +447,7 @@ impl Dispatcher {
                     Step::Assign {
                         courier,
                         distance_meters: candidate.distance_meters,
+                        partner: candidate.partner_id.as_ref(),
                     },
                 )
                 .await?;

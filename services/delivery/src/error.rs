@@ -19,6 +19,8 @@ pub enum DeliveryError {
     Store(#[from] StoreError),
     #[error("delivery could not finish the step")]
     Dispatch(#[from] DispatchError),
+    #[error("the courier partner's topic could not be made ready")]
+    PartnerTopic(#[from] harvest_bus::admin::AdminError),
 }
 
 impl DeliveryError {
@@ -48,6 +50,13 @@ impl From<DeliveryError> for Status {
                 // is repeated, or by the sweeper.
                 tracing::warn!(error.cause_chain = ?error, "event not published");
                 Status::unavailable("the event could not be published yet; retry")
+            }
+            DeliveryError::PartnerTopic(_) => {
+                // Nothing was registered.
+                tracing::warn!(error.cause_chain = ?error, "courier not registered");
+                Status::unavailable(
+                    "the broker could not make the courier partner's topic ready; retry",
+                )
             }
             DeliveryError::Store(StoreError::Redis(ref redis))
             | DeliveryError::Dispatch(DispatchError::Store(StoreError::Redis(ref redis)))

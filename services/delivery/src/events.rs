@@ -10,8 +10,14 @@
 //! and consumers drop repeats. The shipment remembers each event the broker
 //! acknowledged under the event's name, so a crash at any point leaves
 //! exactly the missing ones to publish.
+//!
+//! The events that concern a courier of a courier partner (its assignment,
+//! release, pickup, overdue flag, delivery, failure or withdrawal) also go to
+//! that partner's topic, with the same id: each partner hears of the
+//! shipments its couriers carry and of nothing else. The shipment remembers
+//! those copies as `partner:<event>`.
 
-use harvest_bus::{Envelope, Payload, new_envelope};
+use harvest_bus::{Envelope, PartnerId, Payload, new_envelope};
 use harvest_domain::{Id, deterministic_id};
 use harvest_proto::events::v1::{
     CourierAssigned, CourierReleaseReason, CourierReleased, ShipmentCreated, ShipmentDelivered,
@@ -93,6 +99,7 @@ pub fn unannounced(shipment: &StoredShipment) -> Vec<Milestone> {
 #[derive(Clone, Copy, Debug, Default)]
 struct AssignmentOf<'a> {
     courier_id: Option<&'a Id>,
+    partner_id: Option<&'a PartnerId>,
     assigned_at_ms: Option<i64>,
     distance_meters: i64,
 }
@@ -105,6 +112,7 @@ fn assignment(shipment: &StoredShipment, n: usize) -> AssignmentOf<'_> {
     if let Some(release) = released {
         return AssignmentOf {
             courier_id: Some(&release.courier_id),
+            partner_id: release.partner_id.as_ref(),
             assigned_at_ms: Some(release.assigned_at_ms),
             distance_meters: release.distance_meters,
         };
@@ -114,6 +122,7 @@ fn assignment(shipment: &StoredShipment, n: usize) -> AssignmentOf<'_> {
     }
     AssignmentOf {
         courier_id: shipment.courier_id.as_ref(),
+        partner_id: shipment.partner_id.as_ref(),
         assigned_at_ms: shipment.assigned_at_ms,
         distance_meters: shipment.distance_meters,
     }
@@ -126,6 +135,65 @@ fn courier_of(shipment: &StoredShipment, milestone: Milestone) -> Option<&Id> {
         Milestone::Assigned(n) | Milestone::Released(n) => assignment(shipment, n).courier_id,
         _ => shipment.courier_id.as_ref(),
     }
+}
+
+/// The courier partner a milestone's event goes to as well: the partner of
+/// the courier it is about, if that courier has one. None for the shipment's
+/// creation, and for what happens to it while no courier holds it.
+pub fn partner_of(shipment: &StoredShipment, milestone: Milestone) -> Option<&PartnerId> {
+    match milestone {
+        Milestone::Created => None,
+        Milestone::Assigned(n) | Milestone::Released(n) => assignment(shipment, n).partner_id,
+        _ => shipment
+            .courier_id
+            .as_ref()
+            .and(shipment.partner_id.as_ref()),
+    }
+}
+
+/// The name under which the shipment remembers the broker acknowledged the
+/// partner's copy of a milestone's event.
+pub fn partner_copy_name(milestone: Milestone) -> String {
+    format!("partner:{}", milestone.name())
+}
+
+/// A milestone whose event, or whose partner's copy, the broker has not
+/// acknowledged yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unannounced<'a> {
+    pub milestone: Milestone,
+    /// The event on the delivery stream is still to go out.
+    pub event: bool,
+    /// The partner whose copy is still to go out.
+    pub partner: Option<&'a PartnerId>,
+}
+
+/// Every milestone with something still to publish, oldest first.
+pub fn unannounced_anywhere(shipment: &StoredShipment) -> Vec<Unannounced<'_>> {
+    history(shipment)
+        .into_iter()
+        .filter_map(|milestone| {
+            let event = !shipment.announced.contains(&milestone.name());
+            let partner = partner_of(shipment, milestone)
+                .filter(|_| !shipment.announced.contains(&partner_copy_name(milestone)));
+            (event || partner.is_some()).then_some(Unannounced {
+                milestone,
+                event,
+                partner,
+            })
+        })
+        .collect()
+}
+
+/// The partner's copy of a milestone's event: the same event, id and all,
+/// without the operator who confirmed a delivery without the buyer's code
+/// (the reason stays).
+pub fn partner_envelope(shipment: &StoredShipment, milestone: Milestone) -> Envelope {
+    let mut envelope = envelope(shipment, milestone);
+    if let Some(Payload::ShipmentDelivered(delivered)) = &mut envelope.payload {
+        delivered.overridden_by.clear();
+    }
+    envelope
 }
 
 /// The id of a milestone's event: the same whenever it is published again.
@@ -284,6 +352,7 @@ mod tests {
             assigned_at_ms: 2_000,
             distance_meters: 700,
             released_at_ms: 3_602_000,
+            partner_id: None,
         };
         StoredShipment {
             courier_id: second.then(|| id("cou_2")),
@@ -455,6 +524,77 @@ mod tests {
         assert_eq!(second.occurred_at, Some(timestamp(3_700_000)));
         assert_eq!(Milestone::Assigned(2).name(), "assigned:2");
         assert_eq!(Milestone::Released(1).name(), "released:1");
+    }
+
+    fn partner(name: &str) -> PartnerId {
+        PartnerId::parse(name).expect("valid")
+    }
+
+    #[test]
+    fn each_partner_gets_the_events_of_its_own_couriers_assignments() {
+        use Milestone::*;
+        let mut shipment = reassigned(State::PickedUp, true);
+        shipment.picked_up_at_ms = Some(3_800_000);
+        shipment.releases[0].partner_id = Some(partner("partner-a"));
+        shipment.partner_id = Some(partner("partner-b"));
+        let copies: Vec<(Milestone, Option<&str>)> = history(&shipment)
+            .into_iter()
+            .map(|milestone| {
+                let to = partner_of(&shipment, milestone).map(PartnerId::as_str);
+                (milestone, to)
+            })
+            .collect();
+        assert_eq!(
+            copies,
+            [
+                (Created, None),
+                (Assigned(1), Some("partner-a")),
+                (Released(1), Some("partner-a")),
+                (Assigned(2), Some("partner-b")),
+                (PickedUp, Some("partner-b")),
+            ]
+        );
+        // Once the stream has every event, only the copies are missing; once
+        // they are acknowledged too, nothing is.
+        shipment.announced = history(&shipment).iter().map(|m| m.name()).collect();
+        let missing = unannounced_anywhere(&shipment);
+        assert_eq!(missing.len(), 4);
+        assert!(missing.iter().all(|missing| !missing.event));
+        shipment
+            .announced
+            .extend(history(&shipment).into_iter().map(partner_copy_name));
+        assert!(unannounced_anywhere(&shipment).is_empty());
+        // A shipment nobody holds tells no partner of its end.
+        let mut expired = reassigned(State::Failed, false);
+        expired.failure = Some(FailureKind::NoCourier);
+        expired.releases[0].partner_id = Some(partner("partner-a"));
+        assert_eq!(partner_of(&expired, Failed), None);
+    }
+
+    #[test]
+    fn a_partners_copy_leaves_out_the_operator_who_overrode_the_code() {
+        let delivered = StoredShipment {
+            picked_up_at_ms: Some(3_000),
+            delivered_at_ms: Some(4_000),
+            overridden_by: "ops-wang".to_owned(),
+            override_reason: "phone broken".to_owned(),
+            partner_id: Some(partner("partner-b")),
+            ..assigned(State::Delivered)
+        };
+        let copy = partner_envelope(&delivered, Milestone::Delivered);
+        let original = envelope(&delivered, Milestone::Delivered);
+        assert_eq!(copy.event_id, original.event_id);
+        match (copy.payload, original.payload) {
+            (
+                Some(Payload::ShipmentDelivered(copy)),
+                Some(Payload::ShipmentDelivered(original)),
+            ) => {
+                assert_eq!(original.overridden_by, "ops-wang");
+                assert_eq!(copy.overridden_by, "");
+                assert_eq!(copy.override_reason, "phone broken");
+            }
+            other => panic!("unexpected payloads {other:?}"),
+        }
     }
 
     #[test]

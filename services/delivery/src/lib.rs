@@ -6,7 +6,9 @@
 //! to the `orders` stream of every region it serves (a confirmed order gets a
 //! shipment per pickup point and the nearest courier able to carry it; a
 //! cancelled order's shipments are withdrawn) and writes the `delivery`
-//! stream, which courier systems consume too (see `docs/courier-events.md`).
+//! stream, which courier systems consume too, and each courier partner's
+//! topic, with the events of the shipments its couriers carry (see
+//! `docs/courier-events.md`).
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 pub mod model;
+pub mod partners;
 pub mod reactions;
 pub mod store;
 
@@ -32,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::config::DeliveryConfig;
 use crate::dispatch::Dispatcher;
+use crate::partners::PartnerTopics;
 use crate::reactions::ShipmentReactions;
 use crate::store::DeliveryStore;
 
@@ -128,7 +132,13 @@ impl App {
             regions = %self.served,
             "delivery serving",
         );
-        let api = DeliveryServiceServer::new(api::DeliveryApi::new(dispatcher, shutdown.clone()));
+        let partners =
+            PartnerTopics::new(self.config.bus.clone(), self.publisher.topology().clone());
+        let api = DeliveryServiceServer::new(api::DeliveryApi::new(
+            dispatcher,
+            partners,
+            shutdown.clone(),
+        ));
         self.listeners
             .serve(api, MAX_REQUEST, tasks, shutdown, &self.publisher)
             .await

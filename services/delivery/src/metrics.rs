@@ -21,3 +21,6 @@ pub const SHIPMENTS_OVERDUE: &str = "harvest_delivery_shipments_overdue_total";
 pub const PENDING_SHIPMENTS: &str = "harvest_delivery_pending_shipments";
 /// Gauge: open StreamAssignments calls of this replica.
 pub const ASSIGNMENT_STREAMS: &str = "harvest_delivery_assignment_streams";
+/// Counter: courier partners' copies of shipment events that the broker did
+/// not acknowledge (each is tried again later; see docs/courier-events.md).
+pub const PARTNER_COPIES_DELAYED: &str = "harvest_delivery_partner_copies_delayed_total";

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use harvest_bus::PartnerId;
 use harvest_domain::{Id, Region, Regions};
 use harvest_proto::common::v1 as common;
 use harvest_proto::delivery::v1::{
@@ -155,6 +156,8 @@ pub struct StoredShipment {
     pub overdue_since_ms: Option<i64>,
     /// When it was flagged overdue.
     pub overdue_at_ms: Option<i64>,
+    /// The courier partner of the current courier, if it has one.
+    pub partner_id: Option<PartnerId>,
     /// Names of the events already acknowledged by the broker.
     pub announced: BTreeSet<String>,
 }
@@ -166,6 +169,8 @@ pub struct Release {
     pub assigned_at_ms: i64,
     pub distance_meters: i64,
     pub released_at_ms: i64,
+    /// The courier's partner, if it has one.
+    pub partner_id: Option<PartnerId>,
 }
 
 impl StoredShipment {
@@ -370,6 +375,7 @@ pub fn sample_shipment(state: State) -> StoredShipment {
         releases: Vec::new(),
         overdue_since_ms: None,
         overdue_at_ms: None,
+        partner_id: None,
         announced: BTreeSet::new(),
     }
 }

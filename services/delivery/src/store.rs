@@ -12,7 +12,8 @@
 //! {prefix}delivery:{c}:open            zset  shipments holding a unit of c's capacity, by claim time
 //! {prefix}delivery:couriers:{r}        geo   couriers of region r by location
 //! {prefix}delivery:cold-couriers:{r}   geo   cold-chain couriers of region r by location
-//! {prefix}delivery:{s}:shipment        hash  contents (Shipment protobuf), state, courier, times,
+//! {prefix}delivery:{s}:shipment        hash  contents (Shipment protobuf), state, courier and its
+//!                                            partner, times,
 //!                                            release:<n> for each assignment taken back (see
 //!                                            transition.lua), announced:<event> for each event
 //!                                            acknowledged
@@ -27,6 +28,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use harvest_bus::PartnerId;
 use harvest_domain::{Id, Region};
 use harvest_kit::store::Redis;
 use harvest_proto::common::v1::GeoPoint;
@@ -58,6 +60,8 @@ pub const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 pub struct Candidate {
     pub courier_id: Id,
     pub distance_meters: i64,
+    /// The courier partner that registered the courier, if any.
+    pub partner_id: Option<PartnerId>,
 }
 
 /// What claiming a unit of a courier's capacity did.
@@ -75,6 +79,8 @@ pub enum Step<'a> {
     Assign {
         courier: &'a Id,
         distance_meters: i64,
+        /// The courier's partner, whose topic hears of the assignment.
+        partner: Option<&'a PartnerId>,
     },
     Expire {
         reason: &'a str,
@@ -388,22 +394,30 @@ impl DeliveryStore {
                 "load",
                 "capacity",
                 "cold_chain",
+                "partner",
             ]);
         }
-        type Row = (Option<String>, Option<i64>, Option<i64>, Option<String>);
+        type Row = (
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        );
         let rows: Vec<Row> = pipe.query_async(&mut redis).await?;
         let candidates = found
             .into_iter()
             .zip(rows)
-            .filter(|(_, (available, load, capacity, cold))| {
+            .filter(|(_, (available, load, capacity, cold, _))| {
                 available.as_deref() == Some("1")
                     && load.unwrap_or(0) < capacity.unwrap_or(0)
                     && (!cold_chain || cold.as_deref() == Some("1"))
             })
-            .filter_map(|((courier, distance_km), _)| {
+            .filter_map(|((courier, distance_km), (.., partner))| {
                 Some(Candidate {
                     courier_id: Id::parse(&courier).ok()?,
                     distance_meters: (distance_km * 1_000.0).round() as i64,
+                    partner_id: partner.as_deref().and_then(partner_of),
                 })
             })
             .collect();
@@ -538,7 +552,13 @@ impl DeliveryStore {
             Step::Assign {
                 courier,
                 distance_meters,
-            } => ("assign", courier.as_str(), distance_meters.to_string(), ""),
+                partner,
+            } => (
+                "assign",
+                courier.as_str(),
+                distance_meters.to_string(),
+                partner.map_or("", PartnerId::as_str),
+            ),
             Step::Expire { reason } => ("expire", "", reason.to_owned(), ""),
             Step::Withdraw => ("withdraw", "", String::new(), ""),
             Step::Release {
@@ -594,15 +614,23 @@ impl DeliveryStore {
             .await?)
     }
 
-    /// Notes that the broker acknowledged the shipment's `event`.
-    pub async fn mark_announced(&self, shipment_id: &Id, event: &str) -> Result<(), StoreError> {
+    /// Notes that the broker acknowledged the shipment's `events` (names
+    /// as [`crate::events`] gives them); one command.
+    pub async fn mark_announced(
+        &self,
+        shipment_id: &Id,
+        events: &[String],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<(String, u8)> = events
+            .iter()
+            .map(|event| (format!("announced:{event}"), 1))
+            .collect();
         let mut redis = self.redis.clone();
         let _: () = redis
-            .hset(
-                self.shipment_key(shipment_id.as_str()),
-                format!("announced:{event}"),
-                1,
-            )
+            .hset_multiple(self.shipment_key(shipment_id.as_str()), &fields)
             .await?;
         Ok(())
     }
@@ -803,8 +831,15 @@ fn parse_shipment(
         releases,
         overdue_since_ms: time("overdue_since_ms")?,
         overdue_at_ms: time("overdue_at_ms")?,
+        partner_id: partner_of(&text("partner_id")?),
         announced,
     })
+}
+
+/// The partner a stored courier or assignment names: none when empty, or
+/// when the name cannot be a topic's (registration refuses those).
+fn partner_of(stored: &str) -> Option<PartnerId> {
+    PartnerId::parse(stored).ok()
 }
 
 /// The assignments taken back, oldest first, from their count and the
@@ -828,6 +863,8 @@ fn parse_releases(
                 assigned_at_ms: parts.next()?.parse().ok()?,
                 distance_meters: parts.next()?.parse().ok()?,
                 released_at_ms: parts.next()?.parse().ok()?,
+                // Absent from releases recorded before partners had topics.
+                partner_id: parts.next().and_then(partner_of),
             };
             parts.next().is_none().then_some(release)
         })
@@ -843,7 +880,7 @@ mod tests {
         let records = |n: usize| -> Result<String, StoreError> {
             Ok(match n {
                 1 => "cou_a 1000 250 4600".to_owned(),
-                2 => "cou_b 5000 900 8600".to_owned(),
+                2 => "cou_b 5000 900 8600 partner-b".to_owned(),
                 _ => String::new(),
             })
         };
@@ -859,9 +896,14 @@ mod tests {
         assert_eq!(releases[1].assigned_at_ms, 5_000);
         assert_eq!(releases[1].distance_meters, 900);
         assert_eq!(releases[1].released_at_ms, 8_600);
+        assert_eq!(releases[0].partner_id, None);
+        assert_eq!(
+            releases[1].partner_id.as_ref().map(PartnerId::as_str),
+            Some("partner-b")
+        );
         assert_eq!(parse_releases("3", records), None, "record 3 is missing");
         assert_eq!(parse_releases("x", records), None);
-        let extra = |_: usize| Ok("cou_a 1 2 3 4".to_owned());
+        let extra = |_: usize| Ok("cou_a 1 2 3 partner-a x".to_owned());
         assert_eq!(parse_releases("1", extra), None);
     }
 }

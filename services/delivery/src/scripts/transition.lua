@@ -8,15 +8,17 @@
 --   otherwise)
 -- ARGV[3] now (unix ms)   ARGV[4] keep a finished shipment this long (ms)
 -- ARGV[5], ARGV[6] the step's details:
---   assign: distance in meters   expire, give_up, fail: reason
+--   assign: distance in meters, the courier's partner ('' for none)
+--   expire, give_up, fail: reason
 --   release: the new assign-by (unix ms)   flag_overdue: overdue since (unix ms)
 --   deliver: recipient name, proof reference
 -- ARGV[7], ARGV[8] deliver: the operator who confirmed it without the
 --   buyer's code and why ('' for a courier's delivery with the code)
 --
 -- A release keeps the assignment it ends as 'release:<n>' = '<courier id>
--- <assigned at> <distance> <released at>' (n counts from 1, 'releases' holds
--- the count); a courier released once is never assigned the shipment again.
+-- <assigned at> <distance> <released at> <partner>' (n counts from 1,
+-- 'releases' holds the count; the partner is left out when there is none); a
+-- courier released once is never assigned the shipment again.
 --
 -- Returns {outcome, state, courier id}. Outcome is 'changed'; 'unchanged'
 -- when the shipment already took this very step (nothing changes);
@@ -68,6 +70,9 @@ end
 
 if step == 'assign' then
   if state == 'awaiting' and not passed_over(who) then
+    if ARGV[6] ~= '' then
+      redis.call('HSET', KEYS[1], 'partner_id', ARGV[6])
+    end
     return move('assigned', 'courier_id', who, 'assigned_at_ms', now, 'distance_m', ARGV[5])
   end
   if state == 'assigned' and courier == who then
@@ -93,10 +98,13 @@ end
 if step == 'release' then
   if state == 'assigned' and courier == who then
     local n = redis.call('HINCRBY', KEYS[1], 'releases', 1)
-    local fields = redis.call('HMGET', KEYS[1], 'assigned_at_ms', 'distance_m')
-    redis.call('HSET', KEYS[1], 'release:' .. n,
-      who .. ' ' .. (fields[1] or '0') .. ' ' .. (fields[2] or '0') .. ' ' .. now)
-    redis.call('HDEL', KEYS[1], 'courier_id', 'assigned_at_ms', 'distance_m')
+    local fields = redis.call('HMGET', KEYS[1], 'assigned_at_ms', 'distance_m', 'partner_id')
+    local record = who .. ' ' .. (fields[1] or '0') .. ' ' .. (fields[2] or '0') .. ' ' .. now
+    if fields[3] then
+      record = record .. ' ' .. fields[3]
+    end
+    redis.call('HSET', KEYS[1], 'release:' .. n, record)
+    redis.call('HDEL', KEYS[1], 'courier_id', 'assigned_at_ms', 'distance_m', 'partner_id')
     return move('awaiting', 'assign_by_ms', ARGV[5])
   end
   if state == 'awaiting' and passed_over(who) then

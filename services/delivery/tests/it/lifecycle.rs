@@ -369,6 +369,7 @@ async fn work_cut_short_by_a_crash_is_finished_from_redis() {
             Step::Assign {
                 courier: &north,
                 distance_meters: 1_000,
+                partner: None,
             },
             // Now, so that its pickup deadline is still ahead.
             harvest_delivery::model::now_ms(),

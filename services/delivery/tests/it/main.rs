@@ -6,3 +6,4 @@ mod assignment;
 mod deadlines;
 mod helpers;
 mod lifecycle;
+mod partners;
