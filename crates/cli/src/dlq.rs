@@ -1,9 +1,11 @@
 //! `harvest dlq …`: a consumer's dead letters, read from and replayed through
 //! Kafka directly (no service API involved).
 
+use std::path::PathBuf;
+
 use harvest_bus::dead_letters::{self, DeadLetter, Letters};
 use harvest_bus::{BusConfig, Topology};
-use harvest_domain::{Region, Regions};
+use harvest_domain::{Region, Regions, Secret};
 use serde_json::{Value, json};
 
 use crate::connect::Context;
@@ -54,6 +56,62 @@ pub struct Where {
         help_heading = "Event bus"
     )]
     topic_prefix: String,
+    /// How to reach the brokers: plaintext, ssl (TLS), sasl_ssl (TLS and a
+    /// SCRAM user) or sasl_plaintext.
+    #[arg(
+        long,
+        value_name = "PROTOCOL",
+        env = "HARVEST_BUS__SECURITY_PROTOCOL",
+        default_value = "plaintext",
+        value_parser = ["plaintext", "ssl", "sasl_ssl", "sasl_plaintext"],
+        help_heading = "Event bus"
+    )]
+    kafka_security_protocol: String,
+    /// With sasl_*: SCRAM-SHA-512 or SCRAM-SHA-256.
+    #[arg(
+        long,
+        value_name = "MECHANISM",
+        env = "HARVEST_BUS__SASL_MECHANISM",
+        default_value = "SCRAM-SHA-512",
+        help_heading = "Event bus"
+    )]
+    kafka_sasl_mechanism: String,
+    /// With sasl_*: the Kafka user (in a deployment, `harvest-operator`); its
+    /// password only from HARVEST_BUS__SASL_PASSWORD, never a flag.
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "HARVEST_BUS__SASL_USERNAME",
+        default_value = "",
+        help_heading = "Event bus"
+    )]
+    kafka_user: String,
+    /// With ssl and sasl_ssl: CA certificates (PEM) to trust instead of the
+    /// system's.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HARVEST_BUS__SSL_CA_FILE",
+        help_heading = "Event bus"
+    )]
+    kafka_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM), with --kafka-key-file, for brokers that
+    /// ask for one.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HARVEST_BUS__SSL_CERT_FILE",
+        help_heading = "Event bus"
+    )]
+    kafka_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --kafka-cert-file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "HARVEST_BUS__SSL_KEY_FILE",
+        help_heading = "Event bus"
+    )]
+    kafka_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,19 +144,35 @@ fn parse_region(value: &str) -> Result<Region, String> {
 }
 
 impl Where {
-    fn bus(&self) -> (BusConfig, Topology) {
+    fn bus(&self) -> Result<(BusConfig, Topology), CliError> {
         let config = BusConfig {
             brokers: self.brokers.clone(),
             topic_prefix: self.topic_prefix.clone(),
+            security_protocol: self.kafka_security_protocol.clone(),
+            sasl_mechanism: self.kafka_sasl_mechanism.clone(),
+            sasl_username: self.kafka_user.clone(),
+            sasl_password: Secret::new(
+                std::env::var("HARVEST_BUS__SASL_PASSWORD").unwrap_or_default(),
+            ),
+            ssl_ca_file: self.kafka_ca_file.clone(),
+            ssl_cert_file: self.kafka_cert_file.clone(),
+            ssl_key_file: self.kafka_key_file.clone(),
             ..BusConfig::default()
         };
+        config.validate().map_err(|problem| {
+            CliError::Usage(format!(
+                "{problem} (bus.<setting> is the flag --kafka-… or the variable \
+                 HARVEST_BUS__<SETTING>; the password is only the variable \
+                 HARVEST_BUS__SASL_PASSWORD)"
+            ))
+        })?;
         let regions = Regions::new(vec![self.region.clone()]).unwrap_or_default();
         let topology = Topology::new(&config, regions);
-        (config, topology)
+        Ok((config, topology))
     }
 
     async fn read(&self) -> Result<Letters, CliError> {
-        let (config, topology) = self.bus();
+        let (config, topology) = self.bus()?;
         Ok(dead_letters::read(&config, &topology, &self.service, &self.region).await?)
     }
 }
@@ -158,7 +232,7 @@ async fn redrive(context: &Context, request: RedriveArgs) -> Result<(), CliError
     };
     let owned: Vec<DeadLetter> = chosen.iter().map(|letter| (*letter).clone()).collect();
     if !request.dry_run {
-        let (config, topology) = request.at.bus();
+        let (config, topology) = request.at.bus()?;
         dead_letters::redrive(
             &config,
             &topology,

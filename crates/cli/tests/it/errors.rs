@@ -57,3 +57,37 @@ async fn usage_errors_exit_2_before_calling_anything() {
         assert!(error.contains(named), "{args:?}: {error}");
     }
 }
+
+/// `harvest dlq` reaches a secured broker with the `--kafka-*` flags (or
+/// their HARVEST_BUS__* variables); settings that cannot work are a usage
+/// error, found before any broker is called.
+#[tokio::test]
+async fn dlq_kafka_security_settings_that_cannot_work_exit_2() {
+    let at = ["--service", "catalog", "--region", "east"];
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--kafka-security-protocol", "sasl_ssl"],
+            "HARVEST_BUS__SASL_PASSWORD",
+        ),
+        (
+            &["--kafka-security-protocol", "tls"],
+            "--kafka-security-protocol",
+        ),
+        (
+            &["--kafka-ca-file", "/etc/ssl/certs/ca-certificates.crt"],
+            "ssl_*",
+        ),
+    ];
+    for (flags, named) in cases {
+        let mut args = vec!["dlq", "list"];
+        args.extend_from_slice(&at);
+        args.extend_from_slice(flags);
+        let mut command = harvest(&args);
+        command
+            .env_remove("HARVEST_BUS__SASL_PASSWORD")
+            .env("HARVEST_BUS__BROKERS", "127.0.0.1:9");
+        let run = Run::of(command).await;
+        let error = run.failed(2);
+        assert!(error.contains(named), "{flags:?}: {error}");
+    }
+}
