@@ -8,12 +8,13 @@ use std::time::Duration;
 use harvest_proto::common::v1::GeoPoint;
 use harvest_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
 use harvest_proto::delivery::v1::{
-    ConfirmDeliveryRequest, ConfirmPickupRequest, GetShipmentRequest, RegisterCourierRequest,
-    ReportFailureRequest, StreamAssignmentsRequest, UpdateCourierStatusRequest, Vehicle,
+    ConfirmDeliveryRequest, ConfirmPickupRequest, GetShipmentRequest, ListCouriersRequest,
+    RegisterCourierRequest, ReportFailureRequest, StreamAssignmentsRequest,
+    UpdateCourierStatusRequest, Vehicle,
 };
 
 use crate::args;
-use crate::connect::{Context, Traced};
+use crate::connect::{Context, Paging, Traced, collect_pages};
 use crate::enums::enum_parser;
 use crate::error::{CliError, RpcResultExt, Service};
 use crate::output::delivery as view;
@@ -31,6 +32,18 @@ pub enum CourierCommand {
     /// Print a courier's open assignments; with --follow, keep printing new
     /// ones as they are made.
     Assignments(AssignmentsArgs),
+    /// List the couriers a courier partner registered.
+    List(ListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// The courier partner whose couriers to list, for tokens of a local
+    /// stack's issuer; with --token, the token's subject is.
+    #[arg(long, value_name = "PARTNER_ID", default_value = "partner-local", value_parser = args::id)]
+    partner: String,
+    #[command(flatten)]
+    paging: Paging,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -209,11 +222,43 @@ pub async fn courier(context: &Context, command: CourierCommand) -> Result<(), C
         CourierCommand::Assignments(request) => {
             return assignments(context, client, request).await;
         }
+        CourierCommand::List(request) => return list(context, client, request).await,
     }
     .answered_by(Service::Delivery)?;
     context
         .printer
         .show(&courier, view::courier_human, view::courier_json)?;
+    Ok(())
+}
+
+async fn list(
+    context: &Context,
+    client: DeliveryServiceClient<Traced>,
+    request: ListArgs,
+) -> Result<(), CliError> {
+    let couriers = collect_pages(request.paging, |page_token, page_size| {
+        let mut client = client.clone();
+        let call = context.unary_as(
+            Role::Partner,
+            &request.partner,
+            ListCouriersRequest {
+                partner_id: String::new(),
+                page_size,
+                page_token,
+            },
+        );
+        async move {
+            let page = client
+                .list_couriers(call)
+                .await
+                .answered_by(Service::Delivery)?;
+            Ok((page.couriers, page.next_page_token))
+        }
+    })
+    .await?;
+    context
+        .printer
+        .show(&couriers[..], view::couriers_human, view::couriers_json)?;
     Ok(())
 }
 

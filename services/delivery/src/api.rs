@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harvest_bus::PartnerId;
-use harvest_domain::Id;
+use harvest_domain::{Id, decode_page_token, encode_page_token};
 use harvest_kit::auth::{self, Identity, Role, Rule, caller};
 use harvest_kit::bells::Bell;
 use harvest_proto::delivery::v1::delivery_service_server::DeliveryService;
 use harvest_proto::delivery::v1::{
     Assignment, ConfirmDeliveryRequest, ConfirmPickupRequest, Courier, GetShipmentRequest,
-    RegisterCourierRequest, ReportFailureRequest, Shipment, StreamAssignmentsRequest,
-    UpdateCourierStatusRequest,
+    ListCouriersRequest, ListCouriersResponse, RegisterCourierRequest, ReportFailureRequest,
+    Shipment, StreamAssignmentsRequest, UpdateCourierStatusRequest,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -62,7 +62,16 @@ pub const RULES: &[Rule] = &[
         method: "/harvest.delivery.v1.DeliveryService/GetShipment",
         roles: &[Role::Courier, Role::Operator],
     },
+    Rule {
+        method: "/harvest.delivery.v1.DeliveryService/ListCouriers",
+        roles: &[Role::Partner, Role::Operator],
+    },
 ];
+
+/// Couriers a page of ListCouriers holds when the request does not say, and
+/// at most.
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 200;
 
 /// Wrong delivery codes a shipment takes before only an operator can
 /// confirm its delivery.
@@ -604,6 +613,47 @@ impl DeliveryService for DeliveryApi {
         )
         .map_err(DeliveryError::from)?;
         Ok(Response::new(shipment.to_proto()))
+    }
+
+    async fn list_couriers(
+        &self,
+        request: Request<ListCouriersRequest>,
+    ) -> Result<Response<ListCouriersResponse>, Status> {
+        let caller = caller(&request);
+        let mut request = request.into_inner();
+        auth::act_as(
+            caller.as_ref(),
+            Role::Partner,
+            "partner_id",
+            &mut request.partner_id,
+        )
+        .map_err(DeliveryError::from)?;
+        if request.partner_id.is_empty() {
+            return Err(DeliveryError::invalid("partner_id", "is required").into());
+        }
+        let page_size = match request.page_size {
+            size if size < 0 => {
+                return Err(DeliveryError::invalid("page_size", "must not be negative").into());
+            }
+            0 => DEFAULT_PAGE_SIZE,
+            size => (size as usize).min(MAX_PAGE_SIZE),
+        };
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(decode_page_token(token).ok_or_else(|| {
+                DeliveryError::invalid("page_token", "is not one this method returned")
+            })?),
+        };
+        let (couriers, next) = self
+            .dispatcher
+            .store()
+            .partner_couriers(&request.partner_id, after.as_deref(), page_size)
+            .await
+            .map_err(DeliveryError::from)?;
+        Ok(Response::new(ListCouriersResponse {
+            couriers,
+            next_page_token: next.as_deref().map(encode_page_token).unwrap_or_default(),
+        }))
     }
 }
 

@@ -11,6 +11,7 @@
 //! {prefix}delivery:{c}:courier         hash  profile, load, available, latitude, longitude
 //! {prefix}delivery:{c}:open            zset  shipments holding a unit of c's capacity, by claim time
 //! {prefix}delivery:couriers:{r}        geo   couriers of region r by location
+//! {prefix}delivery:partner:{p}:couriers zset couriers partner p registered (score 0, by id)
 //! {prefix}delivery:cold-couriers:{r}   geo   cold-chain couriers of region r by location
 //! {prefix}delivery:{s}:shipment        hash  contents (Shipment protobuf), state, courier and its
 //!                                            partner, times,
@@ -228,6 +229,10 @@ impl DeliveryStore {
         format!("{}delivery:{{{order}}}:cancelled", self.prefix)
     }
 
+    fn partner_couriers_key(&self, partner: &str) -> String {
+        format!("{}delivery:partner:{{{partner}}}:couriers", self.prefix)
+    }
+
     fn pending_key(&self, region: &Region) -> String {
         format!("{}delivery:pending:{{{region}}}", self.prefix)
     }
@@ -283,6 +288,11 @@ impl DeliveryStore {
             StoreError::CorruptCourier(id.to_owned(), "vanished after registration".to_owned())
         })?;
         self.index_courier(&stored).await?;
+        if !stored.partner_id.is_empty() {
+            let _: () = redis
+                .zadd(self.partner_couriers_key(&stored.partner_id), id, 0)
+                .await?;
+        }
         Ok(Registration::Registered(Box::new(stored)))
     }
 
@@ -345,6 +355,46 @@ impl DeliveryStore {
         }
         let _: () = pipe.query_async(&mut redis).await?;
         Ok(())
+    }
+
+    /// A page of the couriers `partner` registered, by id, after `after`;
+    /// the last one's id when there may be more.
+    pub async fn partner_couriers(
+        &self,
+        partner: &str,
+        after: Option<&str>,
+        page_size: usize,
+    ) -> Result<(Vec<Courier>, Option<String>), StoreError> {
+        let mut redis = self.redis.clone();
+        let from = after.map_or_else(|| "-".to_owned(), |after| format!("({after}"));
+        let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(self.partner_couriers_key(partner))
+            .arg(from)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(page_size + 1)
+            .query_async(&mut redis)
+            .await?;
+        let more = ids.len() > page_size;
+        let ids: Vec<Id> = ids
+            .into_iter()
+            .take(page_size)
+            .filter_map(|id| Id::parse(&id).ok())
+            .collect();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.courier_key(id.as_str()));
+        }
+        let rows: Vec<HashMap<String, String>> = pipe.query_async(&mut redis).await?;
+        let mut couriers = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.iter().zip(rows) {
+            if !fields.is_empty() {
+                couriers.push(parse_courier(id, &fields)?);
+            }
+        }
+        let next = more.then(|| ids.last().map(Id::to_string)).flatten();
+        Ok((couriers, next))
     }
 
     pub async fn courier(&self, courier_id: &Id) -> Result<Option<Courier>, StoreError> {

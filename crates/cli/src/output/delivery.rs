@@ -29,6 +29,35 @@ pub fn courier_json(courier: &Courier) -> Value {
     })
 }
 
+pub fn couriers_json(couriers: &[Courier]) -> Value {
+    json!({ "couriers": couriers.iter().map(courier_json).collect::<Vec<_>>() })
+}
+
+pub fn couriers_human(couriers: &[Courier]) -> String {
+    if couriers.is_empty() {
+        return "no couriers\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("COURIER", Align::Left),
+        ("NAME", Align::Left),
+        ("REGION", Align::Left),
+        ("VEHICLE", Align::Left),
+        ("LOAD", Align::Right),
+        ("AVAILABLE", Align::Left),
+    ]);
+    for courier in couriers {
+        table.row(vec![
+            courier.courier_id.clone(),
+            courier.name.clone(),
+            courier.region.clone(),
+            short_name::<Vehicle>(courier.vehicle),
+            format!("{}/{}", courier.load, courier.capacity),
+            yes_no(courier.available),
+        ]);
+    }
+    table.render()
+}
+
 pub fn courier_human(courier: &Courier) -> String {
     Block::new()
         .field("Courier", courier.courier_id.as_str())

@@ -5,7 +5,9 @@ use harvest_bus::{Envelope, PartnerId, Payload, Topology};
 use harvest_domain::Id;
 use harvest_kit::auth::Role;
 use harvest_kit::issuer::{Issuer, bearer};
-use harvest_proto::delivery::v1::{ConfirmDeliveryRequest, ConfirmPickupRequest};
+use harvest_proto::delivery::v1::{
+    ConfirmDeliveryRequest, ConfirmPickupRequest, ListCouriersRequest, ListCouriersResponse,
+};
 use harvest_testkit::kafka::Probe;
 use tonic::Code;
 
@@ -245,5 +247,79 @@ async fn a_partners_topic_is_ready_when_its_first_courier_is_registered() {
         .expect("redis")
         .expect("registered");
     assert_eq!(stored.partner_id, "partner-c");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A partner lists the couriers it registered, a page at a time, and no
+/// other partner's; an operator names the partner.
+#[tokio::test]
+async fn a_partner_lists_its_own_couriers_only() {
+    let (delivery, issuer, dir) = with_issuer(|_| {}).await;
+    for courier in ["a-2", "a-1", "a-3"] {
+        register(&delivery, &issuer, "partner-a", courier, HANGZHOU)
+            .await
+            .expect("registered");
+    }
+    register(&delivery, &issuer, "partner-b", "b-1", HANGZHOU)
+        .await
+        .expect("registered");
+    let list = |token: String, partner_id: &str, page_size: i32, page_token: String| {
+        let mut client = delivery.client.clone();
+        let request = ListCouriersRequest {
+            partner_id: partner_id.to_owned(),
+            page_size,
+            page_token,
+        };
+        async move {
+            client
+                .list_couriers(bearer(request, Some(&token)))
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let ids = |page: &ListCouriersResponse| -> Vec<String> {
+        page.couriers.iter().map(|c| c.courier_id.clone()).collect()
+    };
+    let partner_a = issuer.token(Role::Partner, "partner-a");
+
+    let first = list(partner_a.clone(), "", 2, String::new())
+        .await
+        .expect("its own");
+    assert_eq!(ids(&first), ["a-1", "a-2"]);
+    assert!(first.couriers.iter().all(|c| c.partner_id == "partner-a"));
+    assert!(!first.next_page_token.is_empty());
+    let second = list(partner_a.clone(), "partner-a", 2, first.next_page_token)
+        .await
+        .expect("the next page");
+    assert_eq!(ids(&second), ["a-3"]);
+    assert_eq!(second.next_page_token, "");
+
+    let refused = list(partner_a.clone(), "partner-b", 0, String::new())
+        .await
+        .expect_err("another partner's");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let bad_token = list(partner_a, "", 0, "zz".to_owned())
+        .await
+        .expect_err("a made-up token");
+    assert_eq!(bad_token.code(), Code::InvalidArgument, "{bad_token:?}");
+
+    let operator = issuer.token(Role::Operator, "ops-wang");
+    let of_b = list(operator.clone(), "partner-b", 0, String::new())
+        .await
+        .expect("an operator reads any partner's");
+    assert_eq!(ids(&of_b), ["b-1"]);
+    let unnamed = list(operator, "", 0, String::new())
+        .await
+        .expect_err("whose?");
+    assert_eq!(unnamed.code(), Code::InvalidArgument, "{unnamed:?}");
+    let courier = issuer.token(Role::Courier, "a-1");
+    let not_allowed = list(courier, "partner-a", 0, String::new())
+        .await
+        .expect_err("not a courier's to read");
+    assert_eq!(
+        not_allowed.code(),
+        Code::PermissionDenied,
+        "{not_allowed:?}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
