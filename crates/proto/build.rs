@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "harvest/common/v1/common.proto",
+        "harvest/common/v1/audit.proto",
         "harvest/catalog/v1/catalog.proto",
         "harvest/orders/v1/orders.proto",
         "harvest/orders/storage/v1/storage.proto",

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use harvest_proto::catalog::v1::{Category, Unit};
-use harvest_proto::common::v1::{CancelReason, OrderState, SellerKind};
+use harvest_proto::common::v1::{AuditAction, CancelReason, OrderState, SellerKind};
 use harvest_proto::delivery::v1::{ShipmentState, Vehicle};
 use harvest_proto::payments::v1::{LedgerEntryKind, PaymentState};
 
@@ -54,6 +54,7 @@ proto_enums! {
     ShipmentState => "SHIPMENT_STATE_",
     PaymentState => "PAYMENT_STATE_",
     LedgerEntryKind => "LEDGER_ENTRY_KIND_",
+    AuditAction => "AUDIT_ACTION_",
 }
 
 /// The short name of a value as it travels (an `i32`): `IN_TRANSIT`, or

@@ -1,8 +1,9 @@
 //! `harvest`: the command-line client for people who poke at a running
 //! Harvest system. It browses the catalog, places, follows and cancels orders,
 //! plays a courier against the delivery service, and reads and refunds
-//! payments, all through the services' public gRPC APIs; and it lists and
-//! replays the consumers' dead letters, through Kafka.
+//! payments, and lists the services' audit logs, all through the services'
+//! public gRPC APIs; and it lists and replays the consumers' dead letters,
+//! through Kafka.
 //!
 //! Output is for people by default (aligned blocks and tables, money as
 //! `¥12.34`, enum values as `IN_TRANSIT`), or JSON with `--json`. Exit codes:
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod audit;
 mod catalog;
 mod connect;
 mod couriers;
@@ -88,6 +90,10 @@ enum Command {
     /// Show, list and refund payments.
     #[command(subcommand)]
     Payment(payments::PaymentCommand),
+    /// List a service's audit log: price changes, stock receipts, refunds
+    /// and delivery overrides, with who made them and why.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// List, show and replay a consumer's dead letters (reads Kafka).
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
@@ -141,6 +147,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Courier(command) => couriers::courier(&context, command).await?,
         Command::Shipment(command) => couriers::shipment(&context, command).await?,
         Command::Payment(command) => payments::run(&context, command).await?,
+        Command::Audit(command) => audit::run(&context, command).await?,
         Command::Dlq(command) => dlq::run(&context, command).await?,
         Command::Completions { .. } => {}
     }
@@ -191,7 +198,9 @@ mod tests {
             &mut script,
         );
         let script = String::from_utf8(script).expect("utf-8");
-        for command in ["products", "order", "courier", "shipment", "payment", "dlq"] {
+        for command in [
+            "products", "order", "courier", "shipment", "payment", "audit", "dlq",
+        ] {
             assert!(script.contains(command), "{command} is completed");
         }
         assert!(script.contains("--json"));
@@ -245,6 +254,21 @@ mod tests {
         assert!(error.contains("ORDER_ID"), "{error}");
         let error = rejected(&format!("{PLACE} --line a=1 --key a/b"));
         assert!(error.contains("--key"), "{error}");
+    }
+
+    #[test]
+    fn audit_list_names_a_service_with_a_log() {
+        let cli = parse("audit list --service payments --subject ord_1 --limit 5").expect("parses");
+        let Command::Audit(audit::AuditCommand::List(request)) = cli.command else {
+            panic!("not an audit command");
+        };
+        let text = format!("{request:?}");
+        assert!(text.contains("Payments"), "{text}");
+        assert!(text.contains("limit: 5"), "{text}");
+        let error = rejected("audit list --service orders");
+        assert!(error.contains("catalog"), "{error}");
+        rejected("audit list");
+        rejected("audit list --service catalog --subject {prd}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //!   continue the caller's trace, request metrics, and a per-service limit
 //!   on request messages (RESOURCE_EXHAUSTED beyond it);
 //! - [`admin`]: the admin HTTP port with Prometheus metrics and liveness;
+//! - [`audit`]: the audit log of who changed money or stock, for operators;
 //! - [`bells`]: waking only the tasks that wait on one key;
 //! - [`clock`]: Redis's clock for deadlines, leases and recorded times;
 //! - [`store`]: the Redis connection;
@@ -20,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod bells;
 pub mod cli;

@@ -36,6 +36,17 @@ pub fn unique_name() -> String {
     format!("t{}", &id[..12])
 }
 
+/// A token issuer of the test's own, its key in a directory no other test
+/// uses: start a service with its `config()` to turn authentication on, and
+/// call it with its tokens.
+pub fn issuer() -> anyhow::Result<harvest_kit::issuer::Issuer> {
+    let dir = std::env::temp_dir().join(unique_name());
+    Ok(harvest_kit::issuer::Issuer::in_dir(
+        &dir,
+        "https://id.harvest.test",
+    )?)
+}
+
 /// A private, in-memory Redis: one server, or a Redis Cluster when
 /// [`TEST_REDIS`] says `cluster`.
 pub struct Redis(Deployment);

@@ -1,11 +1,13 @@
 //! The catalog's gRPC API.
 
+use harvest_kit::audit::{AuditLog, Change};
 use harvest_kit::auth::{self, Identity, Role, Rule, caller};
 use harvest_proto::catalog::v1::catalog_service_server::CatalogService;
 use harvest_proto::catalog::v1::{
     Category, CreateProductRequest, GetProductRequest, GetStockRequest, ListProductsRequest,
     ListProductsResponse, Product, ReceiveStockLotRequest, Stock, StockLot, UpdatePriceRequest,
 };
+use harvest_proto::common::v1::{AuditAction, ListAuditRecordsRequest, ListAuditRecordsResponse};
 use tonic::{Request, Response, Status};
 
 use crate::error::CatalogError;
@@ -40,6 +42,10 @@ pub const RULES: &[Rule] = &[
         method: "/harvest.catalog.v1.CatalogService/GetStock",
         roles: &[Role::Seller, Role::Operator],
     },
+    Rule {
+        method: "/harvest.catalog.v1.CatalogService/ListAuditRecords",
+        roles: &[Role::Operator],
+    },
 ];
 
 const DEFAULT_PAGE_SIZE: usize = 50;
@@ -47,11 +53,13 @@ const MAX_PAGE_SIZE: usize = 200;
 
 pub struct CatalogApi {
     store: CatalogStore,
+    /// Price changes and stock receipts, for operators.
+    audit: AuditLog,
 }
 
 impl CatalogApi {
-    pub fn new(store: CatalogStore) -> Self {
-        CatalogApi { store }
+    pub fn new(store: CatalogStore, audit: AuditLog) -> Self {
+        CatalogApi { store, audit }
     }
 
     async fn existing_product(
@@ -199,12 +207,27 @@ impl CatalogApi {
         let id = model::parse_id("product_id", &request.product_id)?;
         let price = model::price("price_fen", request.price_fen)?;
         self.own_product(caller, id.as_str()).await?;
-        let product = self
+        let (previous, product) = self
             .store
             .update_price(id.as_str(), price.get())
             .await?
             .ok_or_else(|| CatalogError::NotFound(format!("product {id} does not exist")))?;
         tracing::info!(product_id = %id, price_fen = price.get(), "price updated");
+        if previous != price.get() {
+            let updated_ms = product
+                .updated_at
+                .and_then(|at| std::time::SystemTime::try_from(at).ok())
+                .map_or(0, crate::store::unix_millis)
+                .to_string();
+            let change = Change {
+                action: AuditAction::PriceChanged,
+                subject: id.as_str(),
+                detail: format!("price {previous} → {} fen", price.get()),
+                reason: "",
+                cause: &[id.as_str(), &updated_ms, &price.get().to_string()],
+            };
+            self.audit.record(caller, change).await;
+        }
         Ok(product)
     }
 
@@ -251,6 +274,22 @@ impl CatalogApi {
                 }
             }
         }
+        // A retry of a receipt whose record could not be written writes it;
+        // one whose record is there adds none.
+        let change = Change {
+            action: AuditAction::StockReceived,
+            subject: product_id,
+            detail: format!(
+                "lot {}: {}, harvested {}, best before {}",
+                lot.lot_id,
+                model::quantity_text(lot.quantity.get(), product.unit()),
+                lot.harvested,
+                lot.best_before
+            ),
+            reason: "",
+            cause: &[product_id, lot.lot_id.as_str()],
+        };
+        self.audit.record(caller, change).await;
         let lots = self.store.lots(product_id).await?;
         lots.iter()
             .find(|stored| stored.lot_id == lot.lot_id.as_str())
@@ -351,6 +390,13 @@ impl CatalogService for CatalogApi {
         Ok(Response::new(
             self.stock(caller.as_ref(), request.into_inner()).await?,
         ))
+    }
+
+    async fn list_audit_records(
+        &self,
+        request: Request<ListAuditRecordsRequest>,
+    ) -> Result<Response<ListAuditRecordsResponse>, Status> {
+        Ok(Response::new(self.audit.list(request.into_inner()).await?))
     }
 }
 

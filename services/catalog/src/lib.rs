@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use harvest_bus::{Publisher, Stream};
 use harvest_domain::Regions;
+use harvest_kit::audit::AuditLog;
 use harvest_kit::grpc::RequestLimit;
 use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
@@ -50,6 +51,7 @@ pub struct App {
     config: CatalogConfig,
     listeners: Listeners,
     store: CatalogStore,
+    audit: AuditLog,
     publisher: Publisher,
     /// The regions this instance serves.
     served: Regions,
@@ -72,12 +74,19 @@ impl App {
             Stream::Catalog,
         )
         .await?;
+        let audit = AuditLog::new(
+            redis.clone(),
+            &config.redis.key_prefix,
+            SERVICE,
+            config.redis.retention(),
+        );
         let store = CatalogStore::new(redis, &config.redis.key_prefix)
             .with_retention(config.redis.retention());
         Ok(App {
             config,
             listeners: listeners.with_access(access),
             store,
+            audit,
             publisher,
             served,
         })
@@ -114,7 +123,7 @@ impl App {
             regions = %self.served,
             "catalog serving",
         );
-        let api = CatalogServiceServer::new(api::CatalogApi::new(self.store));
+        let api = CatalogServiceServer::new(api::CatalogApi::new(self.store, self.audit));
         self.listeners
             .serve(api, MAX_REQUEST, tasks, shutdown, &self.publisher)
             .await

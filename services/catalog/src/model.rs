@@ -179,6 +179,21 @@ pub fn same_listing(a: &Product, b: &Product) -> bool {
     strip(a) == strip(b)
 }
 
+/// A quantity in a product's unit, for people: `50 kg`, `3 boxes`.
+pub fn quantity_text(quantity: i64, unit: Unit) -> String {
+    let (one, many) = match unit {
+        Unit::Kilogram => ("kg", "kg"),
+        Unit::Jin => ("jin", "jin"),
+        Unit::Box => ("box", "boxes"),
+        Unit::Jar => ("jar", "jars"),
+        Unit::Bag => ("bag", "bags"),
+        Unit::Piece => ("piece", "pieces"),
+        Unit::Bottle => ("bottle", "bottles"),
+        Unit::Unspecified => ("unit", "units"),
+    };
+    format!("{quantity} {}", if quantity == 1 { one } else { many })
+}
+
 /// A stock lot to receive, checked against its product.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewLot {

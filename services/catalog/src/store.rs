@@ -431,23 +431,27 @@ impl CatalogStore {
         }
     }
 
-    /// Sets the price; `None` when there is no such product.
+    /// Sets the price: the price it replaced and the product as it now is;
+    /// `None` when there is no such product.
     pub async fn update_price(
         &self,
         product: &str,
         price_fen: i64,
-    ) -> Result<Option<Product>, StoreError> {
+    ) -> Result<Option<(i64, Product)>, StoreError> {
         let mut redis = self.redis.clone();
-        let updated: i64 = update_price_script()
+        let previous: i64 = update_price_script()
             .key(self.product_key(product))
             .arg(price_fen)
             .arg(unix_millis(harvest_kit::clock::now()))
             .invoke_async(&mut redis)
             .await?;
-        if updated == 0 {
+        if previous < 0 {
             return Ok(None);
         }
-        self.product(product).await
+        Ok(self
+            .product(product)
+            .await?
+            .map(|product| (previous, product)))
     }
 
     pub async fn receive_lot(

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use harvest_bus::PartnerId;
 use harvest_domain::{Id, decode_page_token, encode_page_token};
+use harvest_kit::audit::{AuditLog, Change};
 use harvest_kit::auth::{self, Identity, Role, Rule, caller};
 use harvest_kit::bells::Bell;
+use harvest_proto::common::v1::{AuditAction, ListAuditRecordsRequest, ListAuditRecordsResponse};
 use harvest_proto::delivery::v1::delivery_service_server::DeliveryService;
 use harvest_proto::delivery::v1::{
     Assignment, ConfirmDeliveryRequest, ConfirmPickupRequest, Courier, GetShipmentRequest,
@@ -66,6 +68,10 @@ pub const RULES: &[Rule] = &[
         method: "/harvest.delivery.v1.DeliveryService/ListCouriers",
         roles: &[Role::Partner, Role::Operator],
     },
+    Rule {
+        method: "/harvest.delivery.v1.DeliveryService/ListAuditRecords",
+        roles: &[Role::Operator],
+    },
 ];
 
 /// Couriers a page of ListCouriers holds when the request does not say, and
@@ -83,6 +89,8 @@ const STREAM_BUFFER: usize = 32;
 pub struct DeliveryApi {
     dispatcher: Arc<Dispatcher>,
     partners: PartnerTopics,
+    /// Operators' overrides of the delivery code, for operators.
+    audit: AuditLog,
     shutdown: CancellationToken,
 }
 
@@ -154,13 +162,40 @@ impl DeliveryApi {
     pub fn new(
         dispatcher: Arc<Dispatcher>,
         partners: PartnerTopics,
+        audit: AuditLog,
         shutdown: CancellationToken,
     ) -> Self {
         DeliveryApi {
             dispatcher,
             partners,
+            audit,
             shutdown,
         }
+    }
+
+    /// Records an operator's confirmation of `shipment`'s delivery without
+    /// the buyer's code, once the shipment is delivered so. Only the
+    /// operator whom the shipment names as having confirmed it is recorded:
+    /// a repeated call by them adds nothing (or writes a record an earlier
+    /// call could not), and another operator's call, or one on a shipment
+    /// its courier delivered with the code, records nothing.
+    async fn record_override(&self, operator: &Identity, shipment: &StoredShipment) {
+        if shipment.state != State::Delivered || shipment.overridden_by != operator.subject {
+            return;
+        }
+        let shipment_id = shipment.shipment_id.as_str();
+        let courier = shipment.courier_id.as_ref().map_or("", |id| id.as_str());
+        let change = Change {
+            action: AuditAction::DeliveryOverridden,
+            subject: shipment_id,
+            detail: format!(
+                "delivered to {} for courier {courier} without the buyer's code (order {})",
+                shipment.recipient_name, shipment.order_id
+            ),
+            reason: &shipment.override_reason,
+            cause: &[shipment_id],
+        };
+        self.audit.record(Some(operator), change).await;
     }
 
     async fn existing_courier(&self, courier_id: &str) -> Result<Courier, DeliveryError> {
@@ -262,7 +297,7 @@ impl DeliveryApi {
         courier_id: &str,
         shipment_id: &str,
         step: CourierStep,
-    ) -> Result<Shipment, DeliveryError> {
+    ) -> Result<StoredShipment, DeliveryError> {
         let mut courier_id = courier_id.to_owned();
         auth::act_as(caller, Role::Courier, "courier_id", &mut courier_id)?;
         let courier = model::parse_id("courier_id", &courier_id)?;
@@ -334,7 +369,7 @@ impl DeliveryApi {
             .ok_or_else(|| {
                 DeliveryError::NotFound(format!("shipment {shipment_id} does not exist"))
             })?;
-        Ok(shipment.to_proto())
+        Ok(shipment)
     }
 
     /// The buyer's code for `shipment`, as a courier gave it: a wrong one is
@@ -530,7 +565,7 @@ impl DeliveryService for DeliveryApi {
                 CourierStep::PickUp,
             )
             .await?;
-        Ok(Response::new(shipment))
+        Ok(Response::new(shipment.to_proto()))
     }
 
     async fn confirm_delivery(
@@ -541,7 +576,8 @@ impl DeliveryService for DeliveryApi {
         let mut request = request.into_inner();
         // An operator confirms for the shipment's courier, with a reason
         // instead of the buyer's code.
-        let overridden = match caller.as_ref().filter(|c| c.role == Role::Operator) {
+        let operator = caller.as_ref().filter(|c| c.role == Role::Operator);
+        let overridden = match operator {
             Some(operator) => {
                 let reason = model::override_reason(&request.override_reason)?;
                 let shipment_id = model::parse_id("shipment_id", &request.shipment_id)?;
@@ -570,7 +606,10 @@ impl DeliveryService for DeliveryApi {
                 step,
             )
             .await?;
-        Ok(Response::new(shipment))
+        if let Some(operator) = operator {
+            self.record_override(operator, &shipment).await;
+        }
+        Ok(Response::new(shipment.to_proto()))
     }
 
     async fn report_failure(
@@ -590,7 +629,7 @@ impl DeliveryService for DeliveryApi {
                 step,
             )
             .await?;
-        Ok(Response::new(shipment))
+        Ok(Response::new(shipment.to_proto()))
     }
 
     async fn get_shipment(
@@ -654,6 +693,13 @@ impl DeliveryService for DeliveryApi {
             couriers,
             next_page_token: next.as_deref().map(encode_page_token).unwrap_or_default(),
         }))
+    }
+
+    async fn list_audit_records(
+        &self,
+        request: Request<ListAuditRecordsRequest>,
+    ) -> Result<Response<ListAuditRecordsResponse>, Status> {
+        Ok(Response::new(self.audit.list(request.into_inner()).await?))
     }
 }
 

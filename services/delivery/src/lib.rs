@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use harvest_bus::{Publisher, Stream};
 use harvest_domain::Regions;
+use harvest_kit::audit::AuditLog;
 use harvest_kit::grpc::RequestLimit;
 use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::delivery::v1::delivery_service_server::DeliveryServiceServer;
@@ -60,6 +61,7 @@ pub struct App {
     config: DeliveryConfig,
     listeners: Listeners,
     store: DeliveryStore,
+    audit: AuditLog,
     publisher: Publisher,
     /// The regions this instance serves.
     served: Regions,
@@ -82,12 +84,19 @@ impl App {
             Stream::Delivery,
         )
         .await?;
+        let audit = AuditLog::new(
+            redis.clone(),
+            &config.redis.key_prefix,
+            SERVICE,
+            config.redis.retention(),
+        );
         let store = DeliveryStore::new(redis, &config.redis.key_prefix)
             .with_retention(config.redis.retention());
         Ok(App {
             config,
             listeners: listeners.with_access(access),
             store,
+            audit,
             publisher,
             served,
         })
@@ -137,6 +146,7 @@ impl App {
         let api = DeliveryServiceServer::new(api::DeliveryApi::new(
             dispatcher,
             partners,
+            self.audit,
             shutdown.clone(),
         ));
         self.listeners

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use harvest_domain::{Fen, Id};
+use harvest_kit::audit::{AuditLog, Change};
 use harvest_kit::auth::{self, Identity, Role, Rule, caller};
+use harvest_proto::common::v1::{AuditAction, ListAuditRecordsRequest, ListAuditRecordsResponse};
 use harvest_proto::payments::v1::payments_service_server::PaymentsService;
 use harvest_proto::payments::v1::{
     GetPaymentRequest, ListPaymentsRequest, ListPaymentsResponse, Payment, PaymentState,
@@ -35,6 +37,10 @@ pub const RULES: &[Rule] = &[
         method: "/harvest.payments.v1.PaymentsService/Refund",
         roles: &[Role::Operator],
     },
+    Rule {
+        method: "/harvest.payments.v1.PaymentsService/ListAuditRecords",
+        roles: &[Role::Operator],
+    },
 ];
 
 const DEFAULT_PAGE_SIZE: usize = 50;
@@ -43,6 +49,8 @@ const MAX_REASON_CHARS: usize = 200;
 
 pub struct PaymentsApi<P> {
     payments: Arc<Payments<P>>,
+    /// Refunds made over this API, for operators.
+    audit: AuditLog,
 }
 
 fn parse_id(field: &str, value: &str) -> Result<Id, PaymentsError> {
@@ -60,8 +68,8 @@ fn state_name(stage: Stage) -> &'static str {
 }
 
 impl<P: PaymentProvider> PaymentsApi<P> {
-    pub fn new(payments: Arc<Payments<P>>) -> Self {
-        PaymentsApi { payments }
+    pub fn new(payments: Arc<Payments<P>>, audit: AuditLog) -> Self {
+        PaymentsApi { payments, audit }
     }
 
     /// The order's payment; NOT_FOUND when the order has none.
@@ -153,7 +161,11 @@ impl<P: PaymentProvider> PaymentsApi<P> {
         })
     }
 
-    async fn refund(&self, request: RefundRequest) -> Result<Payment, PaymentsError> {
+    async fn refund(
+        &self,
+        caller: Option<&Identity>,
+        request: RefundRequest,
+    ) -> Result<Payment, PaymentsError> {
         let order = parse_id("order_id", &request.order_id)?;
         if request.amount_fen < 0 {
             return Err(PaymentsError::invalid(
@@ -201,12 +213,12 @@ impl<P: PaymentProvider> PaymentsApi<P> {
             .payments
             .refund(&order, &RefundKey::Request(key.clone()), requested, &reason)
             .await?;
-        let refused = match outcome {
+        let refused = match &outcome {
             RefundOutcome::Refunded(record) => {
                 tracing::info!(order_id = %order, amount_fen = record.amount, "refund requested");
                 None
             }
-            RefundOutcome::NotCaptured(stage) => Some(not_captured(&order, stage)),
+            RefundOutcome::NotCaptured(stage) => Some(not_captured(&order, *stage)),
             RefundOutcome::NothingLeft { captured } => Some(format!(
                 "nothing is left to refund for order {order}: all {captured} fen captured were refunded"
             )),
@@ -214,7 +226,7 @@ impl<P: PaymentProvider> PaymentsApi<P> {
                 requested,
                 captured,
                 refunded,
-            } => Some(exceeds(&order, requested, captured, refunded)),
+            } => Some(exceeds(&order, *requested, *captured, *refunded)),
         };
         if let Some(message) = refused {
             if !claimed_before {
@@ -223,6 +235,22 @@ impl<P: PaymentProvider> PaymentsApi<P> {
             return Err(PaymentsError::FailedPrecondition(message));
         }
         let payment = self.existing(&order).await?;
+        if let RefundOutcome::Refunded(record) = &outcome {
+            // Once per idempotency key: a retry of a refund whose record
+            // could not be written writes it, one whose record is there adds
+            // none.
+            let change = Change {
+                action: AuditAction::PaymentRefunded,
+                subject: order.as_str(),
+                detail: format!(
+                    "refunded {} fen of {} fen captured ({} fen refunded in all)",
+                    record.amount, payment.captured, record.total_after
+                ),
+                reason: &record.reason,
+                cause: &[order.as_str(), key.as_str()],
+            };
+            self.audit.record(caller, change).await;
+        }
         self.with_entries(payment).await
     }
 
@@ -354,7 +382,17 @@ impl<P: PaymentProvider> PaymentsService for PaymentsApi<P> {
     }
 
     async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<Payment>, Status> {
-        Ok(Response::new(self.refund(request.into_inner()).await?))
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.refund(caller.as_ref(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_audit_records(
+        &self,
+        request: Request<ListAuditRecordsRequest>,
+    ) -> Result<Response<ListAuditRecordsResponse>, Status> {
+        Ok(Response::new(self.audit.list(request.into_inner()).await?))
     }
 }
 

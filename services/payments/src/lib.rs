@@ -28,6 +28,7 @@ use std::sync::Arc;
 
 use harvest_bus::{Publisher, Stream};
 use harvest_domain::Regions;
+use harvest_kit::audit::AuditLog;
 use harvest_kit::grpc::RequestLimit;
 use harvest_kit::service::{Foundation, FoundationError, Listeners, RunError, region_consumers};
 use harvest_proto::payments::v1::payments_service_server::PaymentsServiceServer;
@@ -61,6 +62,7 @@ pub struct App {
     config: PaymentsConfig,
     listeners: Listeners,
     payments: Arc<Payments<SandboxProvider>>,
+    audit: AuditLog,
     publisher: Publisher,
     /// The regions this instance serves.
     served: Regions,
@@ -83,6 +85,12 @@ impl App {
             Stream::Payments,
         )
         .await?;
+        let audit = AuditLog::new(
+            redis.clone(),
+            &config.redis.key_prefix,
+            SERVICE,
+            config.redis.retention(),
+        );
         let store = PaymentStore::new(redis.clone(), &config.redis.key_prefix)
             .with_retention(config.redis.retention());
         let provider =
@@ -98,6 +106,7 @@ impl App {
             config,
             listeners: listeners.with_access(access),
             payments,
+            audit,
             publisher,
             served,
         })
@@ -133,7 +142,7 @@ impl App {
             regions = %self.served,
             "payments serving",
         );
-        let api = PaymentsServiceServer::new(api::PaymentsApi::new(self.payments));
+        let api = PaymentsServiceServer::new(api::PaymentsApi::new(self.payments, self.audit));
         self.listeners
             .serve(api, MAX_REQUEST, tasks, shutdown, &self.publisher)
             .await

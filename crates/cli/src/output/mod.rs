@@ -6,6 +6,7 @@
 //! protobuf field names, enum values by their short names (`IN_TRANSIT`),
 //! money in fen (`*_fen`) and times in RFC 3339.
 
+pub mod audit;
 pub mod catalog;
 pub mod delivery;
 pub mod orders;
@@ -386,6 +387,7 @@ mod tests {
 
 mod ids {
     use harvest_proto::catalog::v1::{Product, Stock};
+    use harvest_proto::common::v1::AuditRecord;
     use harvest_proto::delivery::v1::{Assignment, Courier, Shipment};
     use harvest_proto::orders::v1::{Order, OrderUpdate};
     use harvest_proto::payments::v1::Payment;
@@ -448,6 +450,12 @@ mod ids {
     impl Ids for Payment {
         fn ids(&self) -> Vec<String> {
             vec![self.order_id.clone()]
+        }
+    }
+
+    impl Ids for AuditRecord {
+        fn ids(&self) -> Vec<String> {
+            vec![self.record_id.clone()]
         }
     }
 }

@@ -2,6 +2,7 @@
 //! its test, and the test run's Apache Kafka broker.
 
 mod api;
+mod audit_log;
 mod helpers;
 mod properties;
 mod reactions;

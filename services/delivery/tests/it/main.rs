@@ -3,6 +3,7 @@
 
 mod api;
 mod assignment;
+mod audit_log;
 mod deadlines;
 mod helpers;
 mod lifecycle;

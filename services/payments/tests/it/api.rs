@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use harvest_bus::{Envelope, Payload};
+use harvest_bus::Payload;
 use harvest_proto::payments::v1::{
     GetPaymentRequest, LedgerEntryKind, ListPaymentsRequest, Payment, PaymentState, RefundRequest,
 };
@@ -30,30 +30,11 @@ fn refund(order_id: &str, amount_fen: i64, key: &str) -> RefundRequest {
     }
 }
 
-/// An order paid with `approve`, authorized and, when `deliver`, captured.
-async fn paid_order(payments: &TestPayments, total: i64, deliver: bool) -> Envelope {
-    let reserved = payments.reserve("approve", &[("farmer-li", total)]).await;
-    payments
-        .wait_event(&reserved.order_id, |p| {
-            matches!(p, Payload::PaymentAuthorized(_))
-        })
-        .await;
-    if deliver {
-        payments.deliver(&reserved).await;
-        payments
-            .wait_event(&reserved.order_id, |p| {
-                matches!(p, Payload::PaymentCaptured(_))
-            })
-            .await;
-    }
-    reserved
-}
-
 #[tokio::test]
 async fn refunds_never_exceed_what_was_captured() {
     let payments = TestPayments::start().await;
     let mut client = payments.client.clone();
-    let order = paid_order(&payments, 10_000, true).await;
+    let order = payments.paid_order(10_000, true).await;
     let order_id = order.order_id.as_str();
 
     let first = client
@@ -104,7 +85,7 @@ async fn refunds_never_exceed_what_was_captured() {
     );
     // A refused key was not kept: it can serve another request... on
     // another, captured order.
-    let other = paid_order(&payments, 500, true).await;
+    let other = payments.paid_order(500, true).await;
     client
         .refund(refund(&other.order_id, 200, "refund-2"))
         .await
@@ -149,8 +130,8 @@ async fn refunds_never_exceed_what_was_captured() {
 async fn bad_requests_get_a_clear_status_and_change_nothing() {
     let payments = TestPayments::start().await;
     let mut client = payments.client.clone();
-    let authorized = paid_order(&payments, 4_000, false).await;
-    let captured = paid_order(&payments, 6_000, true).await;
+    let authorized = payments.paid_order(4_000, false).await;
+    let captured = payments.paid_order(6_000, true).await;
     let before: Vec<Payment> = vec![
         payments.payment(&authorized.order_id).await,
         payments.payment(&captured.order_id).await,
@@ -274,7 +255,7 @@ async fn lists_payments_by_state_in_pages() {
     let mut client = payments.client.clone();
     let mut authorized = Vec::new();
     for _ in 0..5 {
-        authorized.push(paid_order(&payments, 1_000, false).await.order_id);
+        authorized.push(payments.paid_order(1_000, false).await.order_id);
     }
     let declined = payments.reserve("decline", &[("farmer-li", 1_000)]).await;
     payments
@@ -365,7 +346,7 @@ async fn lists_payments_by_state_in_pages() {
 async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
     let payments = TestPayments::start().await;
     let mut client = payments.client.clone();
-    let captured = paid_order(&payments, 6_000, true).await;
+    let captured = payments.paid_order(6_000, true).await;
     let before = payments.payment(&captured.order_id).await;
     let mut huge = refund(&captured.order_id, 1_000, "refund-huge");
     huge.reason = "x".repeat(4 * 1024 * 1024);

@@ -216,6 +216,24 @@ impl TestPayments {
         .unwrap_or_else(|| panic!("event {} was not handled", event.event_type));
     }
 
+    /// An order paid with `approve`, authorized and, when `deliver`,
+    /// captured.
+    pub async fn paid_order(&self, total: i64, deliver: bool) -> Envelope {
+        let reserved = self.reserve("approve", &[("farmer-li", total)]).await;
+        self.wait_event(&reserved.order_id, |p| {
+            matches!(p, Payload::PaymentAuthorized(_))
+        })
+        .await;
+        if deliver {
+            self.deliver(&reserved).await;
+            self.wait_event(&reserved.order_id, |p| {
+                matches!(p, Payload::PaymentCaptured(_))
+            })
+            .await;
+        }
+        reserved
+    }
+
     pub async fn payment(&self, order_id: &str) -> Payment {
         self.client
             .clone()

@@ -2,6 +2,7 @@
 //! the test run's Apache Kafka broker; Redis is private to its test.
 
 mod api;
+mod audit_log;
 mod helpers;
 mod properties;
 mod reactions;
