@@ -4,5 +4,6 @@
 mod api;
 mod helpers;
 mod properties;
+mod purchase_limit;
 mod reactions;
 mod readiness;

@@ -155,7 +155,7 @@ async fn run(store: &CatalogStore, product: &str, ops: &[Op]) -> Result<(), Test
             Op::Reserve { order, quantity } => {
                 let order_id = format!("ord{order}");
                 let result = store
-                    .reserve(product, &order_id, *quantity, earliest)
+                    .reserve(product, &order_id, "buyer-1", *quantity, earliest)
                     .await
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let expected = model.reserve(&order_id, *quantity, earliest.days());
