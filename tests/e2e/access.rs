@@ -8,6 +8,7 @@ use harvest_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use harvest_proto::catalog::v1::{
     Category, CollectionPointInput, CreateProductRequest, GetProductRequest, GetStockRequest,
     ListProductsRequest, ReceiveStockLotRequest, Unit, UpdatePriceRequest,
+    UpdatePurchaseLimitRequest,
 };
 use harvest_proto::common::v1::{
     Date, GeoPoint, ListAuditRecordsRequest, Origin, Seller, SellerKind,
@@ -42,6 +43,7 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("GetProduct", &Role::ALL),
     ("ListProducts", &Role::ALL),
     ("UpdatePrice", &[Role::Seller]),
+    ("UpdatePurchaseLimit", &[Role::Seller]),
     ("ReceiveStockLot", &[Role::Seller]),
     ("GetStock", &[Role::Seller, Role::Operator]),
     ("catalog ListAuditRecords", &[Role::Operator]),
@@ -147,6 +149,7 @@ async fn call(raw: &mut Raw, own: &Own, method: &str, token: Option<&str>) -> Re
                     location: Some(ANJI.location()),
                 }),
                 request_id: "access-matrix".to_owned(),
+                per_buyer_limit: 0,
             };
             raw.catalog
                 .create_product(bearer(request, token))
@@ -169,6 +172,17 @@ async fn call(raw: &mut Raw, own: &Own, method: &str, token: Option<&str>) -> Re
                 UpdatePriceRequest {
                     product_id,
                     price_fen: 4_800,
+                },
+                token,
+            ))
+            .await
+            .map(drop),
+        "UpdatePurchaseLimit" => raw
+            .catalog
+            .update_purchase_limit(bearer(
+                UpdatePurchaseLimitRequest {
+                    product_id,
+                    per_buyer_limit: 0,
                 },
                 token,
             ))
@@ -464,7 +478,12 @@ async fn each_role_reaches_only_its_own_records() {
     };
 
     let other_seller = issuer.token(Role::Seller, "coop-fuping");
-    for method in ["UpdatePrice", "ReceiveStockLot", "GetStock"] {
+    for method in [
+        "UpdatePrice",
+        "UpdatePurchaseLimit",
+        "ReceiveStockLot",
+        "GetStock",
+    ] {
         let answer = call(&mut raw, &own, method, Some(&other_seller)).await;
         denied(answer, &format!("{method} by another seller"));
     }

@@ -136,6 +136,7 @@ impl System {
                 location: Some(point.location()),
             }),
             request_id: String::new(),
+            per_buyer_limit: 0,
         };
         let product = catalog
             .create_product(act_as(Role::Seller, &seller, create))

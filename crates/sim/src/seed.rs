@@ -303,6 +303,7 @@ pub async fn seed_catalog_with(
                         }),
                     }),
                     request_id: format!("seed-{}", sample.seller_id),
+                    per_buyer_limit: 0,
                 },
             ))
             .await?

@@ -6,6 +6,7 @@ use harvest_proto::catalog::v1::catalog_service_server::CatalogService;
 use harvest_proto::catalog::v1::{
     Category, CreateProductRequest, GetProductRequest, GetStockRequest, ListProductsRequest,
     ListProductsResponse, Product, ReceiveStockLotRequest, Stock, StockLot, UpdatePriceRequest,
+    UpdatePurchaseLimitRequest,
 };
 use harvest_proto::common::v1::{AuditAction, ListAuditRecordsRequest, ListAuditRecordsResponse};
 use tonic::{Request, Response, Status};
@@ -32,6 +33,10 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         method: "/harvest.catalog.v1.CatalogService/UpdatePrice",
+        roles: &[Role::Seller],
+    },
+    Rule {
+        method: "/harvest.catalog.v1.CatalogService/UpdatePurchaseLimit",
         roles: &[Role::Seller],
     },
     Rule {
@@ -231,6 +236,23 @@ impl CatalogApi {
         Ok(product)
     }
 
+    async fn update_purchase_limit(
+        &self,
+        caller: Option<&Identity>,
+        request: UpdatePurchaseLimitRequest,
+    ) -> Result<Product, CatalogError> {
+        let id = model::parse_id("product_id", &request.product_id)?;
+        let limit = model::per_buyer_limit("per_buyer_limit", request.per_buyer_limit)?;
+        self.own_product(caller, id.as_str()).await?;
+        let product = self
+            .store
+            .update_purchase_limit(id.as_str(), limit)
+            .await?
+            .ok_or_else(|| CatalogError::NotFound(format!("product {id} does not exist")))?;
+        tracing::info!(product_id = %id, per_buyer_limit = limit, "per-buyer limit updated");
+        Ok(product)
+    }
+
     async fn receive_stock_lot(
         &self,
         caller: Option<&Identity>,
@@ -367,6 +389,17 @@ impl CatalogService for CatalogApi {
         let caller = caller(&request);
         Ok(Response::new(
             self.update_price(caller.as_ref(), request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn update_purchase_limit(
+        &self,
+        request: Request<UpdatePurchaseLimitRequest>,
+    ) -> Result<Response<Product>, Status> {
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.update_purchase_limit(caller.as_ref(), request.into_inner())
                 .await?,
         ))
     }

@@ -40,14 +40,32 @@ pub struct ReservationConfig {
     pub delivery_lead_days: u32,
     /// Hours within which perishables must be picked up.
     pub perishable_pickup_hours: u32,
+    /// The most units of a product one buyer may hold within the window, for
+    /// products that set no limit of their own; 0 for none.
+    pub per_buyer_limit: u32,
+    /// Hours during which a buyer's reserved or committed units of a product
+    /// count towards its per-buyer limit, from each reservation.
+    pub per_buyer_window_hours: u32,
 }
+
+/// The largest per-buyer window: a year.
+pub const MAX_PER_BUYER_WINDOW_HOURS: u32 = 24 * 366;
 
 impl Default for ReservationConfig {
     fn default() -> Self {
         ReservationConfig {
             delivery_lead_days: 2,
             perishable_pickup_hours: 48,
+            per_buyer_limit: 0,
+            per_buyer_window_hours: 24,
         }
+    }
+}
+
+impl ReservationConfig {
+    /// How long a buyer's reservation counts towards a per-buyer limit.
+    pub fn per_buyer_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.per_buyer_window_hours) * 3600)
     }
 }
 
@@ -67,6 +85,17 @@ impl CatalogConfig {
         if self.reservation.perishable_pickup_hours == 0 {
             return Err("reservation.perishable_pickup_hours must be positive".to_owned());
         }
+        let max_limit = harvest_domain::Quantity::MAX.get();
+        if i64::from(self.reservation.per_buyer_limit) > max_limit {
+            return Err(format!(
+                "reservation.per_buyer_limit must be at most {max_limit}"
+            ));
+        }
+        if !(1..=MAX_PER_BUYER_WINDOW_HOURS).contains(&self.reservation.per_buyer_window_hours) {
+            return Err(format!(
+                "reservation.per_buyer_window_hours must be between 1 and {MAX_PER_BUYER_WINDOW_HOURS}"
+            ));
+        }
         Ok(())
     }
 }
@@ -78,5 +107,44 @@ impl harvest_kit::cli::ServiceConfig for CatalogConfig {
 
     fn telemetry(&self) -> &TelemetryConfig {
         &self.telemetry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_buyer_settings_are_checked() {
+        let defaults = CatalogConfig::default();
+        assert_eq!(
+            defaults.reservation.per_buyer_limit, 0,
+            "no limit by default"
+        );
+        assert_eq!(
+            defaults.reservation.per_buyer_window(),
+            std::time::Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(defaults.validate(), Ok(()));
+
+        let with = |adjust: fn(&mut ReservationConfig)| {
+            let mut config = CatalogConfig::default();
+            adjust(&mut config.reservation);
+            config.validate()
+        };
+        assert_eq!(with(|r| r.per_buyer_limit = 10_000_000), Ok(()));
+        assert_eq!(with(|r| r.per_buyer_window_hours = 1), Ok(()));
+        for broken in [
+            with(|r| r.per_buyer_limit = 10_000_001),
+            with(|r| r.per_buyer_window_hours = 0),
+            with(|r| r.per_buyer_window_hours = MAX_PER_BUYER_WINDOW_HOURS + 1),
+        ] {
+            assert!(
+                broken
+                    .as_ref()
+                    .is_err_and(|e| e.contains("reservation.per_buyer")),
+                "{broken:?}"
+            );
+        }
     }
 }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::config::CatalogConfig;
 use crate::reactions::StockReactions;
-use crate::store::CatalogStore;
+use crate::store::{BuyerLimit, CatalogStore};
 
 /// The name of this service in consumer groups, dead-letter topics and traces.
 pub const SERVICE: &str = "catalog";
@@ -81,7 +81,11 @@ impl App {
             config.redis.retention(),
         );
         let store = CatalogStore::new(redis, &config.redis.key_prefix)
-            .with_retention(config.redis.retention());
+            .with_retention(config.redis.retention())
+            .with_buyer_limit(BuyerLimit {
+                default_units: i64::from(config.reservation.per_buyer_limit),
+                window: config.reservation.per_buyer_window(),
+            });
         Ok(App {
             config,
             listeners: listeners.with_access(access),

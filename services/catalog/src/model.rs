@@ -36,6 +36,21 @@ pub fn quantity(field: &str, units: i64) -> Result<Quantity, CatalogError> {
     Quantity::parse(units).map_err(|error| CatalogError::invalid(field, error))
 }
 
+/// A per-buyer limit: 0 (the catalog's default applies) up to the largest
+/// quantity.
+pub fn per_buyer_limit(field: &str, units: i64) -> Result<i64, CatalogError> {
+    if units == 0 {
+        return Ok(0);
+    }
+    if units < 0 {
+        return Err(CatalogError::invalid(
+            field,
+            format!("must not be negative, got {units}; 0 leaves the catalog's default"),
+        ));
+    }
+    Ok(quantity(field, units)?.get())
+}
+
 pub fn date(field: &str, date: Option<&common::Date>) -> Result<Date, CatalogError> {
     let date = date.ok_or_else(|| CatalogError::invalid(field, "is required"))?;
     Date::from_ymd(date.year, date.month, date.day)
@@ -118,6 +133,7 @@ pub fn new_product(request: &CreateProductRequest) -> Result<Product, CatalogErr
         .filter(|unit| *unit != Unit::Unspecified)
         .ok_or_else(|| CatalogError::invalid("unit", "must be a known unit"))?;
     let price_fen = price("price_fen", request.price_fen)?;
+    let per_buyer_limit = per_buyer_limit("per_buyer_limit", request.per_buyer_limit)?;
     if request.perishable {
         if !(1..=MAX_SHELF_LIFE_DAYS).contains(&request.shelf_life_days) {
             return Err(CatalogError::invalid(
@@ -165,6 +181,7 @@ pub fn new_product(request: &CreateProductRequest) -> Result<Product, CatalogErr
         collection_point: Some(point),
         created_at: Some(now.into()),
         updated_at: Some(now.into()),
+        per_buyer_limit,
     })
 }
 
@@ -293,6 +310,7 @@ mod tests {
                 }),
             }),
             request_id: String::new(),
+            per_buyer_limit: 0,
         }
     }
 
@@ -337,6 +355,32 @@ mod tests {
         let mut request = valid_request();
         request.category = 99;
         assert_eq!(field_of(new_product(&request)), "category");
+
+        let mut request = valid_request();
+        request.per_buyer_limit = -1;
+        assert_eq!(field_of(new_product(&request)), "per_buyer_limit");
+    }
+
+    #[test]
+    fn per_buyer_limits_are_zero_or_a_quantity() {
+        assert_eq!(per_buyer_limit("limit", 0).ok(), Some(0));
+        assert_eq!(per_buyer_limit("limit", 2).ok(), Some(2));
+        let max = Quantity::MAX.get();
+        assert_eq!(per_buyer_limit("limit", max).ok(), Some(max));
+        for bad in [-1, i64::MIN, max + 1] {
+            assert!(
+                matches!(
+                    per_buyer_limit("limit", bad),
+                    Err(CatalogError::InvalidArgument { ref field, .. }) if field == "limit"
+                ),
+                "{bad}"
+            );
+        }
+
+        let mut request = valid_request();
+        request.per_buyer_limit = 3;
+        let product = new_product(&request).expect("valid");
+        assert_eq!(product.per_buyer_limit, 3);
     }
 
     #[test]

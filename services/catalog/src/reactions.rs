@@ -156,10 +156,31 @@ fn too_large(lines: &[Line], prices: &[Option<i64>]) -> Vec<LineShortfall> {
                 requested: line.quantity.get(),
                 available: 0,
                 reason: ShortfallReason::TotalTooLarge.into(),
+                ..LineShortfall::default()
             }),
         }
     }
     shortfalls
+}
+
+/// A line refused because the buyer, holding `holds` units of the product
+/// within the window, may not take `requested` more under `limit`.
+fn over_limit(
+    product_id: &Id,
+    requested: i64,
+    limit: i64,
+    holds: i64,
+    window_hours: u32,
+) -> LineShortfall {
+    LineShortfall {
+        product_id: product_id.to_string(),
+        requested,
+        available: (limit - holds).max(0),
+        reason: ShortfallReason::PerBuyerLimit.into(),
+        per_buyer_limit: limit,
+        buyer_holds: holds,
+        per_buyer_window_hours: i32::try_from(window_hours).unwrap_or(i32::MAX),
+    }
 }
 
 impl StockReactions {
@@ -179,6 +200,8 @@ impl StockReactions {
         placed: &OrderPlaced,
     ) -> Result<(), ReactionError> {
         let lines = parse_lines(&placed.lines)?;
+        let buyer_id = Id::parse(&placed.buyer_id)
+            .map_err(|e| ReactionError::Malformed(format!("buyer_id: {e}")))?;
         let products: Vec<&str> = lines.iter().map(|line| line.product_id.as_str()).collect();
         let (decided, prices) = self
             .store
@@ -215,6 +238,7 @@ impl StockReactions {
                 .reserve(
                     line.product_id.as_str(),
                     order_id.as_str(),
+                    buyer_id.as_str(),
                     line.quantity.get(),
                     earliest,
                 )
@@ -225,6 +249,7 @@ impl StockReactions {
                     requested: line.quantity.get(),
                     available: 0,
                     reason: ShortfallReason::UnknownProduct.into(),
+                    ..LineShortfall::default()
                 }),
                 ReserveResult::Recorded { reservation, .. } => match reservation {
                     Reservation::Reserved(allocation) | Reservation::Committed(allocation) => {
@@ -241,7 +266,19 @@ impl StockReactions {
                         requested,
                         available,
                         reason: ShortfallReason::InsufficientStock.into(),
+                        ..LineShortfall::default()
                     }),
+                    Reservation::OverLimit {
+                        requested,
+                        limit,
+                        holds,
+                    } => LineResult::Short(over_limit(
+                        &line.product_id,
+                        requested,
+                        limit,
+                        holds,
+                        self.settings.per_buyer_window_hours,
+                    )),
                     Reservation::RolledBack(_) => LineResult::RolledBack,
                     Reservation::Released(_) | Reservation::ReleasedBeforeReserved => {
                         LineResult::AlreadyReleased
@@ -285,6 +322,7 @@ impl StockReactions {
             for shortfall in &shortfalls {
                 let reason = match shortfall.reason() {
                     ShortfallReason::UnknownProduct => "unknown_product",
+                    ShortfallReason::PerBuyerLimit => "per_buyer_limit",
                     _ => "insufficient_stock",
                 };
                 metrics::counter!(LINES_REJECTED, "reason" => reason).increment(1);
@@ -564,5 +602,30 @@ impl StockReactions {
         );
         self.publisher.publish(event).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_over_the_limit_says_what_the_buyer_may_still_take() {
+        let apples = Id::parse("prd_apples").expect("valid");
+        let refused = over_limit(&apples, 2, 3, 2, 24);
+        assert_eq!(refused.reason(), ShortfallReason::PerBuyerLimit);
+        assert_eq!(refused.product_id, "prd_apples");
+        assert_eq!(
+            (
+                refused.requested,
+                refused.available,
+                refused.per_buyer_limit,
+                refused.buyer_holds,
+                refused.per_buyer_window_hours
+            ),
+            (2, 1, 3, 2, 24)
+        );
+        // A buyer above a limit lowered since holds more than it allows.
+        assert_eq!(over_limit(&apples, 1, 2, 5, 24).available, 0);
     }
 }

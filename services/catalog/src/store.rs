@@ -8,12 +8,17 @@
 //! them needs its commands in order.
 //!
 //! ```text
-//! {prefix}catalog:{p}:product        hash  data (Product protobuf), price_fen, updated_at_ms
+//! {prefix}catalog:{p}:product        hash  data (Product protobuf), price_fen, per_buyer_limit,
+//!                                          updated_at_ms
 //! {prefix}catalog:{p}:lots           hash  <lot>|received|on_hand|reserved|best_before|harvested
 //! {prefix}catalog:{p}:lots-by-date   zset  lot id scored by best-before day
 //! {prefix}catalog:{p}:reservations   hash  order id -> reservation record
 //! {prefix}catalog:{p}:settled        zset  order ids of settled records, by when (forgotten
 //!                                          after the retention)
+//! {prefix}catalog:{p}:buyers         hash  buyer id -> order=units@reserved_ms;… of the buyer's
+//!                                          reservations within the per-buyer window
+//! {prefix}catalog:{p}:buyers-by-time zset  buyer ids by their latest reservation (a buyer idle
+//!                                          for the window is forgotten)
 //! {prefix}catalog:{o}:outcome        string  the stock event decided for order o
 //! {prefix}catalog:create:{r}         string  product id created by request r
 //! {prefix}catalog:index:…            zset  product ids, all / by category, province, seller
@@ -46,6 +51,13 @@ pub enum Reservation {
     Short {
         requested: i64,
         available: i64,
+    },
+    /// Refused: the buyer would hold more than the product's per-buyer
+    /// limit. `holds` is what the buyer held within the window before.
+    OverLimit {
+        requested: i64,
+        limit: i64,
+        holds: i64,
     },
     Released(Allocation),
     RolledBack(Allocation),
@@ -87,7 +99,17 @@ impl Reservation {
                 available,
             });
         }
-        let lots = rest
+        if state == "L" {
+            let (limit, holds) = rest.split_once('|').ok_or_else(corrupt)?;
+            return Ok(Reservation::OverLimit {
+                requested: first,
+                limit: limit.parse().map_err(|_| corrupt())?,
+                holds: holds.parse().map_err(|_| corrupt())?,
+            });
+        }
+        // Records written since per-buyer limits end with `|buyer id`.
+        let lots = rest.split_once('|').map_or(rest, |(lots, _buyer)| lots);
+        let lots = lots
             .split(';')
             .filter(|part| !part.is_empty())
             .map(|part| {
@@ -217,6 +239,25 @@ pub struct CatalogStore {
     prefix: String,
     /// How long an order's stock outcome and settled reservations are kept.
     retention: Duration,
+    buyer_limit: BuyerLimit,
+}
+
+/// How many units of a product one buyer may hold, for products without a
+/// limit of their own, and for how long a reservation counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BuyerLimit {
+    /// 0: none.
+    pub default_units: i64,
+    pub window: Duration,
+}
+
+impl Default for BuyerLimit {
+    fn default() -> Self {
+        BuyerLimit {
+            default_units: 0,
+            window: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// How long a create request id is remembered, and by default an order's
@@ -225,12 +266,22 @@ const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 fn reserve_script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(include_str!("scripts/reserve.lua")))
+    SCRIPT.get_or_init(|| {
+        Script::new(concat!(
+            include_str!("scripts/buyer_holding.lua"),
+            include_str!("scripts/reserve.lua")
+        ))
+    })
 }
 
 fn settle_script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(include_str!("scripts/settle.lua")))
+    SCRIPT.get_or_init(|| {
+        Script::new(concat!(
+            include_str!("scripts/buyer_holding.lua"),
+            include_str!("scripts/settle.lua")
+        ))
+    })
 }
 
 fn receive_lot_script() -> &'static Script {
@@ -238,9 +289,9 @@ fn receive_lot_script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(include_str!("scripts/receive_lot.lua")))
 }
 
-fn update_price_script() -> &'static Script {
+fn update_product_script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
-    SCRIPT.get_or_init(|| Script::new(include_str!("scripts/update_price.lua")))
+    SCRIPT.get_or_init(|| Script::new(include_str!("scripts/update_product.lua")))
 }
 
 pub fn unix_millis(time: SystemTime) -> i64 {
@@ -255,7 +306,15 @@ impl CatalogStore {
             redis,
             prefix: prefix.to_owned(),
             retention: REMEMBER_FOR,
+            buyer_limit: BuyerLimit::default(),
         }
+    }
+
+    /// Applies `limit` to products without a per-buyer limit of their own,
+    /// and counts a buyer's reservations for its window.
+    pub fn with_buyer_limit(mut self, limit: BuyerLimit) -> Self {
+        self.buyer_limit = limit;
+        self
     }
 
     /// Keeps orders' stock outcomes and settled reservations this long.
@@ -282,6 +341,14 @@ impl CatalogStore {
 
     fn reservations_key(&self, product: &str) -> String {
         format!("{}catalog:{{{product}}}:reservations", self.prefix)
+    }
+
+    fn buyers_key(&self, product: &str) -> String {
+        format!("{}catalog:{{{product}}}:buyers", self.prefix)
+    }
+
+    fn buyers_by_time_key(&self, product: &str) -> String {
+        format!("{}catalog:{{{product}}}:buyers-by-time", self.prefix)
     }
 
     fn outcome_key(&self, order: &str) -> String {
@@ -347,6 +414,10 @@ impl CatalogStore {
                 &[
                     ("data", product.encode_to_vec()),
                     ("price_fen", product.price_fen.to_string().into_bytes()),
+                    (
+                        "per_buyer_limit",
+                        product.per_buyer_limit.to_string().into_bytes(),
+                    ),
                     ("updated_at_ms", updated_ms.to_string().into_bytes()),
                 ],
             )
@@ -377,7 +448,7 @@ impl CatalogStore {
         let mut redis = self.redis.clone();
         let fields: ProductRow = redis::cmd("HMGET")
             .arg(self.product_key(product))
-            .arg(&["data", "price_fen", "updated_at_ms"])
+            .arg(PRODUCT_FIELDS)
             .query_async(&mut redis)
             .await?;
         decode_product(product, fields)
@@ -406,11 +477,9 @@ impl CatalogStore {
             cursor = format!("({last}");
             let mut pipe = redis::pipe();
             for id in &ids {
-                pipe.cmd("HMGET").arg(self.product_key(id)).arg(&[
-                    "data",
-                    "price_fen",
-                    "updated_at_ms",
-                ]);
+                pipe.cmd("HMGET")
+                    .arg(self.product_key(id))
+                    .arg(PRODUCT_FIELDS);
             }
             let rows: Vec<ProductRow> = pipe.query_async(&mut redis).await?;
             for (id, row) in ids.iter().zip(rows) {
@@ -438,10 +507,35 @@ impl CatalogStore {
         product: &str,
         price_fen: i64,
     ) -> Result<Option<(i64, Product)>, StoreError> {
+        self.update_product(product, "price_fen", price_fen).await
+    }
+
+    /// Sets the product's own per-buyer limit (0: the default applies);
+    /// `None` when there is no such product.
+    pub async fn update_purchase_limit(
+        &self,
+        product: &str,
+        per_buyer_limit: i64,
+    ) -> Result<Option<Product>, StoreError> {
+        Ok(self
+            .update_product(product, "per_buyer_limit", per_buyer_limit)
+            .await?
+            .map(|(_, product)| product))
+    }
+
+    /// Sets one of the product's own fields; the value it replaced (0 when
+    /// unset) and the product, or `None` when there is no such product.
+    async fn update_product(
+        &self,
+        product: &str,
+        field: &str,
+        value: i64,
+    ) -> Result<Option<(i64, Product)>, StoreError> {
         let mut redis = self.redis.clone();
-        let previous: i64 = update_price_script()
+        let previous: i64 = update_product_script()
             .key(self.product_key(product))
-            .arg(price_fen)
+            .arg(field)
+            .arg(value)
             .arg(unix_millis(harvest_kit::clock::now()))
             .invoke_async(&mut redis)
             .await?;
@@ -496,13 +590,15 @@ impl CatalogStore {
         parse_lots(&fields)
     }
 
-    /// Reserves `quantity` of `product` for `order` from lots whose
-    /// best-before is `earliest_best_before` or later; atomic, and a repeat for
-    /// the same order returns the first result.
+    /// Reserves `quantity` of `product` for `buyer`'s `order` from lots whose
+    /// best-before is `earliest_best_before` or later, unless that would take
+    /// the buyer above the product's per-buyer limit; atomic, and a repeat
+    /// for the same order returns the first result.
     pub async fn reserve(
         &self,
         product: &str,
         order: &str,
+        buyer: &str,
         quantity: i64,
         earliest_best_before: Date,
     ) -> Result<ReserveResult, StoreError> {
@@ -513,11 +609,16 @@ impl CatalogStore {
             .key(self.lots_by_date_key(product))
             .key(self.reservations_key(product))
             .key(self.settled_key(product))
+            .key(self.buyers_key(product))
+            .key(self.buyers_by_time_key(product))
             .arg(order)
             .arg(quantity)
             .arg(earliest_best_before.days())
             .arg(unix_millis(harvest_kit::clock::now()))
             .arg(self.retention.as_millis() as u64)
+            .arg(buyer)
+            .arg(self.buyer_limit.default_units)
+            .arg(self.buyer_limit.window.as_millis() as u64)
             .invoke_async(&mut redis)
             .await?;
         match reply.as_slice() {
@@ -543,6 +644,8 @@ impl CatalogStore {
             .key(self.lots_key(product))
             .key(self.reservations_key(product))
             .key(self.settled_key(product))
+            .key(self.buyers_key(product))
+            .key(self.buyers_by_time_key(product))
             .arg(order)
             .arg(settlement.as_arg())
             .arg(unix_millis(harvest_kit::clock::now()))
@@ -645,12 +748,15 @@ fn parse_lots(fields: &BTreeMap<String, i64>) -> Result<Vec<LotState>, StoreErro
     Ok(lots)
 }
 
-/// `data`, `price_fen` and `updated_at_ms` of a product hash.
-type ProductRow = (Option<Vec<u8>>, Option<i64>, Option<i64>);
+/// The fields of a product hash read to build a product, in [`ProductRow`]'s order.
+const PRODUCT_FIELDS: &[&str] = &["data", "price_fen", "per_buyer_limit", "updated_at_ms"];
+
+/// `data`, `price_fen`, `per_buyer_limit` and `updated_at_ms` of a product hash.
+type ProductRow = (Option<Vec<u8>>, Option<i64>, Option<i64>, Option<i64>);
 
 fn decode_product(
     id: &str,
-    (data, price_fen, updated_ms): ProductRow,
+    (data, price_fen, per_buyer_limit, updated_ms): ProductRow,
 ) -> Result<Option<Product>, StoreError> {
     let Some(data) = data else {
         return Ok(None);
@@ -659,6 +765,9 @@ fn decode_product(
         .map_err(|e| StoreError::CorruptProduct(id.to_owned(), e))?;
     if let Some(price_fen) = price_fen {
         product.price_fen = price_fen;
+    }
+    if let Some(per_buyer_limit) = per_buyer_limit {
+        product.per_buyer_limit = per_buyer_limit;
     }
     if let Some(ms) = updated_ms.filter(|ms| *ms > 0) {
         product.updated_at = Some((UNIX_EPOCH + Duration::from_millis(ms as u64)).into());
@@ -714,7 +823,22 @@ mod tests {
             Reservation::parse("T").ok(),
             Some(Reservation::ReleasedBeforeReserved)
         );
-        for corrupt in ["", "R", "R|x|a=1", "Q|1|a=1", "R|1|a=", "N|1|x"] {
+        assert_eq!(
+            Reservation::parse("X|1250|lot-a=3;lot_b=2|buyer:hz-1").ok(),
+            Some(Reservation::Released(allocation.clone())),
+            "the buyer a record ends with is not part of the allocation"
+        );
+        assert_eq!(
+            Reservation::parse("L|3|2|1").ok(),
+            Some(Reservation::OverLimit {
+                requested: 3,
+                limit: 2,
+                holds: 1
+            })
+        );
+        for corrupt in [
+            "", "R", "R|x|a=1", "Q|1|a=1", "R|1|a=", "N|1|x", "L|1|2", "L|1|2|x",
+        ] {
             assert!(Reservation::parse(corrupt).is_err(), "{corrupt:?}");
         }
     }

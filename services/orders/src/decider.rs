@@ -127,11 +127,12 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 20] = [
+    pub const ALL: [Event; 21] = [
         Event::StockReserved,
         Event::StockRejected(Rejection::OutOfStock),
         Event::StockRejected(Rejection::UnknownProduct),
         Event::StockRejected(Rejection::TotalTooLarge),
+        Event::StockRejected(Rejection::PerBuyerLimit),
         Event::PaymentAuthorized,
         Event::PaymentDeclined,
         Event::CourierAssigned,
@@ -186,6 +187,8 @@ pub enum Rejection {
     OutOfStock,
     UnknownProduct,
     TotalTooLarge,
+    /// A line would take the buyer above the product's per-buyer limit.
+    PerBuyerLimit,
 }
 
 /// The decider's answer to an event it accepts.
@@ -255,6 +258,7 @@ pub fn decide(state: State, event: Event) -> Result<Outcome, Refused> {
             Rejection::OutOfStock => CancelReason::OutOfStock,
             Rejection::UnknownProduct => CancelReason::UnknownProduct,
             Rejection::TotalTooLarge => CancelReason::TotalTooLarge,
+            Rejection::PerBuyerLimit => CancelReason::PerBuyerLimit,
         })),
 
         (S::Placed, E::PlacementDeadlinePassed) => {
@@ -429,6 +433,11 @@ mod tests {
                 State::Placed,
                 Event::StockRejected(Rejection::TotalTooLarge),
                 R::TotalTooLarge,
+            ),
+            (
+                State::Placed,
+                Event::StockRejected(Rejection::PerBuyerLimit),
+                R::PerBuyerLimit,
             ),
             (
                 State::Placed,

@@ -15,8 +15,8 @@ use harvest_bus::{Envelope, Payload, PublishError, Publisher, new_envelope};
 use harvest_domain::{Id, Region, deterministic_id};
 use harvest_proto::common::v1::CancelReason;
 use harvest_proto::events::v1::{
-    OrderCancelled, OrderConfirmed, OrderDelivered, OrderShipmentFailed, OrderStateChanged,
-    ReservedLine, ShipmentFailed, ShipmentFailureReason, ShortfallReason,
+    LineShortfall, OrderCancelled, OrderConfirmed, OrderDelivered, OrderShipmentFailed,
+    OrderStateChanged, ReservedLine, ShipmentFailed, ShipmentFailureReason, ShortfallReason,
 };
 use harvest_proto::orders::storage::v1::StoredOrder;
 use harvest_proto::orders::v1::{FailedShipment, Order, PricedLine, Transition};
@@ -539,6 +539,8 @@ fn decider_event(record: &StoredOrder, input: &Input) -> Option<Event> {
                 Rejection::TotalTooLarge
             } else if any(ShortfallReason::UnknownProduct) {
                 Rejection::UnknownProduct
+            } else if any(ShortfallReason::PerBuyerLimit) {
+                Rejection::PerBuyerLimit
             } else {
                 Rejection::OutOfStock
             })
@@ -769,17 +771,7 @@ fn detail_of(input: &Input, outcome: Outcome, order: &Order, rules: &OrderRules)
         (Some(Payload::StockRejected(rejected)), _) => rejected
             .shortfalls
             .iter()
-            .map(|s| match s.reason() {
-                ShortfallReason::UnknownProduct => format!("{}: no such product", s.product_id),
-                ShortfallReason::TotalTooLarge => format!(
-                    "{}: {} would take the order above the most one order may cost",
-                    s.product_id, s.requested
-                ),
-                _ => format!(
-                    "{}: {} wanted, {} available",
-                    s.product_id, s.requested, s.available
-                ),
-            })
+            .map(shortfall_detail)
             .collect::<Vec<_>>()
             .join("; "),
         (Some(Payload::PaymentDeclined(declined)), _) => declined.reason.clone(),
@@ -791,6 +783,29 @@ fn detail_of(input: &Input, outcome: Outcome, order: &Order, rules: &OrderRules)
             }
         }
         _ => String::new(),
+    }
+}
+
+/// What the buyer is told about one line the catalog could not reserve.
+fn shortfall_detail(shortfall: &LineShortfall) -> String {
+    let product = &shortfall.product_id;
+    match shortfall.reason() {
+        ShortfallReason::UnknownProduct => format!("{product}: no such product"),
+        ShortfallReason::TotalTooLarge => format!(
+            "{product}: {} would take the order above the most one order may cost",
+            shortfall.requested
+        ),
+        ShortfallReason::PerBuyerLimit => format!(
+            "at most {} per buyer of {product} within {} h; you already hold {}, this order asks for {}",
+            shortfall.per_buyer_limit,
+            shortfall.per_buyer_window_hours,
+            shortfall.buyer_holds,
+            shortfall.requested
+        ),
+        _ => format!(
+            "{product}: {} wanted, {} available",
+            shortfall.requested, shortfall.available
+        ),
     }
 }
 
@@ -911,3 +926,38 @@ fn shipment_failed_event(
 
 /// How long to wait between looks while another call places an order.
 pub const PLACEMENT_POLL: Duration = Duration::from_millis(20);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_shortfall_tells_the_buyer_why() {
+        let shortfall = |reason: ShortfallReason| LineShortfall {
+            product_id: "prd_apples".to_owned(),
+            requested: 3,
+            available: 1,
+            reason: reason.into(),
+            ..LineShortfall::default()
+        };
+        assert_eq!(
+            shortfall_detail(&shortfall(ShortfallReason::InsufficientStock)),
+            "prd_apples: 3 wanted, 1 available"
+        );
+        assert_eq!(
+            shortfall_detail(&shortfall(ShortfallReason::UnknownProduct)),
+            "prd_apples: no such product"
+        );
+        let over_limit = LineShortfall {
+            per_buyer_limit: 2,
+            buyer_holds: 2,
+            per_buyer_window_hours: 24,
+            available: 0,
+            ..shortfall(ShortfallReason::PerBuyerLimit)
+        };
+        assert_eq!(
+            shortfall_detail(&over_limit),
+            "at most 2 per buyer of prd_apples within 24 h; you already hold 2, this order asks for 3"
+        );
+    }
+}

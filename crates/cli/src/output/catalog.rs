@@ -75,6 +75,7 @@ pub fn product_json(product: &Product) -> Value {
         "perishable": product.perishable,
         "shelf_life_days": product.shelf_life_days,
         "cold_chain": product.cold_chain,
+        "per_buyer_limit": product.per_buyer_limit,
         "seller": json_seller(product.seller.as_ref()),
         "collection_point": json_pickup_point(product.collection_point.as_ref()),
         "created_at": json_time(product.created_at.as_ref()),
@@ -114,6 +115,15 @@ pub fn product_human(product: &Product) -> String {
         )
         .field("Perishable", perishable)
         .field("Cold chain", yes_no(product.cold_chain))
+        .maybe(
+            "Limit",
+            (product.per_buyer_limit > 0).then(|| {
+                format!(
+                    "{} per buyer within the catalog's window",
+                    product.per_buyer_limit
+                )
+            }),
+        )
         .maybe("Seller", seller)
         .maybe("Pickup", pickup_point(product.collection_point.as_ref()))
         .field("Created", time(product.created_at.as_ref()))
@@ -254,6 +264,7 @@ mod tests {
             }),
             created_at: None,
             updated_at: None,
+            per_buyer_limit: 0,
         }
     }
 
@@ -327,6 +338,16 @@ lot-2       300      300        300         0  2025-06-02  -
     fn product_shows_price_seller_and_pickup() {
         let text = product_human(&apples());
         assert!(text.contains("Price       ¥68.00 per box\n"), "{text}");
+        assert!(!text.contains("Limit"), "no limit of its own: {text}");
+        let limited = product_human(&Product {
+            per_buyer_limit: 2,
+            ..apples()
+        });
+        assert!(
+            limited.contains("Limit       2 per buyer within the catalog's window\n"),
+            "{limited}"
+        );
+        assert_eq!(product_json(&apples())["per_buyer_limit"], 0);
         assert!(text.contains("Category    FRUIT\n"), "{text}");
         assert!(
             text.contains("Perishable  yes, keeps 45 days from harvest\n"),

@@ -657,6 +657,7 @@ async fn flash_sale(
                     }),
                 }),
                 request_id: String::new(),
+                per_buyer_limit: 0,
             },
         ))
         .await?

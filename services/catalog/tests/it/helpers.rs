@@ -10,7 +10,8 @@ use harvest_proto::catalog::v1::{
     Category, CollectionPointInput, CreateProductRequest, Product, ReceiveStockLotRequest, Unit,
 };
 use harvest_proto::common::v1 as common;
-use harvest_proto::events::v1::OrderPlaced;
+use harvest_proto::common::v1::CancelReason;
+use harvest_proto::events::v1::{OrderCancelled, OrderPlaced};
 use harvest_testkit::kafka::Probe;
 use harvest_testkit::{Broker, Redis, TestSettings};
 use tokio_util::sync::CancellationToken;
@@ -149,8 +150,13 @@ impl TestCatalog {
 
     /// Publishes an OrderPlaced for `lines` and returns its envelope.
     pub async fn place(&self, lines: &[(&str, i64)]) -> Envelope {
+        self.place_as("buyer-1", lines).await
+    }
+
+    /// Publishes an OrderPlaced of `buyer` for `lines` and returns its envelope.
+    pub async fn place_as(&self, buyer: &str, lines: &[(&str, i64)]) -> Envelope {
         let order_id = new_id("ord");
-        let envelope = order_placed(&order_id, &self.region, lines);
+        let envelope = order_placed_by(&order_id, &self.region, buyer, lines);
         self.orders
             .publish(envelope.clone())
             .await
@@ -181,6 +187,16 @@ impl TestCatalog {
             .unwrap_or_else(|| panic!("no matching catalog event for {order_id}"))
     }
 
+    /// Fails the test if the product's stock arithmetic does not hold.
+    pub async fn audit(&self, product_id: &str) {
+        self.store
+            .snapshot(product_id)
+            .await
+            .expect("snapshot")
+            .audit()
+            .expect("consistent");
+    }
+
     pub async fn stock(&self, product: &Product) -> harvest_proto::catalog::v1::Stock {
         self.client
             .clone()
@@ -201,23 +217,53 @@ pub fn date(date: harvest_domain::Date) -> common::Date {
 }
 
 pub fn order_placed(order_id: &Id, region: &Region, lines: &[(&str, i64)]) -> Envelope {
+    order_placed_by(order_id, region, "buyer-1", lines)
+}
+
+pub fn order_placed_by(
+    order_id: &Id,
+    region: &Region,
+    buyer: &str,
+    lines: &[(&str, i64)],
+) -> Envelope {
     new_envelope(
         &deterministic_id("evt", &[order_id.as_str(), "orders", "placed"]),
         order_id,
         region,
         "orders",
         Payload::OrderPlaced(OrderPlaced {
-            buyer_id: "buyer-1".to_owned(),
-            lines: lines
-                .iter()
-                .map(|(product_id, quantity)| common::OrderLine {
-                    product_id: (*product_id).to_owned(),
-                    quantity: *quantity,
-                })
-                .collect(),
+            buyer_id: buyer.to_owned(),
+            lines: order_lines(lines),
             ship_to: None,
             payment_method: "approve".to_owned(),
             placed_at: None,
+        }),
+    )
+}
+
+fn order_lines(lines: &[(&str, i64)]) -> Vec<common::OrderLine> {
+    lines
+        .iter()
+        .map(|(product_id, quantity)| common::OrderLine {
+            product_id: (*product_id).to_owned(),
+            quantity: *quantity,
+        })
+        .collect()
+}
+
+/// An OrderCancelled of `order_id` by its buyer, with the lines as placed.
+pub fn order_cancelled(order_id: &str, region: &Region, lines: &[(&str, i64)]) -> Envelope {
+    let order_id = Id::parse(order_id).expect("valid");
+    new_envelope(
+        &deterministic_id("evt", &[order_id.as_str(), "orders", "cancelled"]),
+        &order_id,
+        region,
+        "orders",
+        Payload::OrderCancelled(OrderCancelled {
+            reason: CancelReason::BuyerCancelled.into(),
+            detail: "changed my mind".to_owned(),
+            lines: order_lines(lines),
+            previous_state: common::OrderState::Reserved.into(),
         }),
     )
 }
@@ -249,5 +295,6 @@ pub fn product_request(name: &str, price_fen: i64) -> CreateProductRequest {
             }),
         }),
         request_id: String::new(),
+        per_buyer_limit: 0,
     }
 }

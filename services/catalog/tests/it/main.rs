@@ -5,5 +5,6 @@ mod api;
 mod audit_log;
 mod helpers;
 mod properties;
+mod purchase_limit;
 mod reactions;
 mod readiness;

@@ -1,11 +1,13 @@
 //! Property test of the stock arithmetic: random sequences of receiving,
-//! reserving, releasing, rolling back and committing, run by the real Redis
-//! scripts, always agree with a simple model and never break
-//! 0 ≤ reserved ≤ on hand.
+//! reserving, releasing, rolling back and committing, by three buyers under a
+//! per-buyer limit, run by the real Redis scripts, always agree with a simple
+//! model and never break 0 ≤ reserved ≤ on hand.
+
+use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use harvest_catalog::store::{CatalogStore, Reservation, ReserveResult, Settlement};
+use harvest_catalog::store::{BuyerLimit, CatalogStore, Reservation, ReserveResult, Settlement};
 use harvest_domain::Date;
 use harvest_testkit::{Redis, unique_name};
 use proptest::prelude::*;
@@ -63,11 +65,52 @@ struct Model {
 }
 
 const LEAD_DAYS: i32 = 2;
+/// The per-buyer limit; a buyer's orders reserve up to 14 units each.
+const LIMIT: i64 = 20;
+
+/// The buyer of an order: three buyers share the orders.
+fn buyer_of(order: u8) -> String {
+    format!("buyer{}", order % 3)
+}
+
+/// What the model expects of a reservation.
+#[derive(Debug)]
+enum Expected {
+    Reserved(Vec<(String, i64)>),
+    Short,
+    OverLimit { holds: i64 },
+}
 
 impl Model {
-    fn reserve(&mut self, order: &str, quantity: i64, earliest: i32) -> Option<Vec<(String, i64)>> {
+    /// Units the buyer's reserved and committed orders hold.
+    fn holds(&self, buyer: &str) -> i64 {
+        self.orders
+            .iter()
+            .filter(|(order, (state, _))| {
+                matches!(state, 'R' | 'C')
+                    && order
+                        .trim_start_matches("ord")
+                        .parse::<u8>()
+                        .is_ok_and(|number| buyer_of(number) == buyer)
+            })
+            .flat_map(|(_, (_, allocations))| allocations.iter().map(|(_, quantity)| quantity))
+            .sum()
+    }
+
+    fn reserve(
+        &mut self,
+        order: &str,
+        buyer: &str,
+        quantity: i64,
+        earliest: i32,
+    ) -> Option<Expected> {
         if self.orders.contains_key(order) {
             return None;
+        }
+        let holds = self.holds(buyer);
+        if holds + quantity > LIMIT {
+            self.orders.insert(order.to_owned(), ('L', Vec::new()));
+            return Some(Expected::OverLimit { holds });
         }
         let mut usable: Vec<(&String, &ModelLot)> = self
             .lots
@@ -81,7 +124,7 @@ impl Model {
             .sum();
         if available < quantity {
             self.orders.insert(order.to_owned(), ('N', Vec::new()));
-            return Some(Vec::new());
+            return Some(Expected::Short);
         }
         let mut remaining = quantity;
         let mut plan = Vec::new();
@@ -101,7 +144,7 @@ impl Model {
             }
         }
         self.orders.insert(order.to_owned(), ('R', plan.clone()));
-        Some(plan)
+        Some(Expected::Reserved(plan))
     }
 
     fn settle(&mut self, order: &str, settlement: Settlement) {
@@ -154,11 +197,12 @@ async fn run(store: &CatalogStore, product: &str, ops: &[Op]) -> Result<(), Test
             }
             Op::Reserve { order, quantity } => {
                 let order_id = format!("ord{order}");
+                let buyer = buyer_of(*order);
                 let result = store
-                    .reserve(product, &order_id, *quantity, earliest)
+                    .reserve(product, &order_id, &buyer, *quantity, earliest)
                     .await
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let expected = model.reserve(&order_id, *quantity, earliest.days());
+                let expected = model.reserve(&order_id, &buyer, *quantity, earliest.days());
                 match (result, expected) {
                     (ReserveResult::Recorded { fresh: false, .. }, None) => {}
                     (
@@ -166,7 +210,7 @@ async fn run(store: &CatalogStore, product: &str, ops: &[Op]) -> Result<(), Test
                             reservation: Reservation::Reserved(a),
                             fresh: true,
                         },
-                        Some(plan),
+                        Some(Expected::Reserved(plan)),
                     ) => {
                         prop_assert_eq!(a.lots, plan);
                     }
@@ -175,10 +219,23 @@ async fn run(store: &CatalogStore, product: &str, ops: &[Op]) -> Result<(), Test
                             reservation: Reservation::Short { requested, .. },
                             fresh: true,
                         },
-                        Some(plan),
+                        Some(Expected::Short),
                     ) => {
-                        prop_assert!(plan.is_empty());
                         prop_assert_eq!(requested, *quantity);
+                    }
+                    (
+                        ReserveResult::Recorded {
+                            reservation:
+                                Reservation::OverLimit {
+                                    requested,
+                                    limit,
+                                    holds,
+                                },
+                            fresh: true,
+                        },
+                        Some(Expected::OverLimit { holds: modelled }),
+                    ) => {
+                        prop_assert_eq!((requested, limit, holds), (*quantity, LIMIT, modelled));
                     }
                     (got, want) => prop_assert!(false, "store {got:?}, model {want:?}"),
                 }
@@ -221,7 +278,11 @@ fn stock_arithmetic_matches_the_model() {
     let connection = runtime
         .block_on(harvest_kit::store::connect(&config))
         .expect("connects");
-    let store = CatalogStore::new(connection.clone(), &config.key_prefix);
+    let store =
+        CatalogStore::new(connection.clone(), &config.key_prefix).with_buyer_limit(BuyerLimit {
+            default_units: LIMIT,
+            window: Duration::from_secs(24 * 3600),
+        });
     // The scripts refuse to touch a product that does not exist.
     let product = |case: &str| format!("prd_{case}");
 

@@ -384,6 +384,7 @@ async fn every_cancellation_reason() {
                 requested: 1,
                 available: 0,
                 reason: reason.into(),
+                ..LineShortfall::default()
             }],
         })
     };
@@ -396,6 +397,32 @@ async fn every_cancellation_reason() {
         .send(&id, "rejected", short(ShortfallReason::UnknownProduct))
         .await;
     assert_cancelled(&world, &orders, &id, CancelReason::UnknownProduct).await;
+
+    // Over the product's per-buyer limit: the buyer is told the limit.
+    let id = place(&orders.client, &lines).await.order_id;
+    world
+        .send(
+            &id,
+            "rejected",
+            Payload::StockRejected(StockRejected {
+                shortfalls: vec![LineShortfall {
+                    product_id: "prd_apples".to_owned(),
+                    requested: 1,
+                    available: 0,
+                    reason: ShortfallReason::PerBuyerLimit.into(),
+                    per_buyer_limit: 2,
+                    buyer_holds: 2,
+                    per_buyer_window_hours: 24,
+                }],
+            }),
+        )
+        .await;
+    assert_cancelled(&world, &orders, &id, CancelReason::PerBuyerLimit).await;
+    let order = wait_state(&orders.client, &id, OrderState::Cancelled).await;
+    assert_eq!(
+        order.cancel_detail,
+        "at most 2 per buyer of prd_apples within 24 h; you already hold 2, this order asks for 1"
+    );
 
     // Payment declined.
     let id = place(&orders.client, &lines).await.order_id;
