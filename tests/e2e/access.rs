@@ -24,7 +24,9 @@ use harvest_proto::orders::v1::{
     CancelOrderRequest, GetOrderRequest, ListOrdersRequest, PlaceOrderRequest, WatchOrderRequest,
 };
 use harvest_proto::payments::v1::payments_service_client::PaymentsServiceClient;
-use harvest_proto::payments::v1::{GetPaymentRequest, ListPaymentsRequest, RefundRequest};
+use harvest_proto::payments::v1::{
+    GetPaymentRequest, ListPaymentsRequest, ListPayoutsRequest, RefundRequest,
+};
 use harvest_stack::ServiceKind;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -56,6 +58,7 @@ const MATRIX: &[(&str, &[Role])] = &[
     ("ListPayments", &[Role::Operator]),
     ("Refund", &[Role::Operator]),
     ("payments ListAuditRecords", &[Role::Operator]),
+    ("ListPayouts", &[Role::Seller, Role::Operator]),
     ("RegisterCourier", &[Role::Partner]),
     ("UpdateCourierStatus", &[Role::Courier, Role::Partner]),
     ("StreamAssignments", &[Role::Courier]),
@@ -274,6 +277,11 @@ async fn call(raw: &mut Raw, own: &Own, method: &str, token: Option<&str>) -> Re
                 },
                 token,
             ))
+            .await
+            .map(drop),
+        "ListPayouts" => raw
+            .payments
+            .list_payouts(bearer(ListPayoutsRequest::default(), token))
             .await
             .map(drop),
         "payments ListAuditRecords" => raw

@@ -1,7 +1,8 @@
 //! `harvest payment …`: reading payments and refunding them.
 
+use harvest_kit::auth::Role;
 use harvest_proto::payments::v1::{
-    GetPaymentRequest, ListPaymentsRequest, PaymentState, RefundRequest,
+    GetPaymentRequest, ListPaymentsRequest, ListPayoutsRequest, PaymentState, RefundRequest,
 };
 
 use crate::args;
@@ -21,6 +22,18 @@ pub enum PaymentCommand {
     /// Without --key a new key is made up and printed: run the same command
     /// again with --key KEY to retry without refunding twice.
     Refund(RefundArgs),
+    /// List what a seller was paid out, order by order.
+    Payouts(PayoutsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PayoutsArgs {
+    /// The seller whose payouts to list, for tokens of a local stack's
+    /// issuer (acting as that seller); with --token, the token's subject is.
+    #[arg(long, value_name = "SELLER_ID", value_parser = args::id)]
+    seller: String,
+    #[command(flatten)]
+    paging: Paging,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,7 +75,36 @@ pub async fn run(context: &Context, command: PaymentCommand) -> Result<(), CliEr
         PaymentCommand::Show(OrderId { order_id }) => show(context, order_id).await,
         PaymentCommand::List(request) => list(context, request).await,
         PaymentCommand::Refund(request) => refund(context, request).await,
+        PaymentCommand::Payouts(request) => payouts(context, request).await,
     }
+}
+
+async fn payouts(context: &Context, request: PayoutsArgs) -> Result<(), CliError> {
+    let client = context.payments().await?;
+    let payouts = collect_pages(request.paging, |page_token, page_size| {
+        let mut client = client.clone();
+        let call = context.unary_as(
+            Role::Seller,
+            &request.seller,
+            ListPayoutsRequest {
+                seller_id: String::new(),
+                page_size,
+                page_token,
+            },
+        );
+        async move {
+            let page = client
+                .list_payouts(call)
+                .await
+                .answered_by(Service::Payments)?;
+            Ok((page.payouts, page.next_page_token))
+        }
+    })
+    .await?;
+    context
+        .printer
+        .show(&payouts[..], view::payouts_human, view::payouts_json)?;
+    Ok(())
 }
 
 async fn show(context: &Context, order_id: String) -> Result<(), CliError> {

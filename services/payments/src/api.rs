@@ -10,8 +10,8 @@ use harvest_kit::auth::{self, Identity, Role, Rule, caller};
 use harvest_proto::common::v1::{AuditAction, ListAuditRecordsRequest, ListAuditRecordsResponse};
 use harvest_proto::payments::v1::payments_service_server::PaymentsService;
 use harvest_proto::payments::v1::{
-    GetPaymentRequest, ListPaymentsRequest, ListPaymentsResponse, Payment, PaymentState,
-    RefundRequest,
+    GetPaymentRequest, ListPaymentsRequest, ListPaymentsResponse, ListPayoutsRequest,
+    ListPayoutsResponse, Payment, PaymentState, Payout, RefundRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -40,6 +40,10 @@ pub const RULES: &[Rule] = &[
     Rule {
         method: "/harvest.payments.v1.PaymentsService/ListAuditRecords",
         roles: &[Role::Operator],
+    },
+    Rule {
+        method: "/harvest.payments.v1.PaymentsService/ListPayouts",
+        roles: &[Role::Seller, Role::Operator],
     },
 ];
 
@@ -158,6 +162,50 @@ impl<P: PaymentProvider> PaymentsApi<P> {
         Ok(ListPaymentsResponse {
             payments: listed,
             next_page_token,
+        })
+    }
+
+    async fn list_payouts(
+        &self,
+        caller: Option<&Identity>,
+        mut request: ListPayoutsRequest,
+    ) -> Result<ListPayoutsResponse, PaymentsError> {
+        auth::act_as(caller, Role::Seller, "seller_id", &mut request.seller_id)?;
+        let seller = parse_id("seller_id", &request.seller_id)?;
+        let page_size = match request.page_size {
+            size if size < 0 => {
+                return Err(PaymentsError::invalid("page_size", "must not be negative"));
+            }
+            0 => DEFAULT_PAGE_SIZE,
+            size => (size as usize).min(MAX_PAGE_SIZE),
+        };
+        let after = match request.page_token.as_str() {
+            "" => None,
+            token => Some(harvest_domain::decode_page_token(token).ok_or_else(|| {
+                PaymentsError::invalid("page_token", "is not one this method returned")
+            })?),
+        };
+        let (found, next) = self
+            .payments
+            .store()
+            .payouts(seller.as_str(), after.as_deref(), page_size)
+            .await?;
+        let payouts = found
+            .into_iter()
+            .map(|(order_id, entry)| Payout {
+                order_id,
+                seller_id: entry.seller_id,
+                amount_fen: entry.amount_fen,
+                entry_id: entry.entry_id,
+                at: entry.at,
+            })
+            .collect();
+        Ok(ListPayoutsResponse {
+            payouts,
+            next_page_token: next
+                .as_deref()
+                .map(harvest_domain::encode_page_token)
+                .unwrap_or_default(),
         })
     }
 
@@ -378,6 +426,17 @@ impl<P: PaymentProvider> PaymentsService for PaymentsApi<P> {
     ) -> Result<Response<ListPaymentsResponse>, Status> {
         Ok(Response::new(
             self.list_payments(request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_payouts(
+        &self,
+        request: Request<ListPayoutsRequest>,
+    ) -> Result<Response<ListPayoutsResponse>, Status> {
+        let caller = caller(&request);
+        Ok(Response::new(
+            self.list_payouts(caller.as_ref(), request.into_inner())
+                .await?,
         ))
     }
 

@@ -202,12 +202,26 @@ impl<P: PaymentProvider> Payments<P> {
         let Some(payment) = self.store.payment(order.as_str()).await? else {
             return Ok(());
         };
+        let envelope = payment
+            .event(step)
+            .map(|encoded| {
+                Envelope::decode(encoded).map_err(|e| StepError::CorruptEvent(order.to_string(), e))
+            })
+            .transpose()?;
+        // Each seller a capture paid out finds the order among its payouts,
+        // in the same round trip; a repeat repairs what a crash left undone.
+        let paid: Vec<&str> = match envelope.as_ref().and_then(|e| e.payload.as_ref()) {
+            Some(Payload::PaymentCaptured(captured)) => captured
+                .payouts
+                .iter()
+                .map(|payout| payout.seller_id.as_str())
+                .collect(),
+            _ => Vec::new(),
+        };
         self.store
-            .reindex(order.as_str(), payment.stage.payment_state())
+            .reindex(order.as_str(), payment.stage.payment_state(), &paid)
             .await?;
-        if let Some(encoded) = payment.event(step) {
-            let envelope = Envelope::decode(encoded)
-                .map_err(|e| StepError::CorruptEvent(order.to_string(), e))?;
+        if let Some(envelope) = envelope {
             self.publisher.publish(envelope).await?;
         }
         Ok(())
@@ -232,7 +246,7 @@ impl<P: PaymentProvider> Payments<P> {
                 // Listed as pending while the provider is asked, so that one
                 // whose provider never answers can be found.
                 self.store
-                    .reindex(order.as_str(), Stage::Authorizing.payment_state())
+                    .reindex(order.as_str(), Stage::Authorizing.payment_state(), &[])
                     .await?;
                 let payment = self.load(order).await?;
                 self.complete_authorization(&payment).await?;

@@ -13,6 +13,8 @@
 //! {prefix}payments:refund-key:{k}      string  fingerprint of the refund request that used key k
 //! {prefix}payments:index:<state>       zset    order ids (score 0, ordered by id) per state, and `all`
 //!                                              (no hash tag: each index its own slot)
+//! {prefix}payments:payouts:{s}        zset    order ids (score 0, ordered by id) whose capture paid
+//!                                              seller s out
 //! {prefix}payments:sandbox:{key}       hash    the sandbox provider's memory of an idempotency key
 //! ```
 //!
@@ -47,7 +49,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use harvest_domain::Id;
 use harvest_kit::store::Redis;
-use harvest_proto::payments::v1::{LedgerEntry, PaymentState};
+use harvest_proto::payments::v1::{LedgerEntry, LedgerEntryKind, PaymentState};
 use prost::Message;
 use redis::{AsyncCommands, Script};
 
@@ -415,6 +417,10 @@ impl PaymentStore {
         format!("{}payments:refund-key:{{{key}}}", self.prefix)
     }
 
+    fn payouts_key(&self, seller: &str) -> String {
+        format!("{}payments:payouts:{{{seller}}}", self.prefix)
+    }
+
     fn index_key(&self, state: PaymentState) -> String {
         format!("{}payments:index:{}", self.prefix, state_index_name(state))
     }
@@ -642,16 +648,20 @@ impl PaymentStore {
     }
 
     /// Files the order under its payment's current state (and `all`), and
-    /// under no other. Idempotent, so a replay repairs an index that a crash
-    /// left behind.
+    /// under no other, and under each seller in `paid_out`. Idempotent, so a
+    /// replay repairs an index that a crash left behind.
     #[tracing::instrument(skip_all, fields(order_id = %order))]
     pub async fn reindex(
         &self,
         order: &str,
         state: Option<PaymentState>,
+        paid_out: &[&str],
     ) -> Result<(), StoreError> {
         let mut redis = self.redis.clone();
         let mut pipe = redis::pipe();
+        for seller in paid_out {
+            pipe.zadd(self.payouts_key(seller), order, 0).ignore();
+        }
         for listed in LISTED_STATES {
             if Some(listed) == state {
                 pipe.zadd(self.index_key(listed), order, 0).ignore();
@@ -742,6 +752,57 @@ impl PaymentStore {
                 return Ok((found, false));
             }
         }
+    }
+
+    /// The payouts to `seller` of up to `limit` orders after `after` (in
+    /// order id order), each with its order id, and the last order id read
+    /// when more may follow.
+    /// Orders past their retention are dropped from the seller's index as
+    /// they are come across.
+    pub async fn payouts(
+        &self,
+        seller: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, LedgerEntry)>, Option<String>), StoreError> {
+        let mut redis = self.redis.clone();
+        let index = self.payouts_key(seller);
+        let ids: Vec<String> = redis
+            .zrangebylex_limit(
+                &index,
+                after.map_or_else(|| "-".to_owned(), |id| format!("({id}")),
+                "+",
+                0,
+                limit as isize + 1,
+            )
+            .await?;
+        let more = ids.len() > limit;
+        let ids = &ids[..ids.len().min(limit)];
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.lrange(self.entries_key(id), 0, -1);
+        }
+        let rows: Vec<Vec<Vec<u8>>> = pipe.query_async(&mut redis).await?;
+        let mut found = Vec::new();
+        let mut gone = Vec::new();
+        for (id, encoded) in ids.iter().zip(rows) {
+            if encoded.is_empty() {
+                gone.push(id.as_str());
+                continue;
+            }
+            for bytes in encoded {
+                let entry = LedgerEntry::decode(bytes.as_slice())
+                    .map_err(|e| StoreError::CorruptEntry(id.clone(), e))?;
+                if entry.kind() == LedgerEntryKind::Payout && entry.seller_id == seller {
+                    found.push((id.clone(), entry));
+                }
+            }
+        }
+        if !gone.is_empty() {
+            let _: () = redis.zrem(&index, gone).await?;
+        }
+        let next = more.then(|| ids.last().cloned()).flatten();
+        Ok((found, next))
     }
 
     /// Drops the index entries of payments past their retention.

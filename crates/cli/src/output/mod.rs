@@ -390,7 +390,7 @@ mod ids {
     use harvest_proto::common::v1::AuditRecord;
     use harvest_proto::delivery::v1::{Assignment, Courier, Shipment};
     use harvest_proto::orders::v1::{Order, OrderUpdate};
-    use harvest_proto::payments::v1::Payment;
+    use harvest_proto::payments::v1::{Payment, Payout};
 
     use super::Ids;
 
@@ -448,6 +448,12 @@ mod ids {
     }
 
     impl Ids for Payment {
+        fn ids(&self) -> Vec<String> {
+            vec![self.order_id.clone()]
+        }
+    }
+
+    impl Ids for Payout {
         fn ids(&self) -> Vec<String> {
             vec![self.order_id.clone()]
         }

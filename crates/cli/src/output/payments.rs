@@ -1,6 +1,6 @@
 //! Payments, their ledgers and payouts to sellers.
 
-use harvest_proto::payments::v1::{LedgerEntry, LedgerEntryKind, Payment, PaymentState};
+use harvest_proto::payments::v1::{LedgerEntry, LedgerEntryKind, Payment, PaymentState, Payout};
 use serde_json::{Value, json};
 
 use super::{Align, Block, Table, json_time, money, present, section, time};
@@ -136,6 +136,41 @@ pub fn refunded_human((payment, key): &(Payment, String)) -> String {
 
 pub fn refunded_json((payment, key): &(Payment, String)) -> Value {
     json!({ "idempotency_key": key, "payment": payment_json(payment) })
+}
+
+pub fn payouts_json(payouts: &[Payout]) -> Value {
+    json!({
+        "payouts": payouts
+            .iter()
+            .map(|payout| json!({
+                "order_id": payout.order_id,
+                "seller_id": payout.seller_id,
+                "amount_fen": payout.amount_fen,
+                "entry_id": payout.entry_id,
+                "at": json_time(payout.at.as_ref()),
+            }))
+            .collect::<Vec<_>>()
+    })
+}
+
+pub fn payouts_human(payouts: &[Payout]) -> String {
+    if payouts.is_empty() {
+        return "no payouts\n".to_owned();
+    }
+    let mut table = Table::new(&[
+        ("ORDER", Align::Left),
+        ("AMOUNT", Align::Right),
+        ("AT", Align::Left),
+    ]);
+    for payout in payouts {
+        table.row(vec![
+            payout.order_id.clone(),
+            money(payout.amount_fen),
+            time(payout.at.as_ref()),
+        ]);
+    }
+    let total: i64 = payouts.iter().map(|payout| payout.amount_fen).sum();
+    format!("{}total {}\n", table.render(), money(total))
 }
 
 #[cfg(test)]

@@ -4,5 +4,6 @@
 mod api;
 mod audit_log;
 mod helpers;
+mod payouts;
 mod properties;
 mod reactions;
