@@ -8,7 +8,13 @@ use harvest_proto::orders::v1::CancelOrderRequest;
 use harvest_proto::payments::v1::{LedgerEntryKind, PaymentState};
 use tonic::Code;
 
-use crate::helpers::{ANJI, FUPING, System};
+use std::collections::HashSet;
+use std::time::Duration;
+
+use harvest_bus::{PartnerId, Topology};
+use harvest_testkit::kafka::Probe;
+
+use crate::helpers::{ANJI, FUPING, PARTNER, System};
 
 const COURIER: &str = "courier-anji-1";
 
@@ -74,6 +80,29 @@ async fn every_way_an_order_ends() {
                 .entries
                 .iter()
                 .any(|e| e.kind() == LedgerEntryKind::Payout && e.seller_id == "coop-anji")
+        );
+        // The courier's partner heard of the shipment on its own topic,
+        // from the assignment on.
+        let partner = PartnerId::parse(PARTNER).expect("valid");
+        let bus = system.stack.bus_config();
+        let topology = Topology::new(&bus, system.stack.options().regions.clone());
+        let topic = topology.partner_topic(&partner);
+        let probe = Probe::start(&system.stack.bootstrap(), &[topic]).expect("probe");
+        let told = probe
+            .wait_for(Duration::from_secs(30), |messages| {
+                let mut seen = HashSet::new();
+                let kinds: Vec<String> = harvest_testkit::kafka::envelopes(messages)
+                    .into_iter()
+                    .filter(|e| e.order_id == id && seen.insert(e.event_id.clone()))
+                    .map(|e| e.event_type.replace("harvest.events.v1.", ""))
+                    .collect();
+                (kinds.len() >= 3).then_some(kinds)
+            })
+            .await
+            .expect("the partner's copies");
+        assert_eq!(
+            told,
+            ["CourierAssigned", "ShipmentPickedUp", "ShipmentDelivered"]
         );
         let stock = crate::helpers::poll(|| async {
             let stock = system.stock(&happy).await;

@@ -18,6 +18,24 @@ pub struct DeliveryConfig {
     pub telemetry: TelemetryConfig,
     pub auth: harvest_kit::auth::AuthConfig,
     pub assignment: AssignmentConfig,
+    pub partner_topics: PartnerTopicsConfig,
+}
+
+/// Courier partners' topics (`harvest.partner.<partner id>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartnerTopicsConfig {
+    /// Create a partner's topic (with `bus.partitions`, `bus.replication_factor`
+    /// and `bus.retention_hours`) before its first courier is registered. Off
+    /// where the deployment creates them (deploy/ does, for the partners it
+    /// lists).
+    pub create: bool,
+}
+
+impl Default for PartnerTopicsConfig {
+    fn default() -> Self {
+        PartnerTopicsConfig { create: true }
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -30,6 +48,7 @@ impl Default for DeliveryConfig {
             telemetry: TelemetryConfig::default(),
             auth: harvest_kit::auth::AuthConfig::default(),
             assignment: AssignmentConfig::default(),
+            partner_topics: PartnerTopicsConfig::default(),
         }
     }
 }

@@ -141,8 +141,11 @@ impl App {
             regions = %self.served,
             "delivery serving",
         );
-        let partners =
-            PartnerTopics::new(self.config.bus.clone(), self.publisher.topology().clone());
+        let partners = PartnerTopics::new(
+            self.config.partner_topics.create,
+            self.config.bus.clone(),
+            self.publisher.topology().clone(),
+        );
         let api = DeliveryServiceServer::new(api::DeliveryApi::new(
             dispatcher,
             partners,

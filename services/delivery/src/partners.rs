@@ -10,6 +10,8 @@ use harvest_bus::admin::AdminError;
 use harvest_bus::{BusConfig, PartnerId, Topology};
 
 pub struct PartnerTopics {
+    /// Whether this service creates them.
+    create: bool,
     bus: BusConfig,
     topology: Topology,
     /// Partners whose topic this replica has seen to exist.
@@ -17,8 +19,9 @@ pub struct PartnerTopics {
 }
 
 impl PartnerTopics {
-    pub fn new(bus: BusConfig, topology: Topology) -> Self {
+    pub fn new(create: bool, bus: BusConfig, topology: Topology) -> Self {
         PartnerTopics {
+            create,
             bus,
             topology,
             known: Mutex::default(),
@@ -26,10 +29,10 @@ impl PartnerTopics {
     }
 
     /// Creates the partner's topic if it is missing, once per replica. With
-    /// `bus.ensure_topics` off the deployment creates partners' topics itself
-    /// (deploy/ does, for the partners it lists).
+    /// `partner_topics.create` off the deployment creates partners' topics
+    /// itself (deploy/ does, for the partners it lists).
     pub async fn ensure(&self, partner: &PartnerId) -> Result<(), AdminError> {
-        if !self.bus.ensure_topics || self.is_known(partner) {
+        if !self.create || self.is_known(partner) {
             return Ok(());
         }
         let spec = self.topology.partner_topic_spec(partner);
