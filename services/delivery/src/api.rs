@@ -670,6 +670,8 @@ impl DeliveryService for DeliveryApi {
         if request.partner_id.is_empty() {
             return Err(DeliveryError::invalid("partner_id", "is required").into());
         }
+        let partner = PartnerId::parse(&request.partner_id)
+            .map_err(|problem| DeliveryError::invalid("partner_id", problem))?;
         let page_size = match request.page_size {
             size if size < 0 => {
                 return Err(DeliveryError::invalid("page_size", "must not be negative").into());
@@ -686,7 +688,7 @@ impl DeliveryService for DeliveryApi {
         let (couriers, next) = self
             .dispatcher
             .store()
-            .partner_couriers(&request.partner_id, after.as_deref(), page_size)
+            .partner_couriers(partner.as_str(), after.as_deref(), page_size)
             .await
             .map_err(DeliveryError::from)?;
         Ok(Response::new(ListCouriersResponse {

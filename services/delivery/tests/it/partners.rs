@@ -312,6 +312,15 @@ async fn a_partner_lists_its_own_couriers_only() {
         .await
         .expect_err("whose?");
     assert_eq!(unnamed.code(), Code::InvalidArgument, "{unnamed:?}");
+    let malformed = list(
+        issuer.token(Role::Operator, "ops-wang"),
+        "partner:{x}",
+        0,
+        String::new(),
+    )
+    .await
+    .expect_err("no partner has such an id");
+    assert_eq!(malformed.code(), Code::InvalidArgument, "{malformed:?}");
     let courier = issuer.token(Role::Courier, "a-1");
     let not_allowed = list(courier, "partner-a", 0, String::new())
         .await
