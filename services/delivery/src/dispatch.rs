@@ -61,6 +61,9 @@ pub enum DispatchError {
 /// partner's topic missing) costs a publish timeout per try.
 const PARTNER_COPY_RETRY: Duration = Duration::from_secs(30);
 
+/// How long after a shipment ended its partner's copies are still tried.
+const PARTNER_COPY_GIVE_UP: Duration = Duration::from_secs(24 * 3600);
+
 /// Steps one `advance` takes at most: a release, then an assignment (or an
 /// expiry); or an overdue flag, then a give-up. A lost race costs one more.
 const MAX_STEPS_PER_ADVANCE: usize = 4;
@@ -178,7 +181,18 @@ impl Dispatcher {
             self.settle(&shipment).await?;
         }
         let mut next = next_due_ms(&shipment, &self.settings, now_ms());
-        if !partners_done {
+        let ended_long_ago = next.is_none()
+            && now_ms() - shipment.updated_at_ms > PARTNER_COPY_GIVE_UP.as_millis() as i64;
+        if !partners_done && ended_long_ago {
+            // Its partner's topic has been missing for a day: the copies
+            // are given up rather than tried for as long as the shipment
+            // is kept.
+            ::metrics::counter!(metrics::PARTNER_COPIES_GIVEN_UP).increment(1);
+            tracing::warn!(
+                partner_id = %shipment.partner_id.as_ref().map(PartnerId::as_str).unwrap_or_default(),
+                "a courier partner's copies of a shipment's events given up a day after it ended",
+            );
+        } else if !partners_done {
             let retry = now_ms() + PARTNER_COPY_RETRY.as_millis() as i64;
             next = Some(next.map_or(retry, |at| at.min(retry)));
         }

@@ -24,3 +24,6 @@ pub const ASSIGNMENT_STREAMS: &str = "harvest_delivery_assignment_streams";
 /// Counter: courier partners' copies of shipment events that the broker did
 /// not acknowledge (each is tried again later; see docs/courier-events.md).
 pub const PARTNER_COPIES_DELAYED: &str = "harvest_delivery_partner_copies_delayed_total";
+/// Counter: shipments whose courier partner's copies were given up, still
+/// not acknowledged a day after the shipment ended.
+pub const PARTNER_COPIES_GIVEN_UP: &str = "harvest_delivery_partner_copies_given_up_total";

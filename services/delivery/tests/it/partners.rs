@@ -11,7 +11,11 @@ use harvest_proto::delivery::v1::{
 use harvest_testkit::kafka::Probe;
 use tonic::Code;
 
-use crate::helpers::{HANGZHOU, TestDelivery, WAIT, courier_request, decode_all, offset};
+use harvest_delivery::store::{Step, StepOutcome};
+
+use crate::helpers::{
+    HANGZHOU, SHIJIAZHUANG, TestDelivery, WAIT, courier_request, decode_all, offset, pickup,
+};
 
 /// A delivery service with authentication on, trusting a new issuer.
 async fn with_issuer(
@@ -331,4 +335,94 @@ async fn a_partner_lists_its_own_couriers_only() {
         "{not_allowed:?}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A partner whose topic is missing (one the deployment was to create and
+/// did not): the delivery stream goes on, and a day after the shipment
+/// ended its copies are given up instead of tried for as long as the
+/// shipment is kept.
+#[tokio::test]
+async fn copies_for_a_missing_topic_never_hold_the_stream_and_are_given_up_a_day_after() {
+    let mut delivery = TestDelivery::start_with(|config| {
+        config.partner_topics.create = false;
+        config.bus.publish_timeout_ms = 2_000;
+    })
+    .await;
+    // Goods in Hebei and no north courier: the shipment waits.
+    let order = delivery
+        .confirm(vec![pickup("millet", "Hebei", SHIJIAZHUANG, false)])
+        .await;
+    let shipment = harvest_testkit::eventually(WAIT, || async {
+        delivery
+            .store
+            .order_shipments(&order)
+            .await
+            .ok()?
+            .into_iter()
+            .next()
+    })
+    .await
+    .expect("shipment created");
+    delivery.kill();
+
+    // Two days ago a courier of a partner without a topic carried it.
+    let ghost = PartnerId::parse("partner-without-topic").expect("valid");
+    let courier = Id::parse("ghost-1").expect("valid");
+    let store = &delivery.store;
+    let then = harvest_delivery::model::now_ms() - 2 * 24 * 3600 * 1_000;
+    let steps = [
+        Step::Assign {
+            courier: &courier,
+            distance_meters: 500,
+            partner: Some(&ghost),
+        },
+        Step::PickUp { courier: &courier },
+        Step::Deliver {
+            courier: &courier,
+            recipient_name: "Zhao Lei",
+            proof_reference: "photo-1",
+            overridden: None,
+        },
+    ];
+    for (n, step) in steps.into_iter().enumerate() {
+        let outcome = store
+            .step(&shipment, step, then + n as i64)
+            .await
+            .expect("redis");
+        assert_eq!(outcome, StepOutcome::Changed, "{step:?}");
+    }
+    store
+        .schedule(
+            &delivery.region,
+            &shipment,
+            harvest_delivery::model::now_ms(),
+        )
+        .await
+        .expect("redis");
+    delivery.start_again().await;
+
+    // The delivery stream gets every event; the copies are given up and
+    // the shipment leaves the sweeper's set.
+    delivery
+        .wait_event(&order, |payload| {
+            matches!(payload, Payload::ShipmentDelivered(_)).then_some(())
+        })
+        .await;
+    let left = harvest_testkit::eventually(WAIT, || async {
+        let pending = delivery.store.pending_count(&delivery.region).await.ok()?;
+        (pending == 0).then_some(())
+    })
+    .await;
+    assert!(left.is_some(), "the shipment is swept no more");
+    let stored = delivery
+        .store
+        .shipment(&shipment)
+        .await
+        .expect("redis")
+        .expect("kept");
+    assert!(stored.announced.contains("delivered"));
+    assert!(
+        !stored.announced.contains("partner:assigned"),
+        "never acknowledged"
+    );
 }
