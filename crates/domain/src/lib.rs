@@ -24,4 +24,6 @@ pub use province::default_region_of_province;
 pub use quantity::{Quantity, QuantityError};
 pub use region::{Region, RegionError, Regions};
 pub use secret::Secret;
-pub use text::{TextError, cause_chain, clean_text, decode_page_token, encode_page_token};
+pub use text::{
+    TextError, cause_chain, clean_text, decode_page_token, encode_page_token, page_size,
+};

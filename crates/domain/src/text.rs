@@ -29,6 +29,16 @@ pub fn clean_text(value: &str, max_chars: usize) -> Result<String, TextError> {
     Ok(trimmed.to_owned())
 }
 
+/// The size of a page a List method returns: `requested`, 0 meaning
+/// `default`, at most `max`; why not, when it is negative.
+pub fn page_size(requested: i32, default: usize, max: usize) -> Result<usize, &'static str> {
+    match requested {
+        size if size < 0 => Err("must not be negative"),
+        0 => Ok(default),
+        size => Ok((size as usize).min(max)),
+    }
+}
+
 /// An opaque page token for a cursor (hex, so it survives any transport).
 pub fn encode_page_token(cursor: &str) -> String {
     cursor.bytes().map(|byte| format!("{byte:02x}")).collect()
@@ -71,6 +81,14 @@ mod tests {
         assert_eq!(clean_text("杭州市西湖区", 6), Ok("杭州市西湖区".to_owned()));
         assert_eq!(clean_text("杭州市西湖区", 5), Err(TextError::TooLong(5)));
         assert_eq!(clean_text("a\u{0}b", 10), Err(TextError::ControlCharacter));
+    }
+
+    #[test]
+    fn a_page_size_defaults_and_is_capped_and_never_negative() {
+        assert_eq!(page_size(0, 50, 200), Ok(50));
+        assert_eq!(page_size(7, 50, 200), Ok(7));
+        assert_eq!(page_size(500, 50, 200), Ok(200));
+        assert_eq!(page_size(-1, 50, 200), Err("must not be negative"));
     }
 
     proptest! {

@@ -276,13 +276,8 @@ impl AuditLog {
         &self,
         request: ListAuditRecordsRequest,
     ) -> Result<ListAuditRecordsResponse, Status> {
-        let size = match request.page_size {
-            size if size < 0 => {
-                return Err(Status::invalid_argument("page_size: must not be negative"));
-            }
-            0 => DEFAULT_PAGE_SIZE,
-            size => (size as usize).min(MAX_PAGE_SIZE),
-        };
+        let size = harvest_domain::page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            .map_err(|reason| Status::invalid_argument(format!("page_size: {reason}")))?;
         let subject = match request.subject.trim() {
             "" => None,
             subject => Some(

@@ -159,13 +159,9 @@ impl CatalogApi {
         &self,
         request: ListProductsRequest,
     ) -> Result<ListProductsResponse, CatalogError> {
-        let page_size = match request.page_size {
-            size if size < 0 => {
-                return Err(CatalogError::invalid("page_size", "must not be negative"));
-            }
-            0 => DEFAULT_PAGE_SIZE,
-            size => (size as usize).min(MAX_PAGE_SIZE),
-        };
+        let page_size =
+            harvest_domain::page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+                .map_err(|reason| CatalogError::invalid("page_size", reason))?;
         let category = match request.category {
             0 => None,
             value if Category::try_from(value).is_ok() => Some(value),

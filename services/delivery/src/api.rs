@@ -672,18 +672,18 @@ impl DeliveryService for DeliveryApi {
         }
         let partner = PartnerId::parse(&request.partner_id)
             .map_err(|problem| DeliveryError::invalid("partner_id", problem))?;
-        let page_size = match request.page_size {
-            size if size < 0 => {
-                return Err(DeliveryError::invalid("page_size", "must not be negative").into());
-            }
-            0 => DEFAULT_PAGE_SIZE,
-            size => (size as usize).min(MAX_PAGE_SIZE),
-        };
+        let page_size =
+            harvest_domain::page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+                .map_err(|reason| DeliveryError::invalid("page_size", reason))?;
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(decode_page_token(token).ok_or_else(|| {
-                DeliveryError::invalid("page_token", "is not one this method returned")
-            })?),
+            token => Some(
+                decode_page_token(token)
+                    .filter(|courier_id| Id::parse(courier_id).is_ok())
+                    .ok_or_else(|| {
+                        DeliveryError::invalid("page_token", "is not a token from an earlier page")
+                    })?,
+            ),
         };
         let (couriers, next) = self
             .dispatcher

@@ -189,8 +189,7 @@ impl Dispatcher {
             // is kept.
             ::metrics::counter!(metrics::PARTNER_COPIES_GIVEN_UP).increment(1);
             tracing::warn!(
-                partner_id = %shipment.partner_id.as_ref().map(PartnerId::as_str).unwrap_or_default(),
-                "a courier partner's copies of a shipment's events given up a day after it ended",
+                "a courier partner's copies of a shipment's events given up a day after it ended"
             );
         } else if !partners_done {
             let retry = now_ms() + PARTNER_COPY_RETRY.as_millis() as i64;

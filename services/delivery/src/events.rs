@@ -87,14 +87,6 @@ pub fn history(shipment: &StoredShipment) -> Vec<Milestone> {
     history
 }
 
-/// The events of the history the broker has not acknowledged yet, oldest first.
-pub fn unannounced(shipment: &StoredShipment) -> Vec<Milestone> {
-    history(shipment)
-        .into_iter()
-        .filter(|milestone| !shipment.announced.contains(&milestone.name()))
-        .collect()
-}
-
 /// One of the shipment's assignments, as far as it is known.
 #[derive(Clone, Copy, Debug, Default)]
 struct AssignmentOf<'a> {
@@ -330,6 +322,15 @@ mod tests {
 
     fn id(text: &str) -> Id {
         Id::parse(text).expect("valid")
+    }
+
+    /// The milestones whose delivery-stream event is still to go out.
+    fn unannounced(shipment: &StoredShipment) -> Vec<Milestone> {
+        unannounced_anywhere(shipment)
+            .into_iter()
+            .filter(|missing| missing.event)
+            .map(|missing| missing.milestone)
+            .collect()
     }
 
     fn shipment(state: State) -> StoredShipment {

@@ -179,13 +179,9 @@ impl OrdersApi {
 
     async fn list(&self, request: ListOrdersRequest) -> Result<ListOrdersResponse, OrderError> {
         let buyer = model::parse_id("buyer_id", &request.buyer_id)?;
-        let page_size = match request.page_size {
-            size if size < 0 => {
-                return Err(OrderError::invalid("page_size", "must not be negative"));
-            }
-            0 => DEFAULT_PAGE_SIZE,
-            size => (size as usize).min(MAX_PAGE_SIZE),
-        };
+        let page_size =
+            harvest_domain::page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+                .map_err(|reason| OrderError::invalid("page_size", reason))?;
         let after = match request.page_token.as_str() {
             "" => None,
             token => Some(decode_page_token(token)?),

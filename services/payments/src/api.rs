@@ -129,13 +129,9 @@ impl<P: PaymentProvider> PaymentsApi<P> {
         &self,
         request: ListPaymentsRequest,
     ) -> Result<ListPaymentsResponse, PaymentsError> {
-        let page_size = match request.page_size {
-            size if size < 0 => {
-                return Err(PaymentsError::invalid("page_size", "must not be negative"));
-            }
-            0 => DEFAULT_PAGE_SIZE,
-            size => (size as usize).min(MAX_PAGE_SIZE),
-        };
+        let page_size =
+            harvest_domain::page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+                .map_err(|reason| PaymentsError::invalid("page_size", reason))?;
         let state = PaymentState::try_from(request.state).map_err(|_| {
             PaymentsError::invalid(
                 "state",
@@ -172,18 +168,18 @@ impl<P: PaymentProvider> PaymentsApi<P> {
     ) -> Result<ListPayoutsResponse, PaymentsError> {
         auth::act_as(caller, Role::Seller, "seller_id", &mut request.seller_id)?;
         let seller = parse_id("seller_id", &request.seller_id)?;
-        let page_size = match request.page_size {
-            size if size < 0 => {
-                return Err(PaymentsError::invalid("page_size", "must not be negative"));
-            }
-            0 => DEFAULT_PAGE_SIZE,
-            size => (size as usize).min(MAX_PAGE_SIZE),
-        };
+        let page_size =
+            harvest_domain::page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+                .map_err(|reason| PaymentsError::invalid("page_size", reason))?;
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(harvest_domain::decode_page_token(token).ok_or_else(|| {
-                PaymentsError::invalid("page_token", "is not one this method returned")
-            })?),
+            token => Some(
+                harvest_domain::decode_page_token(token)
+                    .filter(|order_id| Id::parse(order_id).is_ok())
+                    .ok_or_else(|| {
+                        PaymentsError::invalid("page_token", "is not a token from an earlier page")
+                    })?,
+            ),
         };
         let (found, next) = self
             .payments
