@@ -194,6 +194,18 @@ const STEPS: &[Step] = &[
         eventually: true,
     },
     Step {
+        command: "harvest payment payouts --seller farmer-chen-oranges",
+        sets: None,
+        check: |o| o.contains("ord_") && o.contains("total ¥"),
+        eventually: false,
+    },
+    Step {
+        command: "harvest courier list",
+        sets: None,
+        check: |o| o.contains("courier-anxi-1") && o.contains("yes"),
+        eventually: false,
+    },
+    Step {
         command: "harvest stock \"$ORANGES\"",
         sets: None,
         check: |o| on_hand(o, 348),
