@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use harvest_domain::{Region, RegionError, Regions};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tonic::codegen::http::HeaderValue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -83,6 +84,13 @@ pub struct ServerConfig {
     /// certificate signed by one of them (mutual TLS), as partners' systems
     /// and the services themselves can.
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Origins (`scheme://host[:port]`, a list or one comma-separated
+    /// string) whose web pages may call the gRPC port from a browser, with
+    /// gRPC-Web. The port serves gRPC-Web beside native gRPC either way;
+    /// empty, no page of another origin may call it (a gateway serving the
+    /// pages and the API on one origin needs none).
+    #[serde(default, deserialize_with = "strings_from_list_or_csv")]
+    pub web_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -95,6 +103,7 @@ impl ServerConfig {
             tls_cert_file: None,
             tls_key_file: None,
             tls_client_ca_file: None,
+            web_origins: Vec::new(),
         }
     }
 
@@ -109,7 +118,29 @@ impl ServerConfig {
                     .to_owned(),
             ),
             _ => Ok(()),
-        }
+        }?;
+        self.allowed_web_origins().map(drop)
+    }
+
+    /// [`ServerConfig::web_origins`], checked: each an `http` or `https`
+    /// origin, nothing after the host and port.
+    pub fn allowed_web_origins(&self) -> Result<Vec<HeaderValue>, String> {
+        self.web_origins
+            .iter()
+            .map(|origin| {
+                let invalid = |why: &str| format!("server.web_origins: {origin:?} {why}");
+                let rest = origin
+                    .strip_prefix("https://")
+                    .or_else(|| origin.strip_prefix("http://"))
+                    .ok_or_else(|| invalid("must start with http:// or https://"))?;
+                if rest.is_empty() || rest.contains(['/', '?', '#', '*', ' ']) {
+                    return Err(invalid(
+                        "must be scheme://host[:port], with no path and no wildcard",
+                    ));
+                }
+                HeaderValue::from_str(origin).map_err(|_| invalid("is not a valid origin"))
+            })
+            .collect()
     }
 
     /// The gRPC port's TLS, read from the files; `None` for plaintext.
@@ -296,6 +327,12 @@ impl ListOrCsv {
                 .collect(),
         }
     }
+}
+
+fn strings_from_list_or_csv<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    Ok(ListOrCsv::deserialize(d)?.names())
 }
 
 fn regions_from_list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Regions, D::Error> {

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
-use tonic::codegen::http::{HeaderMap, Request, Response};
+use tonic::codegen::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use tonic::server::NamedService;
 use tower::{Layer, Service};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -28,11 +28,45 @@ pub struct Serving {
     pub access: crate::auth::Access,
     /// TLS only, when set; plaintext otherwise.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Origins whose web pages may call with gRPC-Web (CORS); gRPC-Web is
+    /// served beside native gRPC whatever this holds.
+    pub web_origins: Vec<HeaderValue>,
+}
+
+/// What a browser may send with a gRPC-Web call from another origin: the
+/// protocol's own headers, the token, deadlines and the trace context.
+const WEB_REQUEST_HEADERS: [&str; 7] = [
+    "authorization",
+    "content-type",
+    "x-grpc-web",
+    "x-user-agent",
+    "grpc-timeout",
+    "traceparent",
+    "tracestate",
+];
+
+/// What a page may read of a gRPC-Web answer: the status, where a call that
+/// fails at once carries it (its other answers carry it in the body).
+const WEB_RESPONSE_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+
+/// CORS for gRPC-Web calls from the pages of `origins`: a preflight from
+/// another origin is answered without permission, so the browser does not
+/// send the call. Calls without an `Origin` (native gRPC, other servers)
+/// pass as they are.
+fn web_cors(origins: Vec<HeaderValue>) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::POST])
+        .allow_headers(WEB_REQUEST_HEADERS.map(HeaderName::from_static))
+        .expose_headers(WEB_RESPONSE_HEADERS.map(HeaderName::from_static))
+        .max_age(std::time::Duration::from_secs(24 * 60 * 60))
 }
 
 /// Serves `api` with gRPC health (serving while `ready` says so, not serving
 /// from the start of shutdown) and server reflection over every Harvest
-/// package, until `shutdown`.
+/// package, until `shutdown`: native gRPC, and gRPC-Web (over HTTP/1.1 too)
+/// on the same port for browsers.
 pub async fn serve<S>(
     listener: TcpListener,
     serving: Serving,
@@ -76,12 +110,16 @@ where
     // about 40 ms. The server's own nodelay setting applies only to
     // listeners it binds itself.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder().accept_http1(true);
     if let Some(tls) = serving.tls {
         builder = builder.tls_config(tls)?;
     }
     builder
         .trace_fn(request_span)
+        // Outermost: a preflight is answered before anything else sees it,
+        // and a gRPC-Web call is plain gRPC from here on in.
+        .layer(web_cors(serving.web_origins))
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(RequestMetricsLayer {
             rules: serving.access.rules(),
         })

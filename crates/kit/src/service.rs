@@ -69,6 +69,8 @@ pub enum StartError {
     Metrics(String),
     #[error("TLS of the gRPC port: {0}")]
     Tls(String),
+    #[error("{0}")]
+    WebOrigins(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,8 @@ pub struct Listeners {
     access: crate::auth::Access,
     /// The gRPC port's TLS; `None` for plaintext.
     tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Origins whose pages may call the gRPC port with gRPC-Web.
+    web_origins: Vec<tonic::codegen::http::HeaderValue>,
 }
 
 impl Listeners {
@@ -109,6 +113,9 @@ impl Listeners {
             clock: None,
             access: crate::auth::Access::off(&[]),
             tls: config.tls().map_err(StartError::Tls)?,
+            web_origins: config
+                .allowed_web_origins()
+                .map_err(StartError::WebOrigins)?,
         })
     }
 
@@ -176,6 +183,7 @@ impl Listeners {
                     limit,
                     access: self.access,
                     tls: self.tls,
+                    web_origins: self.web_origins,
                 },
                 api,
                 ready,

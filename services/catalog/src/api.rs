@@ -13,7 +13,8 @@ use tonic::{Request, Response, Status};
 
 use crate::error::CatalogError;
 use crate::model;
-use crate::store::{CatalogStore, ListFilter, ReceiveResult};
+use crate::store::{CatalogStore, ListFilter, LotState, ReceiveResult};
+use harvest_domain::Date;
 
 /// Who may call each method of the API, by role: one rule a method. A rule
 /// does not say whose records the caller may touch (a buyer's own orders, a
@@ -60,11 +61,26 @@ pub struct CatalogApi {
     store: CatalogStore,
     /// Price changes and stock receipts, for operators.
     audit: AuditLog,
+    /// Days a lot's best-before must leave for delivery
+    /// (`reservation.delivery_lead_days`): what a buyer can order.
+    lead_days: u32,
 }
 
 impl CatalogApi {
-    pub fn new(store: CatalogStore, audit: AuditLog) -> Self {
-        CatalogApi { store, audit }
+    pub fn new(store: CatalogStore, audit: AuditLog, lead_days: u32) -> Self {
+        CatalogApi {
+            store,
+            audit,
+            lead_days,
+        }
+    }
+
+    /// `product` with what a buyer can order of it today: the lots a
+    /// reservation would take from.
+    fn with_availability(&self, mut product: Product, lots: &[LotState]) -> Product {
+        let orderable_from = Date::today().plus_days(self.lead_days as i32);
+        product.availability = Some(model::availability(lots, orderable_from));
+        product
     }
 
     async fn existing_product(
@@ -186,10 +202,14 @@ impl CatalogApi {
             province,
             seller_id,
         };
-        let (products, more) = self
+        let (found, more) = self
             .store
             .list_products(&filter, after.as_deref(), page_size)
             .await?;
+        let products: Vec<Product> = found
+            .into_iter()
+            .map(|(product, lots)| self.with_availability(product, &lots))
+            .collect();
         let next_page_token = match products.last() {
             Some(last) if more => encode_page_token(&last.product_id),
             _ => String::new(),
@@ -363,10 +383,14 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<GetProductRequest>,
     ) -> Result<Response<Product>, Status> {
-        let product = self
-            .existing_product("product_id", &request.into_inner().product_id)
-            .await?;
-        Ok(Response::new(product))
+        let id = model::parse_id("product_id", &request.into_inner().product_id)?;
+        let (product, lots) = self
+            .store
+            .product_with_lots(id.as_str())
+            .await
+            .map_err(CatalogError::from)?
+            .ok_or_else(|| CatalogError::NotFound(format!("product {id} does not exist")))?;
+        Ok(Response::new(self.with_availability(product, &lots)))
     }
 
     async fn list_products(

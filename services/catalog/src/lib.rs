@@ -127,7 +127,11 @@ impl App {
             regions = %self.served,
             "catalog serving",
         );
-        let api = CatalogServiceServer::new(api::CatalogApi::new(self.store, self.audit));
+        let api = CatalogServiceServer::new(api::CatalogApi::new(
+            self.store,
+            self.audit,
+            self.config.reservation.delivery_lead_days,
+        ));
         self.listeners
             .serve(api, MAX_REQUEST, tasks, shutdown, &self.publisher)
             .await

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use harvest_domain::{Date, Fen, Id, Quantity};
 use harvest_proto::catalog::v1::{
-    Category, CreateProductRequest, Product, ReceiveStockLotRequest, StockLot, Unit,
+    Availability, Category, CreateProductRequest, Product, ReceiveStockLotRequest, StockLot, Unit,
 };
 use harvest_proto::common::v1 as common;
 
@@ -182,6 +182,7 @@ pub fn new_product(request: &CreateProductRequest) -> Result<Product, CatalogErr
         created_at: Some(now.into()),
         updated_at: Some(now.into()),
         per_buyer_limit,
+        availability: None,
     })
 }
 
@@ -191,6 +192,7 @@ pub fn same_listing(a: &Product, b: &Product) -> bool {
         product_id: String::new(),
         created_at: None,
         updated_at: None,
+        availability: None,
         ..product.clone()
     };
     strip(a) == strip(b)
@@ -262,6 +264,25 @@ pub fn new_lot(
         harvested,
         best_before,
     })
+}
+
+/// What a buyer can order of a product with `lots`: the units no order
+/// holds in lots whose best-before is `orderable_from` or later, and the
+/// earliest best-before among those with units left.
+pub fn availability(lots: &[LotState], orderable_from: Date) -> Availability {
+    let orderable = lots
+        .iter()
+        .filter(|lot| lot.best_before >= orderable_from && lot.on_hand > lot.reserved);
+    Availability {
+        available: orderable
+            .clone()
+            .map(|lot| lot.on_hand - lot.reserved)
+            .sum(),
+        best_before: orderable
+            .map(|lot| lot.best_before)
+            .min()
+            .map(date_to_proto),
+    }
 }
 
 pub fn lot_to_proto(product_id: &str, lot: &LotState) -> StockLot {

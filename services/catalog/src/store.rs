@@ -454,14 +454,33 @@ impl CatalogStore {
         decode_product(product, fields)
     }
 
+    /// A product and its lots, read in one round trip (one hash slot).
+    pub async fn product_with_lots(
+        &self,
+        product: &str,
+    ) -> Result<Option<(Product, Vec<LotState>)>, StoreError> {
+        let mut redis = self.redis.clone();
+        let (fields, lots): (ProductRow, BTreeMap<String, i64>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(self.product_key(product))
+            .arg(PRODUCT_FIELDS)
+            .hgetall(self.lots_key(product))
+            .query_async(&mut redis)
+            .await?;
+        match decode_product(product, fields)? {
+            Some(found) => Ok(Some((found, parse_lots(&lots)?))),
+            None => Ok(None),
+        }
+    }
+
     /// Up to `limit` products matching `filter` with ids after `after`, in id
-    /// order, and whether more may follow.
+    /// order, each with its lots, and whether more may follow.
     pub async fn list_products(
         &self,
         filter: &ListFilter,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<(Vec<Product>, bool), StoreError> {
+    ) -> Result<(Vec<(Product, Vec<LotState>)>, bool), StoreError> {
         let mut redis = self.redis.clone();
         let index = self.filter_index(filter);
         let mut cursor = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
@@ -479,10 +498,12 @@ impl CatalogStore {
             for id in &ids {
                 pipe.cmd("HMGET")
                     .arg(self.product_key(id))
-                    .arg(PRODUCT_FIELDS);
+                    .arg(PRODUCT_FIELDS)
+                    .hgetall(self.lots_key(id));
             }
-            let rows: Vec<ProductRow> = pipe.query_async(&mut redis).await?;
-            for (id, row) in ids.iter().zip(rows) {
+            let rows: Vec<(ProductRow, BTreeMap<String, i64>)> =
+                pipe.query_async(&mut redis).await?;
+            for (id, (row, lots)) in ids.iter().zip(rows) {
                 let Some(product) = decode_product(id, row)? else {
                     continue;
                 };
@@ -492,7 +513,7 @@ impl CatalogStore {
                 if found.len() == limit {
                     return Ok((found, true));
                 }
-                found.push(product);
+                found.push((product, parse_lots(&lots)?));
             }
             if ids.len() < batch {
                 return Ok((found, false));

@@ -78,6 +78,10 @@ pub fn product_json(product: &Product) -> Value {
         "per_buyer_limit": product.per_buyer_limit,
         "seller": json_seller(product.seller.as_ref()),
         "collection_point": json_pickup_point(product.collection_point.as_ref()),
+        "availability": product.availability.as_ref().map(|a| json!({
+            "available": a.available,
+            "best_before": json_date(a.best_before.as_ref()),
+        })),
         "created_at": json_time(product.created_at.as_ref()),
         "updated_at": json_time(product.updated_at.as_ref()),
     })
@@ -122,6 +126,15 @@ pub fn product_human(product: &Product) -> String {
                     "{} per buyer within the catalog's window",
                     product.per_buyer_limit
                 )
+            }),
+        )
+        .maybe(
+            "Available",
+            product.availability.as_ref().map(|a| match &a.best_before {
+                Some(best_before) => {
+                    format!("{}, best before {}", a.available, date(Some(best_before)))
+                }
+                None => a.available.to_string(),
             }),
         )
         .maybe("Seller", seller)
@@ -252,6 +265,7 @@ mod tests {
             perishable: true,
             shelf_life_days: 45,
             cold_chain: false,
+            availability: None,
             collection_point: Some(PickupPoint {
                 pickup_point_id: "pp_fengqi".to_owned(),
                 name: "Fengqi village square".to_owned(),

@@ -62,7 +62,18 @@ async fn create_and_list_products_with_filters_and_pages() {
         .await
         .expect("found")
         .into_inner();
-    assert_eq!(fetched, created[0]);
+    // As created, with nothing on offer yet.
+    assert_eq!(
+        fetched.availability,
+        Some(harvest_proto::catalog::v1::Availability::default())
+    );
+    assert_eq!(
+        harvest_proto::catalog::v1::Product {
+            availability: None,
+            ..fetched
+        },
+        created[0]
+    );
 
     // Two at a time through everything, in creation order.
     let mut seen = Vec::new();
@@ -368,13 +379,19 @@ async fn bad_requests_get_clear_statuses_and_change_nothing() {
         "prd_missing",
     );
 
-    // Nothing changed.
-    let products = client
+    // Nothing changed (the listing adds what is on offer).
+    let products: Vec<_> = client
         .list_products(ListProductsRequest::default())
         .await
         .expect("listed")
         .into_inner()
-        .products;
+        .products
+        .into_iter()
+        .map(|product| harvest_proto::catalog::v1::Product {
+            availability: None,
+            ..product
+        })
+        .collect();
     assert_eq!(
         products,
         vec![apples.clone()],
@@ -575,4 +592,62 @@ async fn with_redis_frozen_calls_answer_unavailable_and_then_recover() {
     .expect("answers again")
     .into_inner();
     assert_eq!(answered.product_id, product.product_id);
+}
+
+#[tokio::test]
+async fn buyers_see_what_they_can_order_and_its_earliest_best_before() {
+    let catalog = TestCatalog::start().await;
+    let honey = catalog.product("Jujube honey", 4_800, true).await;
+    let today = harvest_domain::Date::today();
+    let availability = |product: &harvest_proto::catalog::v1::Product| {
+        product.availability.expect("availability is set")
+    };
+    let get = || async {
+        catalog
+            .client
+            .clone()
+            .get_product(GetProductRequest {
+                product_id: honey.product_id.clone(),
+            })
+            .await
+            .expect("product")
+            .into_inner()
+    };
+    // Creating answers with the product as written, before any stock.
+    assert_eq!(honey.availability, None);
+    let fresh = availability(&get().await);
+    assert_eq!((fresh.available, fresh.best_before), (0, None));
+
+    // A lot too close to its best-before to be delivered in time (the
+    // reservation's lead is 2 days) is not on offer; the others are, the
+    // earliest best-before first.
+    catalog.lot(&honey, "lot-old", 5, 1).await;
+    catalog.lot(&honey, "lot-late", 7, 30).await;
+    catalog.lot(&honey, "lot-soon", 4, 10).await;
+    let stocked = availability(&get().await);
+    assert_eq!(stocked.available, 11);
+    assert_eq!(stocked.best_before, Some(date(today.plus_days(10))));
+
+    // Units an order holds are not on offer; a lot all held is no longer
+    // the earliest.
+    let placed = catalog.place(&[(&honey.product_id, 4)]).await;
+    catalog.outcome(&placed.order_id).await;
+    let held = availability(&get().await);
+    assert_eq!(held.available, 7);
+    assert_eq!(held.best_before, Some(date(today.plus_days(30))));
+
+    // The listing says the same, product by product.
+    let listed = catalog
+        .client
+        .clone()
+        .list_products(ListProductsRequest::default())
+        .await
+        .expect("listed")
+        .into_inner();
+    let found = listed
+        .products
+        .iter()
+        .find(|product| product.product_id == honey.product_id)
+        .expect("listed");
+    assert_eq!(availability(found), held);
 }

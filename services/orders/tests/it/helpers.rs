@@ -36,6 +36,7 @@ pub struct World {
 /// One running orders service.
 pub struct Running {
     pub client: OrdersServiceClient<Channel>,
+    pub grpc_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -175,6 +176,7 @@ impl World {
             .expect("grpc connects");
         Running {
             client,
+            grpc_addr: grpc,
             admin_addr,
             shutdown,
             task: Some(task),

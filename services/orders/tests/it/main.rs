@@ -6,3 +6,4 @@ mod access;
 mod helpers;
 mod placement;
 mod saga;
+mod web;
