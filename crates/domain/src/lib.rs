@@ -20,7 +20,7 @@ mod text;
 pub use date::{Date, DateError};
 pub use id::{Id, IdError, deterministic_id, new_id, shipment_id};
 pub use money::{Fen, FenError};
-pub use province::default_region_of_province;
+pub use province::{Province, default_region_of_province, provinces};
 pub use quantity::{Quantity, QuantityError};
 pub use region::{Region, RegionError, Regions};
 pub use secret::Secret;

@@ -15,8 +15,10 @@ use harvest_proto::common::v1::GeoPoint;
 use harvest_proto::delivery::v1::delivery_service_client::DeliveryServiceClient;
 use harvest_proto::delivery::v1::{
     ConfirmDeliveryRequest, ConfirmPickupRequest, Courier, RegisterCourierRequest,
-    ReportFailureRequest, StreamAssignmentsRequest, Vehicle,
+    ReportFailureRequest, Shipment, StreamAssignmentsRequest, Vehicle,
 };
+use harvest_proto::orders::v1::GetOrderRequest;
+use harvest_proto::orders::v1::orders_service_client::OrdersServiceClient;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -58,9 +60,21 @@ pub struct FleetCounts {
 #[derive(Default)]
 pub struct Doorstep {
     codes: Mutex<HashMap<String, String>>,
+    /// For orders placed elsewhere (a person's storefront): the buyer looks
+    /// the code up in their order, as they would at the door.
+    buyers: Option<OrdersServiceClient<Channel>>,
 }
 
 impl Doorstep {
+    /// A doorstep whose buyers, for an order it was not told of, read their
+    /// code from the orders service.
+    pub fn asking_buyers(orders: OrdersServiceClient<Channel>) -> Doorstep {
+        Doorstep {
+            codes: Mutex::default(),
+            buyers: Some(orders),
+        }
+    }
+
     pub fn remember(&self, order_id: &str, code: &str) {
         if let Ok(mut codes) = self.codes.lock() {
             codes.insert(order_id.to_owned(), code.to_owned());
@@ -68,12 +82,39 @@ impl Doorstep {
     }
 
     /// The code the buyer of `order_id` gives (empty when unknown).
-    pub fn code(&self, order_id: &str) -> String {
-        self.codes
+    pub async fn code(&self, order_id: &str) -> String {
+        let known = self
+            .codes
             .lock()
             .ok()
-            .and_then(|codes| codes.get(order_id).cloned())
-            .unwrap_or_default()
+            .and_then(|codes| codes.get(order_id).cloned());
+        if let Some(code) = known {
+            return code;
+        }
+        let Some(orders) = &self.buyers else {
+            return String::new();
+        };
+        let request = || GetOrderRequest {
+            order_id: order_id.to_owned(),
+        };
+        // Who the buyer is, then the buyer's own view of the order: only it
+        // shows the code.
+        let Ok(order) = orders
+            .clone()
+            .get_order(act_as(Role::Operator, "sim-doorstep", request()))
+            .await
+        else {
+            return String::new();
+        };
+        let buyer = order.into_inner().buyer_id;
+        match orders
+            .clone()
+            .get_order(act_as(Role::Buyer, &buyer, request()))
+            .await
+        {
+            Ok(order) => order.into_inner().delivery_code,
+            Err(_) => String::new(),
+        }
     }
 }
 
@@ -218,8 +259,8 @@ async fn run_courier(
             let carrying = carry(
                 delivery.clone(),
                 courier_id.clone(),
-                shipment.shipment_id.clone(),
-                doorstep.code(&shipment.order_id),
+                shipment.clone(),
+                doorstep.clone(),
                 behavior.clone(),
                 counts.clone(),
                 stop.clone(),
@@ -241,8 +282,8 @@ async fn run_courier(
 async fn carry(
     delivery: DeliveryServiceClient<Channel>,
     courier_id: String,
-    shipment_id: String,
-    delivery_code: String,
+    shipment: Shipment,
+    doorstep: Arc<Doorstep>,
     behavior: CourierBehavior,
     counts: Arc<FleetCounts>,
     stop: CancellationToken,
@@ -251,6 +292,7 @@ async fn carry(
         () = stop.cancelled() => return,
         () = tokio::time::sleep(between(behavior.pickup_after)) => {}
     }
+    let shipment_id = shipment.shipment_id;
     let pickup = ConfirmPickupRequest {
         courier_id: courier_id.clone(),
         shipment_id: shipment_id.clone(),
@@ -301,7 +343,7 @@ async fn carry(
         shipment_id,
         recipient_name: "the buyer".to_owned(),
         proof_reference: String::new(),
-        delivery_code,
+        delivery_code: doorstep.code(&shipment.order_id).await,
         override_reason: String::new(),
     };
     if retry(

@@ -12,6 +12,7 @@ pub mod invariants;
 pub mod observer;
 pub mod report;
 pub mod seed;
+pub mod shop;
 pub mod stats;
 pub mod storefront;
 

@@ -66,6 +66,14 @@ struct StackArgs {
     /// --ca-cert).
     #[arg(long)]
     tls: bool,
+    /// The port of the reference storefront (the web shop built from
+    /// `storefront/`), on 127.0.0.1; another free port when it is taken
+    /// (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    storefront_port: u16,
+    /// Where the built storefront is.
+    #[arg(long, default_value = harvest_sim::shop::DIST_DIR)]
+    storefront_dir: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -106,6 +114,12 @@ enum Command {
     Run {
         #[command(flatten)]
         stack: StackArgs,
+        /// Also register couriers at every collection point and simulate
+        /// them: they pick up and deliver every order placed (from the
+        /// storefront, `harvest` or any client), the buyer giving the
+        /// delivery code at the door.
+        #[arg(long)]
+        couriers: bool,
     },
     /// Print a token of a running stack's issuer, for a client that calls
     /// the services as `--subject` in `--role`, e.g.
@@ -169,7 +183,7 @@ async fn main() -> ExitCode {
             ));
             demo(stack, duration, rate, spike, drain).await
         }
-        Command::Run { stack } => run(stack).await,
+        Command::Run { stack, couriers } => run(stack, couriers).await,
         Command::Token {
             role,
             subject,
@@ -234,11 +248,34 @@ fn local_settings() -> Vec<(ServiceKind, String, String)> {
     .collect()
 }
 
-/// The trace viewer and Prometheus of a run, stopped when dropped.
+/// The trace viewer, Prometheus and the storefront of a run, stopped when
+/// dropped.
 #[derive(Default)]
 struct Observability {
     traces: Option<TraceViewer>,
     metrics: Option<Prometheus>,
+    storefront: Option<Storefront>,
+}
+
+/// The reference storefront's server.
+struct Storefront {
+    url: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Storefront {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The storefront's port: the one asked for, else any free one.
+async fn storefront_listener(port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    let bind = |port| tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port));
+    match bind(port).await {
+        Ok(listener) => Ok(listener),
+        Err(_) => bind(0).await.context("binding the storefront's port"),
+    }
 }
 
 async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<(Stack, Observability)> {
@@ -261,6 +298,14 @@ async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<(Stack, 
     options.prefer_default_ports = default_ports;
     options.auth = !args.no_auth;
     options.tls = args.tls;
+    // Bound first, so that the services let its pages in.
+    let shop_listener = storefront_listener(args.storefront_port).await?;
+    let shop_origin = harvest_sim::shop::origin(&shop_listener)?;
+    options.env.push((
+        "HARVEST_SERVER__WEB_ORIGINS".to_owned(),
+        shop_origin.clone(),
+    ));
+    let regions = options.regions.clone();
     let mut observability = Observability::default();
     if !args.no_observability && args.otlp_endpoint.is_none() {
         println!("starting the trace viewer (Zipkin)…");
@@ -313,6 +358,27 @@ async fn start(args: &StackArgs, default_ports: bool) -> anyhow::Result<(Stack, 
             metrics.url()
         );
     }
+    let shop = harvest_sim::shop::Shop::for_stack(&stack, &regions, &args.storefront_dir)?;
+    let built = shop.is_built();
+    let stop_shop = CancellationToken::new();
+    tokio::spawn(harvest_sim::shop::serve(
+        shop_listener,
+        shop,
+        stop_shop.clone(),
+    ));
+    let url = format!("{shop_origin}/");
+    if built {
+        println!("  storefront {url}  (the reference web shop: open it in a browser)");
+    } else {
+        println!(
+            "  storefront {url}  (not built: no {}; `make storefront` builds it)",
+            args.storefront_dir.display()
+        );
+    }
+    observability.storefront = Some(Storefront {
+        url,
+        stop: stop_shop,
+    });
     Ok((stack, observability))
 }
 
@@ -458,15 +524,47 @@ async fn demo(
     Ok(summary.findings.all_clear())
 }
 
-async fn run(args: StackArgs) -> anyhow::Result<bool> {
+async fn run(args: StackArgs, couriers: bool) -> anyhow::Result<bool> {
     let stop = interrupt();
     let (mut stack, observability) = start(&args, true).await?;
     let mut clients = Clients::connect(&stack).await?;
     let products = seed::seed_catalog(&mut clients.catalog).await?;
-    println!(
-        "seeded {} products; no couriers yet: register some with `harvest courier register`",
-        products.len()
-    );
+    if couriers {
+        let fleet = harvest_sim::couriers::register_fleet(
+            &mut clients.delivery,
+            &stack.options().regions,
+            2,
+            20,
+        )
+        .await?;
+        println!(
+            "seeded {} products and {} simulated couriers, who deliver every order placed",
+            products.len(),
+            fleet.len()
+        );
+        tokio::spawn(harvest_sim::couriers::run_fleet(
+            clients.delivery.clone(),
+            fleet,
+            CourierBehavior {
+                failures: 0.0,
+                ..CourierBehavior::default()
+            },
+            Default::default(),
+            std::sync::Arc::new(harvest_sim::couriers::Doorstep::asking_buyers(
+                clients.orders.clone(),
+            )),
+            stop.clone(),
+        ));
+    } else {
+        println!(
+            "seeded {} products; no couriers yet: register some with `harvest courier register` \
+             (or run with --couriers for simulated ones)",
+            products.len()
+        );
+    }
+    if let Some(storefront) = &observability.storefront {
+        println!("the storefront: {}", storefront.url);
+    }
     println!();
     let on_defaults = ServiceKind::ALL
         .into_iter()
