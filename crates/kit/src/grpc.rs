@@ -34,8 +34,9 @@ pub struct Serving {
 }
 
 /// What a browser may send with a gRPC-Web call from another origin: the
-/// protocol's own headers, the token, deadlines and the trace context.
-const WEB_REQUEST_HEADERS: [&str; 7] = [
+/// protocol's own headers, the token, deadlines, the trace context and the
+/// region a deployment's gateway routes by.
+const WEB_REQUEST_HEADERS: [&str; 8] = [
     "authorization",
     "content-type",
     "x-grpc-web",
@@ -43,6 +44,7 @@ const WEB_REQUEST_HEADERS: [&str; 7] = [
     "grpc-timeout",
     "traceparent",
     "tracestate",
+    "x-harvest-region",
 ];
 
 /// What a page may read of a gRPC-Web answer: the status, where a call that
