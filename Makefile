@@ -15,9 +15,12 @@ export HARVEST_KAFKA_LIBS := $(KAFKA_LIBS)
 # same way into the same cache.
 ZIPKIN_POM  := deploy/zipkin/pom.xml
 ZIPKIN_DIR  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/harvest/zipkin
-# The browser test: playwright-core from npm (pinned in its package-lock.json)
+# The browser tests: playwright-core from npm (pinned in its package-lock.json)
 # driving Debian's Chromium; no browser is downloaded.
 BROWSER_TEST := e2e-browser
+# The reference storefront: TypeScript built with npm (pinned in its
+# package-lock.json), its gRPC-Web client generated from proto/ by buf.
+STOREFRONT  := storefront
 # What `make deploy-check` renders and validates with, cached outside the
 # repository: Helm built from the Go module proxy, a virtualenv of PyPI tools.
 DEPLOY_TOOLS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/harvest/deploy-tools
@@ -40,7 +43,7 @@ CLUSTER_TESTS := -p harvest-catalog -p harvest-orders -p harvest-payments -p har
 	-E 'kind(test) - test(/with_the_broker_down/)'
 
 .DEFAULT_GOAL := help
-.PHONY: help build-deps deps browser-deps build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas deploy-deps deploy-check
+.PHONY: help build-deps deps browser-deps storefront build test lint fmt demo run bench chaos clean contracts-deps contracts-check contracts-schemas deploy-deps deploy-check
 
 # The contract checkers: buf and the AsyncAPI parser from npm (pinned in
 # contracts/package-lock.json), promtool from Debian's prometheus package.
@@ -105,11 +108,11 @@ deps: build-deps ## Install what is missing: Apache Kafka and Zipkin (Maven Cent
 		$(CARGO) install cargo-nextest --locked; \
 	fi
 
-browser-deps: ## Install what the browser test needs: Chromium (apt-get) and playwright-core (npm)
-	@if [ ! -x /usr/bin/chromium ]; then \
-		echo "installing Chromium (apt-get)…"; \
+browser-deps: ## Install what the browser tests need: Chromium and a Chinese font (apt-get), playwright-core (npm)
+	@if [ ! -x /usr/bin/chromium ] || [ ! -d /usr/share/fonts/truetype/wqy ]; then \
+		echo "installing Chromium and a Chinese font (apt-get)…"; \
 		$(SUDO) apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium fonts-wqy-microhei; \
 	fi
 	@if ! cmp -s $(BROWSER_TEST)/package-lock.json $(BROWSER_TEST)/node_modules/.installed-lock; then \
 		echo "installing playwright-core (npm ci)…"; \
@@ -117,10 +120,18 @@ browser-deps: ## Install what the browser test needs: Chromium (apt-get) and pla
 		cp $(BROWSER_TEST)/package-lock.json $(BROWSER_TEST)/node_modules/.installed-lock; \
 	fi
 
+storefront: ## Build the reference storefront (npm): its client generated from proto/, bundled into storefront/dist
+	@if ! cmp -s $(STOREFRONT)/package-lock.json $(STOREFRONT)/node_modules/.installed-lock; then \
+		echo "installing the storefront's packages (npm ci)…"; \
+		npm ci --prefix $(STOREFRONT) --no-audit --no-fund --loglevel=error && \
+		cp $(STOREFRONT)/package-lock.json $(STOREFRONT)/node_modules/.installed-lock; \
+	fi
+	npm run --prefix $(STOREFRONT) --silent build
+
 build: build-deps ## Build every crate and binary
 	$(CARGO) build --locked --workspace --bins
 
-test: deps browser-deps ## Run every test (each starts its own Redis; a run shares one Kafka broker; one opens a trace in Chromium), then the services' on a Redis Cluster
+test: deps browser-deps storefront ## Run every test (each starts its own Redis; a run shares one Kafka broker; the browser tests drive Chromium), then the services' on a Redis Cluster
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace --doc
 	$(CARGO) nextest run --locked --workspace --profile ci
@@ -133,10 +144,10 @@ lint: build-deps ## Check formatting and run clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-demo: deps build ## Run the whole system with simulated buyers and couriers, Zipkin and Prometheus (ARGS="--duration 120 …"; --no-observability)
+demo: deps build storefront ## Run the whole system with simulated buyers and couriers, Zipkin, Prometheus and the storefront (ARGS="--duration 120 …"; --no-observability)
 	$(TARGET_DIR)/debug/harvest-stack demo $(ARGS)
 
-run: deps build ## Run the whole system (with Zipkin and Prometheus) without simulated traffic until Ctrl-C (ARGS=--no-observability)
+run: deps build storefront ## Run the whole system (with Zipkin, Prometheus and the storefront, whose URL it prints) without simulated traffic until Ctrl-C (ARGS="--couriers", --no-observability)
 	$(TARGET_DIR)/debug/harvest-stack run $(ARGS)
 
 bench: deps ## Measure rates, a regional spike and a flash sale (release build); writes target/bench/results.json
@@ -190,10 +201,10 @@ deploy-check: deploy-deps ## Render the chart with every region and validate it 
 	@test -d $(CRDS) || { echo "no CRDs at $(CRDS); pass CRDS=<path to shared/crds>" >&2; exit 1; }
 	@mkdir -p $(RENDERED)
 	$(HELM) lint deploy --quiet --strict $(REGIONS:%=-f %) --set image.tag=0.0.0-check --set auth.issuer=https://id.harvest.example \
-		--set "courierPartners.partners={partner-example-express}"
+		--set "courierPartners.partners={partner-example-express}" --set "server.webOrigins={https://shop.harvest.example}"
 	$(HELM) template harvest deploy --namespace harvest $(REGIONS:%=-f %) \
 		--set image.tag=0.0.0-check --set auth.issuer=https://id.harvest.example \
-		--set "courierPartners.partners={partner-example-express}" > $(RENDERED)/harvest.yaml
+		--set "courierPartners.partners={partner-example-express}" --set "server.webOrigins={https://shop.harvest.example}" > $(RENDERED)/harvest.yaml
 	$(DEPLOY_VENV)/bin/yamllint --strict -c deploy/.yamllint.yaml deploy $(RENDERED)/harvest.yaml
 	$(DEPLOY_VENV)/bin/python deploy/validate/custom_resources.py $(RENDERED)/harvest.yaml $(CRDS) $(RENDERED)/core.yaml
 	$(DEPLOY_VENV)/bin/python deploy/validate/custom_resources.py deploy/prometheus/prometheus-rule.yaml \

@@ -7,7 +7,7 @@
 // span (the Kafka publish and process hops); prints what it saw as JSON on
 // the last line and exits non-zero otherwise.
 
-import { chromium } from 'playwright-core';
+import { launchChromium } from './chromium.mjs';
 
 const [url, screenshot, servicesArg, spansArg] = process.argv.slice(2);
 if (!url || !screenshot || !servicesArg || !spansArg) {
@@ -22,18 +22,7 @@ if (!['127.0.0.1', 'localhost', '[::1]'].includes(host)) {
 const services = servicesArg.split(',');
 const spans = spansArg.split(',');
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: [
-    '--headless',
-    '--no-sandbox',
-    '--disable-gpu',
-    '--disable-background-networking',
-    '--disable-component-update',
-    '--disable-sync',
-    '--no-first-run',
-  ],
-});
+const browser = await launchChromium();
 let seen = { services: [], spans: [] };
 let passed = false;
 try {

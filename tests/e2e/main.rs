@@ -8,6 +8,7 @@ mod helpers;
 mod proof;
 mod restarts;
 mod saga;
+mod storefront;
 mod supervision;
 mod tls;
 mod trace_viewer;

@@ -1,0 +1,198 @@
+//! The reference storefront in a real browser: Debian's Chromium, driven by
+//! `e2e-browser/storefront.mjs`, shops from the pages the local stack
+//! serves, which call the services with gRPC-Web. Simulated couriers pick
+//! up and deliver while the order page follows the order live.
+//!
+//! Needs the built storefront (`make storefront`), Debian's Chromium and
+//! playwright-core (`make browser-deps`); `make test` makes all three.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use harvest_proto::catalog::v1::GetStockRequest;
+use harvest_sim::couriers::{CourierBehavior, Doorstep, FleetCounts};
+use harvest_sim::shop::{self, Shop};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{Point, System};
+
+/// A collection point in Hainan: in the test's catalog, only the product
+/// that runs out is there.
+const HAINAN: Point = Point {
+    county: "Wenchang",
+    province: "Hainan",
+    // The test stack has no southern region; couriers here join the east.
+    region: "east",
+    latitude: 19.54,
+    longitude: 110.80,
+};
+
+fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is inside the repository")
+        .to_path_buf()
+}
+
+/// A stack, and the storefront served beside it, whose origin the services
+/// let in.
+struct Storefront {
+    system: System,
+    url: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Storefront {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Storefront {
+    async fn start() -> Storefront {
+        let dist = repository().join(shop::DIST_DIR);
+        assert!(
+            dist.join("index.html").is_file(),
+            "the storefront is not built: run `make storefront`"
+        );
+        assert!(
+            repository()
+                .join("e2e-browser/node_modules/playwright-core")
+                .is_dir(),
+            "playwright-core is not installed: run `make browser-deps`"
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port for the storefront");
+        let origin = shop::origin(&listener).expect("bound");
+        let system = System::start_with(|options| {
+            options
+                .env
+                .push(("HARVEST_SERVER__WEB_ORIGINS".to_owned(), origin.clone()));
+        })
+        .await;
+        let regions = system.stack.options().regions.clone();
+        let site = Shop::for_stack(&system.stack, &regions, &dist).expect("the shop's settings");
+        let stop = CancellationToken::new();
+        tokio::spawn(shop::serve(listener, site, stop.clone()));
+        Storefront {
+            system,
+            url: format!("{origin}/"),
+            stop,
+        }
+    }
+
+    /// Runs a scenario of `e2e-browser/storefront.mjs`; its output when it
+    /// fails.
+    async fn browse(&self, args: &[&str]) {
+        let script = repository().join("e2e-browser/storefront.mjs");
+        let started = std::time::Instant::now();
+        let browser = tokio::process::Command::new("node")
+            .arg(&script)
+            .arg("--url")
+            .arg(&self.url)
+            .args(args)
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(240), browser)
+            .await
+            .expect("the browser finishes within four minutes")
+            .expect("node runs (Node.js 20 or newer on PATH)");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "the storefront scenario {args:?} failed ({:?}):\n{stdout}\n{stderr}",
+            output.status
+        );
+        println!(
+            "{stdout}scenario {args:?} passed in {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_buyer_shops_checks_out_and_follows_the_order_to_the_door_in_chromium() {
+    let shop = Storefront::start().await;
+    let system = &shop.system;
+    let mut clients = system.clients.clone();
+    harvest_sim::seed::seed_catalog(&mut clients.catalog)
+        .await
+        .expect("the sample catalog");
+    // Couriers at every sample collection point, slow enough that the page
+    // shows each step arrive.
+    let fleet = harvest_sim::couriers::register_fleet(
+        &mut clients.delivery,
+        &system.stack.options().regions,
+        1,
+        10,
+    )
+    .await
+    .expect("couriers registered");
+    let counts = Arc::new(FleetCounts::default());
+    tokio::spawn(harvest_sim::couriers::run_fleet(
+        clients.delivery.clone(),
+        fleet,
+        CourierBehavior {
+            pickup_after: (Duration::from_secs(3), Duration::from_secs(4)),
+            deliver_after: (Duration::from_secs(3), Duration::from_secs(4)),
+            failures: 0.0,
+        },
+        counts.clone(),
+        Arc::new(Doorstep::asking_buyers(clients.orders.clone())),
+        shop.stop.clone(),
+    ));
+
+    let screenshots = repository().join("target/storefront");
+    std::fs::create_dir_all(&screenshots).expect("a folder for the screenshot");
+    let screenshot = screenshots.join("order-delivered.png");
+    let _ = std::fs::remove_file(&screenshot);
+    shop.browse(&[
+        "--scenario",
+        "order",
+        "--screenshot",
+        screenshot.to_str().expect("a UTF-8 path"),
+    ])
+    .await;
+    assert!(
+        screenshot.is_file(),
+        "no screenshot at {}",
+        screenshot.display()
+    );
+    // Two villages, two shipments, both delivered with the buyer's code.
+    assert_eq!(
+        counts.delivered.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "both villages' shipments were delivered"
+    );
+}
+
+#[tokio::test]
+async fn a_buyer_is_told_plainly_when_stock_runs_out_mid_checkout() {
+    let shop = Storefront::start().await;
+    let system = &shop.system;
+    let lychees = system
+        .product("Feizixiao lychees, 2 kg box", &HAINAN, 3)
+        .await;
+    // Whoever gets the last boxes waits for a courier rather than giving
+    // them back for want of one.
+    system.courier("courier-wenchang-1", &HAINAN, 5).await;
+    shop.browse(&["--scenario", "sold-out", "--product", &lychees.product_id])
+        .await;
+
+    // What the pages said is what happened: one buyer holds two boxes, the
+    // other's order took none, one is left.
+    let stock = system
+        .clients
+        .catalog
+        .clone()
+        .get_stock(GetStockRequest {
+            product_id: lychees.product_id.clone(),
+        })
+        .await
+        .expect("stock")
+        .into_inner();
+    assert_eq!((stock.reserved, stock.available), (2, 1));
+}
