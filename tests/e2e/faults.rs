@@ -63,6 +63,7 @@ async fn nothing_is_lost_when_services_the_broker_and_redis_fail_under_load() {
         couriers_per_point: 2,
         courier_capacity: 1_000,
         stock_factor: 100,
+        buyers_at_the_door: false,
     };
     let report = faults::run(
         &mut stack,

@@ -186,6 +186,8 @@ pub async fn run(
             couriers_per_point: plan.couriers_per_point,
             courier_capacity: plan.courier_capacity,
             stock_factor: 1,
+            // The demo's storefront and `harvest` place orders too.
+            buyers_at_the_door: true,
         },
     )
     .await?;
@@ -202,6 +204,10 @@ pub struct Setup {
     pub courier_capacity: i32,
     /// Stock of every sample lot is multiplied by this.
     pub stock_factor: i64,
+    /// Couriers carrying an order the simulated storefronts did not place
+    /// (a person's, from the reference storefront or `harvest`) get its
+    /// delivery code from its buyer at the door; otherwise they have none.
+    pub buyers_at_the_door: bool,
 }
 
 /// A seeded system with couriers working and an observer reading the
@@ -257,7 +263,11 @@ impl Session {
         .context("registering couriers")?;
         let observer = Observer::start(&target.bootstrap, &target.topology)?;
         let fleet_counts = Arc::new(FleetCounts::default());
-        let doorstep = Arc::new(Doorstep::default());
+        let doorstep = Arc::new(if setup.buyers_at_the_door {
+            Doorstep::asking_buyers(clients.orders.clone())
+        } else {
+            Doorstep::default()
+        });
         let couriers_stop = CancellationToken::new();
         let couriers = tokio::spawn(couriers::run_fleet(
             clients.delivery.clone(),

@@ -281,6 +281,7 @@ async fn bench(cli: Cli) -> anyhow::Result<bool> {
             couriers_per_point: 4,
             courier_capacity: 1_000,
             stock_factor: 5_000,
+            buyers_at_the_door: false,
         },
     )
     .await?;

@@ -147,6 +147,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         couriers_per_point: 4,
         courier_capacity: 1_000,
         stock_factor: 2_000,
+        buyers_at_the_door: false,
     };
     let stop = CancellationToken::new();
     let interrupt = stop.clone();
