@@ -73,7 +73,7 @@ pub struct Cli {
 enum Command {
     /// List products, optionally by category, province or seller.
     Products(catalog::ProductsArgs),
-    /// Show one product: price, seller, origin and pickup point.
+    /// Show one product: price, what is available and its earliest best-before, seller, origin and pickup point.
     Product(catalog::ProductArgs),
     /// Show a product's stock: on hand, available and reserved, in total and
     /// per lot.

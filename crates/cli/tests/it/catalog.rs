@@ -63,6 +63,21 @@ async fn shows_a_product_and_its_stock_per_lot() {
     assert_eq!(field(text, "Name"), "Fuji apples, 5 kg box");
     assert_eq!(field(text, "Price"), "¥68.00 per box");
     assert_eq!(field(text, "Category"), "FRUIT");
+    // Both lots are on offer; the earlier best-before is served first.
+    let available = field(text, "Available");
+    assert!(available.starts_with("700, best before 20"), "{available}");
+    let json = world.run(&["product", &apples, "--json"]).await.json();
+    assert_eq!(json["availability"]["available"], 700);
+    let stock = world.run(&["stock", &apples, "--json"]).await.json();
+    let earliest = stock["lots"]
+        .as_array()
+        .expect("lots")
+        .iter()
+        .filter_map(|lot| lot["best_before"].as_str())
+        .min()
+        .expect("best-before dates")
+        .to_owned();
+    assert_eq!(json["availability"]["best_before"], earliest.as_str());
 
     let stock = world.run(&["stock", &apples]).await;
     let text = stock.ok();
