@@ -53,16 +53,67 @@ const WEB_RESPONSE_HEADERS: [&str; 3] = ["grpc-status", "grpc-message", "grpc-st
 
 /// CORS for gRPC-Web calls from the pages of `origins`: a preflight from
 /// another origin is answered without permission, so the browser does not
-/// send the call. Calls without an `Origin` (native gRPC, other servers)
-/// pass as they are.
-fn web_cors(origins: Vec<HeaderValue>) -> tower_http::cors::CorsLayer {
+/// send the call.
+fn web_cors(origins: Vec<HeaderValue>) -> PagesOnlyLayer {
     use tower_http::cors::{AllowOrigin, CorsLayer};
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::POST])
-        .allow_headers(WEB_REQUEST_HEADERS.map(HeaderName::from_static))
-        .expose_headers(WEB_RESPONSE_HEADERS.map(HeaderName::from_static))
-        .max_age(std::time::Duration::from_secs(24 * 60 * 60))
+    PagesOnlyLayer(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::POST])
+            .allow_headers(WEB_REQUEST_HEADERS.map(HeaderName::from_static))
+            .expose_headers(WEB_RESPONSE_HEADERS.map(HeaderName::from_static))
+            .max_age(std::time::Duration::from_secs(24 * 60 * 60)),
+    )
+}
+
+/// CORS for the calls of web pages (those with an `Origin`) only: native
+/// gRPC calls pass by it untouched, without its response headers.
+#[derive(Clone, Debug)]
+struct PagesOnlyLayer(tower_http::cors::CorsLayer);
+
+impl<S: Clone> Layer<S> for PagesOnlyLayer {
+    type Service = PagesOnly<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PagesOnly {
+            cors: self.0.layer(inner.clone()),
+            plain: inner,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct PagesOnly<S> {
+    cors: tower_http::cors::Cors<S>,
+    plain: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for PagesOnly<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = futures::future::Either<tower_http::cors::ResponseFuture<S::Future>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self.cors.poll_ready(cx) {
+            Poll::Ready(Ok(())) => self.plain.poll_ready(cx),
+            other => other,
+        }
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if request
+            .headers()
+            .contains_key(tonic::codegen::http::header::ORIGIN)
+        {
+            futures::future::Either::Left(self.cors.call(request))
+        } else {
+            futures::future::Either::Right(self.plain.call(request))
+        }
+    }
 }
 
 /// Serves `api` with gRPC health (serving while `ready` says so, not serving

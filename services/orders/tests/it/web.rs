@@ -148,6 +148,27 @@ async fn only_the_configured_origins_pages_may_call_from_a_browser() {
     let refused = preflight(&http, service.grpc_addr, "http://shop.example").await;
     assert_eq!(header(&refused, "access-control-allow-origin"), "");
 
+    // A native gRPC call (no Origin) gets no CORS headers with its answer.
+    let native = service
+        .client
+        .clone()
+        .place_order(place_request(
+            &harvest_testkit::unique_name(),
+            &[("prd_apples", 1)],
+        ))
+        .await
+        .expect("placed");
+    for cors in [
+        "vary",
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+    ] {
+        assert!(
+            native.metadata().get(cors).is_none(),
+            "{cors} on a native call"
+        );
+    }
+
     // Without the setting, no other origin at all.
     let closed_world = World::new().await;
     let closed = closed_world.start().await;
