@@ -406,14 +406,31 @@ fn print_supervision(event: &Supervision) {
     println!("{mark}supervisor: {event}");
 }
 
-/// Ctrl-C once cancels `token`; a second time exits at once.
+/// Ctrl-C (or SIGTERM, as `kill` sends) once cancels `token`, so that every
+/// process the stack started is stopped; Ctrl-C a second time exits at once.
 fn interrupt() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ninterrupted: finishing up (Ctrl-C again to quit at once)");
-            cancel.cancel();
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => {
+                if interrupted.is_ok() {
+                    eprintln!("\ninterrupted: finishing up (Ctrl-C again to quit at once)");
+                    cancel.cancel();
+                }
+            }
+            () = terminate => {
+                eprintln!("\nterminated: finishing up");
+                cancel.cancel();
+            }
         }
         if tokio::signal::ctrl_c().await.is_ok() {
             std::process::exit(130);
