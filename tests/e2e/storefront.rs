@@ -11,9 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harvest_proto::catalog::v1::GetStockRequest;
+use harvest_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use harvest_proto::orders::v1::ListOrdersRequest;
+use harvest_proto::orders::v1::orders_service_client::OrdersServiceClient;
 use harvest_sim::couriers::{CourierBehavior, Doorstep, FleetCounts};
 use harvest_sim::shop::{self, Shop};
+use harvest_stack::ServiceKind;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
 
 use crate::helpers::{Point, System};
 
@@ -33,6 +41,51 @@ fn repository() -> PathBuf {
         .parent()
         .expect("the tests crate is inside the repository")
         .to_path_buf()
+}
+
+/// One HTTP/1.1 request to the storefront's server: its status and body.
+async fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let host = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&host)
+        .await
+        .expect("the storefront's server answers");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request sent");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .expect("answer read");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// `message` with `token` as its bearer.
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
 }
 
 /// A stack, and the storefront served beside it, whose origin the services
@@ -195,4 +248,107 @@ async fn a_buyer_is_told_plainly_when_stock_runs_out_mid_checkout() {
         .expect("stock")
         .into_inner();
     assert_eq!((stock.reserved, stock.available), (2, 1));
+}
+
+#[tokio::test]
+async fn the_storefront_signs_in_demo_buyers_and_nobody_else() {
+    let shop = Storefront::start().await;
+    let system = &shop.system;
+
+    // Where the services are, and only the provinces of the stack's regions
+    // (east and north here) to ship to.
+    let (status, config) = http(&shop.url, "GET", "/config.json", "").await;
+    assert_eq!(status, 200, "{config}");
+    let config: Value = serde_json::from_str(&config).expect("JSON");
+    assert_eq!(
+        config["orders"],
+        system
+            .stack
+            .endpoint(ServiceKind::Orders)
+            .expect("running")
+            .as_str()
+    );
+    assert_eq!(config["auth"], true);
+    let provinces = config["provinces"].as_array().expect("provinces");
+    assert!(
+        provinces
+            .iter()
+            .any(|p| p["name"] == "Zhejiang" && p["name_zh"] == "浙江" && p["region"] == "east")
+    );
+    assert!(
+        provinces
+            .iter()
+            .any(|p| p["name"] == "Beijing" && p["region"] == "north")
+    );
+    assert!(
+        provinces
+            .iter()
+            .all(|p| p["region"] == "east" || p["region"] == "north")
+    );
+
+    // A new demo buyer gets a buyer's token: its own orders, nothing more.
+    let (status, signed) = http(&shop.url, "POST", "/demo/sign-in", "{}").await;
+    assert_eq!(status, 200, "{signed}");
+    let signed: Value = serde_json::from_str(&signed).expect("JSON");
+    let buyer = signed["buyer"].as_str().expect("a buyer").to_owned();
+    let token = signed["token"].as_str().expect("a token").to_owned();
+    assert!(buyer.starts_with("buyer-web-"), "{buyer}");
+    let channel = |kind| async move {
+        Channel::from_shared(system.stack.endpoint(kind).expect("running"))
+            .expect("an endpoint")
+            .connect()
+            .await
+            .expect("connected")
+    };
+    let mut orders = OrdersServiceClient::new(channel(ServiceKind::Orders).await);
+    let mut catalog = CatalogServiceClient::new(channel(ServiceKind::Catalog).await);
+    let own = orders
+        .list_orders(bearer(ListOrdersRequest::default(), &token))
+        .await
+        .expect("a buyer lists its own orders");
+    assert!(own.into_inner().orders.is_empty());
+    let others = orders
+        .list_orders(bearer(
+            ListOrdersRequest {
+                buyer_id: "buyer-hangzhou-1".to_owned(),
+                ..Default::default()
+            },
+            &token,
+        ))
+        .await
+        .expect_err("another buyer's orders");
+    assert_eq!(others.code(), Code::PermissionDenied, "{others:?}");
+    let stock = catalog
+        .get_stock(bearer(
+            GetStockRequest {
+                product_id: "prd_anything".to_owned(),
+            },
+            &token,
+        ))
+        .await
+        .expect_err("stock is for sellers and operators");
+    assert_eq!(stock.code(), Code::PermissionDenied, "{stock:?}");
+
+    // The same buyer again, for a fresh token; never anyone else.
+    let again = format!(r#"{{"buyer": "{buyer}"}}"#);
+    let (status, renewed) = http(&shop.url, "POST", "/demo/sign-in", &again).await;
+    assert_eq!(status, 200, "{renewed}");
+    let renewed: Value = serde_json::from_str(&renewed).expect("JSON");
+    assert_eq!(renewed["buyer"], buyer.as_str());
+    for someone in [
+        r#"{"buyer": "ops-1"}"#,
+        r#"{"buyer": "buyer-hangzhou-1"}"#,
+        "not json",
+    ] {
+        let (status, refused) = http(&shop.url, "POST", "/demo/sign-in", someone).await;
+        assert_eq!(status, 400, "{someone}: {refused}");
+        assert!(refused.contains("error"), "{refused}");
+    }
+
+    // The pages, and nothing outside them.
+    let (status, page) = http(&shop.url, "GET", "/", "").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("app.js"), "{page}");
+    let (status, _) = http(&shop.url, "GET", "/../Cargo.toml", "").await;
+    assert_eq!(status, 404);
 }
