@@ -25,5 +25,6 @@ pub use quantity::{Quantity, QuantityError};
 pub use region::{Region, RegionError, Regions};
 pub use secret::Secret;
 pub use text::{
-    TextError, cause_chain, clean_text, decode_page_token, encode_page_token, page_size,
+    NOT_A_PAGE_TOKEN, TextError, cause_chain, clean_text, decode_id_page_token, decode_page_token,
+    encode_page_token, page_size,
 };

@@ -56,6 +56,15 @@ pub fn decode_page_token(token: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Why a List method refuses a page token it did not make.
+pub const NOT_A_PAGE_TOKEN: &str = "is not a token from an earlier page";
+
+/// The id inside a token from [`encode_page_token`] of an id cursor, if it
+/// is one.
+pub fn decode_id_page_token(token: &str) -> Option<String> {
+    decode_page_token(token).filter(|id| crate::Id::parse(id).is_ok())
+}
+
 /// An error and its causes, `outer: inner: innermost`.
 pub fn cause_chain(error: &(dyn Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -100,6 +109,20 @@ mod tests {
         #[test]
         fn garbage_tokens_do_not_panic(token in "\\PC{0,40}") {
             let _ = decode_page_token(&token);
+        }
+    }
+
+    #[test]
+    fn id_page_tokens_hold_ids_only() {
+        let token = encode_page_token("prd_0190abc");
+        assert_eq!(decode_id_page_token(&token), Some("prd_0190abc".to_owned()));
+        for bad in [
+            "",
+            "zz",
+            &encode_page_token("{bad}"),
+            &encode_page_token("a b"),
+        ] {
+            assert_eq!(decode_id_page_token(bad), None, "{bad:?}");
         }
     }
 }

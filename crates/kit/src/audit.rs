@@ -288,7 +288,10 @@ impl AuditLog {
         let before = match request.page_token.as_str() {
             "" => None,
             token => Some(decode_page_token(token).ok_or_else(|| {
-                Status::invalid_argument("page_token: is not a token from an earlier page")
+                Status::invalid_argument(format!(
+                    "page_token: {}",
+                    harvest_domain::NOT_A_PAGE_TOKEN
+                ))
             })?),
         };
         let (records, next) = self

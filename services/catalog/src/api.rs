@@ -361,9 +361,8 @@ fn encode_page_token(product_id: &str) -> String {
 }
 
 fn decode_page_token(token: &str) -> Result<String, CatalogError> {
-    harvest_domain::decode_page_token(token)
-        .filter(|product_id| harvest_domain::Id::parse(product_id).is_ok())
-        .ok_or_else(|| CatalogError::invalid("page_token", "is not a token from an earlier page"))
+    harvest_domain::decode_id_page_token(token)
+        .ok_or_else(|| CatalogError::invalid("page_token", harvest_domain::NOT_A_PAGE_TOKEN))
 }
 
 #[tonic::async_trait]

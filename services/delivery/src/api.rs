@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use harvest_bus::PartnerId;
-use harvest_domain::{Id, decode_page_token, encode_page_token};
+use harvest_domain::{Id, encode_page_token};
 use harvest_kit::audit::{AuditLog, Change};
 use harvest_kit::auth::{self, Identity, Role, Rule, caller};
 use harvest_kit::bells::Bell;
@@ -677,13 +677,9 @@ impl DeliveryService for DeliveryApi {
                 .map_err(|reason| DeliveryError::invalid("page_size", reason))?;
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(
-                decode_page_token(token)
-                    .filter(|courier_id| Id::parse(courier_id).is_ok())
-                    .ok_or_else(|| {
-                        DeliveryError::invalid("page_token", "is not a token from an earlier page")
-                    })?,
-            ),
+            token => Some(harvest_domain::decode_id_page_token(token).ok_or_else(|| {
+                DeliveryError::invalid("page_token", harvest_domain::NOT_A_PAGE_TOKEN)
+            })?),
         };
         let (couriers, next) = self
             .dispatcher

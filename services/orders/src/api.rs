@@ -406,7 +406,7 @@ fn encode_page_token(created_ms: i64, order_id: &str) -> String {
 }
 
 fn decode_page_token(token: &str) -> Result<(i64, String), OrderError> {
-    let invalid = || OrderError::invalid("page_token", "is not a token from an earlier page");
+    let invalid = || OrderError::invalid("page_token", harvest_domain::NOT_A_PAGE_TOKEN);
     let cursor = harvest_domain::decode_page_token(token).ok_or_else(invalid)?;
     let (ms, order_id) = cursor.split_once(':').ok_or_else(invalid)?;
     let ms = ms.parse().map_err(|_| invalid())?;

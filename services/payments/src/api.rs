@@ -173,13 +173,9 @@ impl<P: PaymentProvider> PaymentsApi<P> {
                 .map_err(|reason| PaymentsError::invalid("page_size", reason))?;
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(
-                harvest_domain::decode_page_token(token)
-                    .filter(|order_id| Id::parse(order_id).is_ok())
-                    .ok_or_else(|| {
-                        PaymentsError::invalid("page_token", "is not a token from an earlier page")
-                    })?,
-            ),
+            token => Some(harvest_domain::decode_id_page_token(token).ok_or_else(|| {
+                PaymentsError::invalid("page_token", harvest_domain::NOT_A_PAGE_TOKEN)
+            })?),
         };
         let (found, next) = self
             .payments
