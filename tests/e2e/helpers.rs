@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use harvest_domain::Regions;
@@ -478,3 +478,63 @@ pub const FUPING: Point = Point {
     latitude: 38.85,
     longitude: 114.20,
 };
+
+/// The repository's root.
+pub fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is inside the repository")
+        .to_path_buf()
+}
+
+/// The build's output folder: `CARGO_TARGET_DIR`, else `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                repository().join(dir)
+            }
+        })
+        .unwrap_or_else(|| repository().join("target"))
+}
+
+/// The path of a browser script of `e2e-browser/`, once playwright-core,
+/// which it drives Chromium with, is there.
+pub fn browser_script(name: &str) -> PathBuf {
+    assert!(
+        repository()
+            .join("e2e-browser/node_modules/playwright-core")
+            .is_dir(),
+        "playwright-core is not installed: run `make browser-deps`"
+    );
+    repository().join("e2e-browser").join(name)
+}
+
+/// Runs `script` in Node with `args`, within `limit`; fails the test with
+/// `what`, the exit status and both outputs unless it succeeds. Its output.
+pub async fn run_browser_script<I, A>(script: &Path, args: I, limit: Duration, what: &str) -> String
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    let browser = tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(limit, browser)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the browser did not finish within {limit:?}"))
+        .expect("node runs (Node.js 20 or newer on PATH)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{what} ({:?}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    stdout
+}

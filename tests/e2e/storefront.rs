@@ -6,10 +6,10 @@
 //! Needs the built storefront (`make storefront`), Debian's Chromium and
 //! playwright-core (`make browser-deps`); `make test` makes all three.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use harvest_kit::issuer::bearer;
 use harvest_proto::catalog::v1::GetStockRequest;
 use harvest_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use harvest_proto::orders::v1::ListOrdersRequest;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::helpers::{Point, System};
+use crate::helpers::{Point, System, browser_script, repository, run_browser_script, target_dir};
 
 /// A collection point in Hainan: in the test's catalog, only the product
 /// that runs out is there.
@@ -35,13 +35,6 @@ const HAINAN: Point = Point {
     latitude: 19.54,
     longitude: 110.80,
 };
-
-fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is inside the repository")
-        .to_path_buf()
-}
 
 /// One HTTP/1.1 request to the storefront's server: its status and body.
 async fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) {
@@ -78,16 +71,6 @@ async fn http(url: &str, method: &str, path: &str, body: &str) -> (u16, String) 
     (status, body)
 }
 
-/// `message` with `token` as its bearer.
-fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii"),
-    );
-    request
-}
-
 /// A stack, and the storefront served beside it, whose origin the services
 /// let in.
 struct Storefront {
@@ -108,12 +91,6 @@ impl Storefront {
         assert!(
             dist.join("index.html").is_file(),
             "the storefront is not built: run `make storefront`"
-        );
-        assert!(
-            repository()
-                .join("e2e-browser/node_modules/playwright-core")
-                .is_dir(),
-            "playwright-core is not installed: run `make browser-deps`"
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -139,28 +116,17 @@ impl Storefront {
     /// Runs a scenario of `e2e-browser/storefront.mjs`; its output when it
     /// fails.
     async fn browse(&self, args: &[&str]) {
-        let script = repository().join("e2e-browser/storefront.mjs");
+        let script = browser_script("storefront.mjs");
         let started = std::time::Instant::now();
-        let browser = tokio::process::Command::new("node")
-            .arg(&script)
-            .arg("--url")
-            .arg(&self.url)
-            .args(args)
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(240), browser)
-            .await
-            .expect("the browser finishes within four minutes")
-            .expect("node runs (Node.js 20 or newer on PATH)");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "the storefront scenario {args:?} failed ({:?}):\n{stdout}\n{stderr}",
-            output.status
-        );
+        let output = run_browser_script(
+            &script,
+            ["--url", self.url.as_str()].iter().chain(args),
+            Duration::from_secs(240),
+            &format!("the storefront scenario {args:?} failed"),
+        )
+        .await;
         println!(
-            "{stdout}scenario {args:?} passed in {:?}",
+            "{output}scenario {args:?} passed in {:?}",
             started.elapsed()
         );
     }
@@ -198,7 +164,7 @@ async fn a_buyer_shops_checks_out_and_follows_the_order_to_the_door_in_chromium(
         shop.stop.clone(),
     ));
 
-    let screenshots = repository().join("target/storefront");
+    let screenshots = target_dir().join("storefront");
     std::fs::create_dir_all(&screenshots).expect("a folder for the screenshot");
     let screenshot = screenshots.join("order-delivered.png");
     let _ = std::fs::remove_file(&screenshot);
@@ -292,6 +258,7 @@ async fn the_storefront_signs_in_demo_buyers_and_nobody_else() {
     let signed: Value = serde_json::from_str(&signed).expect("JSON");
     let buyer = signed["buyer"].as_str().expect("a buyer").to_owned();
     let token = signed["token"].as_str().expect("a token").to_owned();
+    let token = Some(token.as_str());
     assert!(buyer.starts_with("buyer-web-"), "{buyer}");
     let channel = |kind| async move {
         Channel::from_shared(system.stack.endpoint(kind).expect("running"))
@@ -303,7 +270,7 @@ async fn the_storefront_signs_in_demo_buyers_and_nobody_else() {
     let mut orders = OrdersServiceClient::new(channel(ServiceKind::Orders).await);
     let mut catalog = CatalogServiceClient::new(channel(ServiceKind::Catalog).await);
     let own = orders
-        .list_orders(bearer(ListOrdersRequest::default(), &token))
+        .list_orders(bearer(ListOrdersRequest::default(), token))
         .await
         .expect("a buyer lists its own orders");
     assert!(own.into_inner().orders.is_empty());
@@ -313,7 +280,7 @@ async fn the_storefront_signs_in_demo_buyers_and_nobody_else() {
                 buyer_id: "buyer-hangzhou-1".to_owned(),
                 ..Default::default()
             },
-            &token,
+            token,
         ))
         .await
         .expect_err("another buyer's orders");
@@ -323,7 +290,7 @@ async fn the_storefront_signs_in_demo_buyers_and_nobody_else() {
             GetStockRequest {
                 product_id: "prd_anything".to_owned(),
             },
-            &token,
+            token,
         ))
         .await
         .expect_err("stock is for sellers and operators");

@@ -8,7 +8,6 @@
 //! (`make browser-deps`); `make test` installs all three.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use harvest_bus::{Stream, Topology};
@@ -16,30 +15,10 @@ use harvest_domain::Region;
 use harvest_stack::TraceViewer;
 use serde_json::Value;
 
-use crate::helpers::{ANJI, System, poll};
+use crate::helpers::{ANJI, System, browser_script, poll, run_browser_script, target_dir};
 
 const COURIER: &str = "courier-anji-viewer";
 const SERVICES: [&str; 4] = ["catalog", "orders", "payments", "delivery"];
-
-fn repository() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate is inside the repository")
-        .to_path_buf()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|dir| {
-            if dir.is_absolute() {
-                dir
-            } else {
-                repository().join(dir)
-            }
-        })
-        .unwrap_or_else(|| repository().join("target"))
-}
 
 /// What a trace holds: (service, span name) of every span, lowercase.
 fn spans_of(trace: &Value) -> BTreeSet<(String, String)> {
@@ -59,13 +38,7 @@ fn spans_of(trace: &Value) -> BTreeSet<(String, String)> {
 
 #[tokio::test]
 async fn an_orders_trace_opens_in_the_trace_viewer_with_every_service_and_kafka_hop() {
-    let script = repository().join("e2e-browser/trace.mjs");
-    assert!(
-        repository()
-            .join("e2e-browser/node_modules/playwright-core")
-            .is_dir(),
-        "playwright-core is not installed: run `make browser-deps`"
-    );
+    let script = browser_script("trace.mjs");
     let work = std::env::temp_dir().join(format!(
         "harvest-trace-viewer-{}",
         uuid::Uuid::new_v4().simple()
@@ -132,25 +105,18 @@ async fn an_orders_trace_opens_in_the_trace_viewer_with_every_service_and_kafka_
     std::fs::create_dir_all(&screenshots).expect("a folder for the screenshot");
     let screenshot = screenshots.join("trace.png");
     let started = std::time::Instant::now();
-    let browser = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(viewer.trace_url(&trace_id))
-        .arg(&screenshot)
-        .arg(SERVICES.join(","))
-        .arg(hops.join(","))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), browser)
-        .await
-        .expect("the browser finishes within two minutes")
-        .expect("node runs (Node.js 20 or newer on PATH)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "the trace page of {id} lacks a service or a Kafka hop ({:?}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    run_browser_script(
+        &script,
+        [
+            viewer.trace_url(&trace_id).into(),
+            screenshot.clone().into_os_string(),
+            SERVICES.join(",").into(),
+            hops.join(",").into(),
+        ],
+        Duration::from_secs(120),
+        &format!("the trace page of {id} lacks a service or a Kafka hop"),
+    )
+    .await;
     assert!(
         screenshot.is_file(),
         "no screenshot at {}",
