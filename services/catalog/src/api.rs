@@ -75,12 +75,9 @@ impl CatalogApi {
         }
     }
 
-    /// `product` with what a buyer can order of it today: the lots a
-    /// reservation would take from.
-    fn with_availability(&self, mut product: Product, lots: &[LotState]) -> Product {
-        let orderable_from = Date::today().plus_days(self.lead_days as i32);
-        product.availability = Some(model::availability(lots, orderable_from));
-        product
+    /// The earliest best-before a reservation takes today.
+    fn orderable_from(&self) -> Date {
+        Date::today().plus_days(self.lead_days as i32)
     }
 
     async fn existing_product(
@@ -206,9 +203,10 @@ impl CatalogApi {
             .store
             .list_products(&filter, after.as_deref(), page_size)
             .await?;
+        let orderable_from = self.orderable_from();
         let products: Vec<Product> = found
             .into_iter()
-            .map(|(product, lots)| self.with_availability(product, &lots))
+            .map(|(product, lots)| with_availability(product, &lots, orderable_from))
             .collect();
         let next_page_token = match products.last() {
             Some(last) if more => encode_page_token(&last.product_id),
@@ -356,6 +354,13 @@ impl CatalogApi {
     }
 }
 
+/// `product` with what a buyer can order of it: the units of the lots a
+/// reservation would take from.
+fn with_availability(mut product: Product, lots: &[LotState], orderable_from: Date) -> Product {
+    product.availability = Some(model::availability(lots, orderable_from));
+    product
+}
+
 fn encode_page_token(product_id: &str) -> String {
     harvest_domain::encode_page_token(product_id)
 }
@@ -389,7 +394,11 @@ impl CatalogService for CatalogApi {
             .await
             .map_err(CatalogError::from)?
             .ok_or_else(|| CatalogError::NotFound(format!("product {id} does not exist")))?;
-        Ok(Response::new(self.with_availability(product, &lots)))
+        Ok(Response::new(with_availability(
+            product,
+            &lots,
+            self.orderable_from(),
+        )))
     }
 
     async fn list_products(
