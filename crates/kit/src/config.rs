@@ -407,6 +407,59 @@ mod tests {
     }
 
     #[test]
+    fn web_origins_are_exact_origins() {
+        let with = |origins: &[&str]| ServerConfig {
+            web_origins: origins.iter().map(|o| (*o).to_owned()).collect(),
+            ..ServerConfig::local(0, 0)
+        };
+        let fine = with(&["https://shop.example", "http://127.0.0.1:8080"]);
+        assert_eq!(fine.validate(), Ok(()));
+        assert_eq!(fine.allowed_web_origins().map(|o| o.len()), Ok(2));
+        for bad in [
+            "*",
+            "https://*.example",
+            "shop.example",
+            "ftp://shop.example",
+            "https://shop.example/",
+            "https://shop.example/path",
+            "https://",
+        ] {
+            let refused = with(&[bad]).validate().expect_err(bad);
+            assert!(refused.starts_with("server.web_origins: "), "{refused}");
+            assert!(refused.contains(bad), "{refused}");
+        }
+    }
+
+    #[test]
+    fn web_origins_come_from_one_comma_separated_variable() {
+        #[derive(Serialize, Deserialize)]
+        struct Served {
+            server: ServerConfig,
+        }
+        impl Default for Served {
+            fn default() -> Self {
+                Served {
+                    server: ServerConfig::local(0, 0),
+                }
+            }
+        }
+        figment::Jail::expect_with(|jail| {
+            let unset: Served = load(None).expect("loads");
+            assert!(unset.server.web_origins.is_empty());
+            jail.set_env(
+                "HARVEST_SERVER__WEB_ORIGINS",
+                "https://shop.example, http://127.0.0.1:8080",
+            );
+            let served: Served = load(None).expect("loads");
+            assert_eq!(
+                served.server.web_origins,
+                ["https://shop.example", "http://127.0.0.1:8080"]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_retention_of_nothing_is_refused() {
         let config = RedisConfig {
             retention_secs: 0,
