@@ -21,8 +21,11 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing::subscriber::Interest;
+use tracing::{Metadata, Subscriber};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -60,6 +63,103 @@ impl Drop for TelemetryGuard {
 /// dozens of spans per request.
 fn traced_targets() -> Targets {
     Targets::new().with_target("harvest", tracing::Level::INFO)
+}
+
+/// A per-layer filter asked about every span and event as it is made.
+///
+/// Each layer's filter passes its decision to the layer through a
+/// thread-local state that the next span or event on the thread takes. A
+/// callsite every filter accepts outright would skip the question, and
+/// take whatever an earlier question on the thread left there. The Kafka
+/// client asks whether its log lines are wanted, through `log`, when it
+/// builds a client, and asks nothing more: the next Harvest span on that
+/// thread went without its exporter, and work under it started a trace of
+/// its own. Answering "sometimes" instead of "always" costs one filter look
+/// per span or event.
+struct AskedEachTime<F>(F);
+
+impl<S, F: Filter<S>> Filter<S> for AskedEachTime<F> {
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        self.0.enabled(meta, cx)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        let interest = self.0.callsite_enabled(meta);
+        if interest.is_always() {
+            Interest::sometimes()
+        } else {
+            interest
+        }
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, cx: &Context<'_, S>) -> bool {
+        self.0.event_enabled(event, cx)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        cx: Context<'_, S>,
+    ) {
+        self.0.on_new_span(attrs, id, cx);
+    }
+
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        cx: Context<'_, S>,
+    ) {
+        self.0.on_record(id, values, cx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, cx: Context<'_, S>) {
+        self.0.on_enter(id, cx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, cx: Context<'_, S>) {
+        self.0.on_exit(id, cx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, cx: Context<'_, S>) {
+        self.0.on_close(id, cx);
+    }
+}
+
+/// Spans to `provider` (Harvest's own), log lines through `filter`.
+fn subscriber(
+    provider: Option<&SdkTracerProvider>,
+    filter: EnvFilter,
+    log_format: &str,
+) -> impl Subscriber + for<'span> LookupSpan<'span> + Send + Sync + 'static {
+    let otel_layer = provider.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("harvest"))
+            .with_filter(AskedEachTime(traced_targets()))
+    });
+
+    let fmt_layer = if log_format == "json" {
+        tracing_subscriber::fmt::layer()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::json_log::TraceJson)
+            .boxed()
+    } else {
+        // Colours only for a person at a terminal, not in log files.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(ansi)
+            .boxed()
+    };
+
+    tracing_subscriber::registry()
+        .with(otel_layer)
+        .with(fmt_layer.with_filter(AskedEachTime(filter)))
 }
 
 /// Installs the global subscriber: `service` names the spans' resource.
@@ -103,29 +203,8 @@ pub fn init(service: &str, config: &TelemetryConfig) -> Result<TelemetryGuard, T
         }
         None => None,
     };
-    let otel_layer = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("harvest"))
-            .with_filter(traced_targets())
-    });
 
-    let fmt_layer = if config.log_format == "json" {
-        tracing_subscriber::fmt::layer()
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(crate::json_log::TraceJson)
-            .boxed()
-    } else {
-        // Colours only for a person at a terminal, not in log files.
-        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-        tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_ansi(ansi)
-            .boxed()
-    };
-
-    tracing_subscriber::registry()
-        .with(otel_layer)
-        .with(fmt_layer.with_filter(filter))
+    subscriber(provider.as_ref(), filter, &config.log_format)
         .try_init()
         .map_err(TelemetryError::AlreadyInstalled)?;
     Ok(TelemetryGuard { provider })
@@ -199,6 +278,34 @@ mod tests {
             .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
             .collect();
         Export::decide(config, |name| vars.get(name).cloned())
+    }
+
+    /// Whether the exporter's layer took `span`: only then has it a trace.
+    fn traced(span: &tracing::Span) -> bool {
+        use opentelemetry::trace::TraceContextExt as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        span.context().span().span_context().is_valid()
+    }
+
+    #[test]
+    fn a_span_made_just_after_a_kafka_client_is_built_is_still_traced() {
+        // The services' `log` records reach tracing through this logger, as
+        // the installed subscriber arranges.
+        let _ = tracing_log::LogTracer::init();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = subscriber(Some(&provider), EnvFilter::new("info,rdkafka=warn"), "json");
+        tracing::subscriber::with_default(subscriber, || {
+            let process = || tracing::info_span!(target: "harvest_bus::consumer", "process");
+            assert!(traced(&process()), "a Harvest span is traced");
+            // Building a client asks whether librdkafka's lines are wanted.
+            let _config = rdkafka::ClientConfig::new();
+            assert!(
+                traced(&process()),
+                "the span made right after building a Kafka client is traced"
+            );
+            let library = tracing::info_span!(target: "h2::proto", "poll");
+            assert!(!traced(&library), "a library's span is not");
+        });
     }
 
     #[test]
