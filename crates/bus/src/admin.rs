@@ -1,10 +1,14 @@
 //! Creating topics.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{Client, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::BusConfig;
@@ -12,9 +16,13 @@ use crate::topology::TopicSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("could not reach the broker at {brokers}")]
+    /// With what the client library last said of its connections, when it
+    /// said something: a refused password or an untrusted certificate,
+    /// which the failed request's own error does not tell.
+    #[error("could not reach the broker at {brokers}{}", because(.reason))]
     Connect {
         brokers: String,
+        reason: Option<Box<str>>,
         #[source]
         source: KafkaError,
     },
@@ -27,6 +35,47 @@ pub enum AdminError {
     NotVisible(Vec<String>),
 }
 
+fn because(reason: &Option<Box<str>>) -> String {
+    reason
+        .as_ref()
+        .map(|reason| format!(" ({reason})"))
+        .unwrap_or_default()
+}
+
+/// A client context that keeps what the client library last said of a
+/// failed connection, beside logging what it says as the default context
+/// does.
+#[derive(Default)]
+struct LastFailure(Mutex<Option<String>>);
+
+impl ProducerContext for LastFailure {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
+impl ClientContext for LastFailure {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        DefaultClientContext.log(level, fac, log_message);
+        // `FAIL` lines say why a connection failed, such as a refused
+        // password or an untrusted certificate.
+        if fac == "FAIL"
+            && let Ok(mut last) = self.0.lock()
+        {
+            let why = log_message
+                .split_once("]: ")
+                .map_or(log_message, |(_, why)| why);
+            *last = Some(why.to_owned());
+        }
+    }
+}
+
+impl LastFailure {
+    fn get(&self) -> Option<Box<str>> {
+        self.0.lock().ok()?.as_deref().map(Box::from)
+    }
+}
+
 /// Creates every topic in `topics` that does not exist yet and waits until the
 /// broker lists them all, each partition with a leader. Returns the names it
 /// created.
@@ -36,12 +85,10 @@ pub async fn ensure_topics(
 ) -> Result<Vec<String>, AdminError> {
     let connect_error = |source| AdminError::Connect {
         brokers: config.brokers.clone(),
+        reason: None,
         source,
     };
-    let admin: AdminClient<DefaultClientContext> =
-        config.client_config().create().map_err(connect_error)?;
-
-    let existing = led_partitions(&admin).map_err(connect_error)?;
+    let existing = existing_topics(config)?;
     let missing: Vec<&TopicSpec> = topics
         .iter()
         .filter(|spec| !existing.contains_key(&spec.name))
@@ -49,6 +96,8 @@ pub async fn ensure_topics(
     if missing.is_empty() {
         return Ok(Vec::new());
     }
+    let admin: AdminClient<DefaultClientContext> =
+        config.client_config().create().map_err(connect_error)?;
     let retention: Vec<String> = missing
         .iter()
         .map(|spec| spec.retention_ms.to_string())
@@ -87,7 +136,7 @@ pub async fn ensure_topics(
     // topic is listed with all its partitions led.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let led = led_partitions(&admin).map_err(connect_error)?;
+        let led = led_partitions(admin.inner()).map_err(connect_error)?;
         let absent: Vec<String> = missing
             .iter()
             .filter(|spec| led.get(&spec.name).copied().unwrap_or(0) < spec.partitions)
@@ -103,13 +152,33 @@ pub async fn ensure_topics(
     }
 }
 
+/// The broker's topics, each with its led partitions. When they cannot be
+/// read, the error says why as the client library saw it: the admin client
+/// never hands its connection errors on, a producer's client does.
+fn existing_topics(
+    config: &BusConfig,
+) -> Result<std::collections::HashMap<String, i32>, AdminError> {
+    let connect_error = |source, reason| AdminError::Connect {
+        brokers: config.brokers.clone(),
+        reason,
+        source,
+    };
+    let probe: BaseProducer<LastFailure> = config
+        .client_config()
+        .create_with_context(LastFailure::default())
+        .map_err(|source| connect_error(source, None))?;
+    led_partitions(probe.client()).map_err(|source| {
+        // Serve what the library queued meanwhile: its errors among them.
+        probe.poll(Duration::from_millis(200));
+        connect_error(source, probe.context().get())
+    })
+}
+
 /// Each listed topic's partitions that have a leader, by topic name.
-fn led_partitions(
-    admin: &AdminClient<DefaultClientContext>,
+fn led_partitions<C: ClientContext>(
+    client: &Client<C>,
 ) -> Result<std::collections::HashMap<String, i32>, KafkaError> {
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))?;
+    let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
     Ok(metadata
         .topics()
         .iter()

@@ -107,20 +107,46 @@ pub(crate) fn java_binary() -> anyhow::Result<PathBuf> {
     find_binary("HARVEST_JAVA", "java")
 }
 
+/// A second client listener, as production brokers have: TLS only, and
+/// only for SCRAM users (`SASL_SSL`).
+#[derive(Clone, Debug)]
+pub struct SecureListener {
+    /// The broker's certificate (PEM), for 127.0.0.1.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM, PKCS#8, not encrypted).
+    pub key_file: PathBuf,
+    /// A user the broker knows, with SCRAM-SHA-256 and SCRAM-SHA-512
+    /// credentials, and its password (letters and digits).
+    pub user: String,
+    pub password: String,
+}
+
 /// A KRaft node laid out on disk, formatted and ready to start: its settings,
-/// its log directories and its two ports (clients, controller).
+/// its log directories and its ports (clients, controller, and the secure
+/// listener's when it has one).
 #[derive(Clone, Debug)]
 pub struct KafkaNode {
     install: KafkaInstall,
     dir: PathBuf,
     port: u16,
     controller_port: u16,
+    secure: Option<(u16, SecureListener)>,
 }
 
 impl KafkaNode {
     /// Writes the settings of a new node into `dir` (created, and emptied
     /// first) on two free ports, and formats its storage.
     pub fn prepare(install: KafkaInstall, dir: &Path) -> anyhow::Result<KafkaNode> {
+        Self::prepare_with(install, dir, None)
+    }
+
+    /// As [`KafkaNode::prepare`], with `secure` as a second client listener
+    /// on a free port of its own.
+    pub fn prepare_with(
+        install: KafkaInstall,
+        dir: &Path,
+        secure: Option<&SecureListener>,
+    ) -> anyhow::Result<KafkaNode> {
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
@@ -130,7 +156,24 @@ impl KafkaNode {
             dir: dir.to_path_buf(),
             port: free_port()?,
             controller_port: free_port()?,
+            secure: match secure {
+                Some(listener) => Some((free_port()?, listener.clone())),
+                None => None,
+            },
         };
+        if let Some((_, listener)) = &node.secure {
+            // The broker reads its key and certificate from one PEM file.
+            let read = |file: &Path| {
+                std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+            };
+            let keystore = format!(
+                "{}{}",
+                read(&listener.key_file)?,
+                read(&listener.cert_file)?
+            );
+            std::fs::write(node.keystore_file(), keystore)
+                .context("writing the secure listener's keystore")?;
+        }
         std::fs::write(node.properties_file(), node.properties())
             .context("writing the broker's settings")?;
         std::fs::write(node.dir.join("log4j2.properties"), LOG4J2)
@@ -144,12 +187,23 @@ impl KafkaNode {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// `host:port` of the secure listener, when the node has one.
+    pub fn secure_bootstrap(&self) -> Option<String> {
+        self.secure
+            .as_ref()
+            .map(|(port, _)| format!("127.0.0.1:{port}"))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     fn properties_file(&self) -> PathBuf {
         self.dir.join("server.properties")
+    }
+
+    fn keystore_file(&self) -> PathBuf {
+        self.dir.join("secure-listener.pem")
     }
 
     fn properties(&self) -> String {
@@ -164,22 +218,41 @@ impl KafkaNode {
             "controller.quorum.bootstrap.servers",
             &format!("127.0.0.1:{controller}"),
         );
+        let secure = self
+            .secure
+            .as_ref()
+            .map(|(port, _)| format!(",SASL_SSL://127.0.0.1:{port}"))
+            .unwrap_or_default();
         set(
             "listeners",
-            &format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}"),
+            &format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}{secure}"),
         );
         // Clients connect to what the broker advertises: a loopback address,
         // never a name that might resolve elsewhere.
         set(
             "advertised.listeners",
-            &format!("PLAINTEXT://127.0.0.1:{port}"),
+            &format!("PLAINTEXT://127.0.0.1:{port}{secure}"),
         );
         set("controller.listener.names", &"CONTROLLER");
         set("inter.broker.listener.name", &"PLAINTEXT");
         set(
             "listener.security.protocol.map",
-            &"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            &"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
         );
+        if self.secure.is_some() {
+            set("sasl.enabled.mechanisms", &"SCRAM-SHA-256,SCRAM-SHA-512");
+            for mechanism in ["scram-sha-256", "scram-sha-512"] {
+                set(
+                    &format!("listener.name.sasl_ssl.{mechanism}.sasl.jaas.config"),
+                    &"org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                );
+            }
+            set("listener.name.sasl_ssl.ssl.keystore.type", &"PEM");
+            set(
+                "listener.name.sasl_ssl.ssl.keystore.location",
+                &self.keystore_file().display(),
+            );
+        }
         set("log.dirs", &self.dir.join("logs").display());
         // One node: every internal topic has one replica.
         set("offsets.topic.replication.factor", &1);
@@ -209,6 +282,19 @@ impl KafkaNode {
             .install
             .java("kafka.tools.StorageTool")
             .args(["format", "--standalone", "--cluster-id", &new_cluster_id()])
+            .args(self.secure.iter().flat_map(|(_, listener)| {
+                ["SCRAM-SHA-256", "SCRAM-SHA-512"]
+                    .into_iter()
+                    .flat_map(|mechanism| {
+                        [
+                            "--add-scram".to_owned(),
+                            format!(
+                                "{mechanism}=[name={},password={}]",
+                                listener.user, listener.password
+                            ),
+                        ]
+                    })
+            }))
             .arg("--config")
             .arg(self.properties_file())
             .stdin(Stdio::null())
@@ -325,6 +411,8 @@ pub struct BrokerOptions {
     pub data_dir: Option<PathBuf>,
     /// The broker's output; next to its data when unset.
     pub log: Option<PathBuf>,
+    /// A second client listener, TLS and SCRAM only.
+    pub secure: Option<SecureListener>,
 }
 
 /// A running KRaft node, stopped when dropped.
@@ -350,7 +438,8 @@ impl BrokerServer {
             .log
             .clone()
             .unwrap_or_else(|| dir.join("broker.log"));
-        match retry_on_port_clash(|| Self::start_once(&install, &dir, &log)) {
+        let secure = options.secure.as_ref();
+        match retry_on_port_clash(|| Self::start_once(&install, &dir, &log, secure)) {
             Ok((node, guard)) => Ok(BrokerServer {
                 node,
                 guard,
@@ -370,8 +459,9 @@ impl BrokerServer {
         install: &KafkaInstall,
         dir: &Path,
         log: &Path,
+        secure: Option<&SecureListener>,
     ) -> anyhow::Result<(KafkaNode, ChildGuard)> {
-        let node = KafkaNode::prepare(install.clone(), dir)?;
+        let node = KafkaNode::prepare_with(install.clone(), dir, secure)?;
         let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let child = node
             .command()
@@ -390,6 +480,11 @@ impl BrokerServer {
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.node.bootstrap()
+    }
+
+    /// `host:port` of the secure listener, when the broker has one.
+    pub fn secure_bootstrap(&self) -> Option<String> {
+        self.node.secure_bootstrap()
     }
 
     pub fn log_file(&self) -> &Path {
@@ -478,6 +573,7 @@ mod tests {
             dir: PathBuf::from("/tmp/node"),
             port: 19092,
             controller_port: 19093,
+            secure: None,
         };
         let properties = node.properties();
         assert!(properties.contains("advertised.listeners=PLAINTEXT://127.0.0.1:19092\n"));

@@ -26,7 +26,7 @@ pub fn signal_group(leader: u32, signal: Signal) -> bool {
 }
 
 pub use crate::kafka::{
-    BrokerOptions, BrokerServer, KafkaInstall, KafkaNode, answers, kafka_libs_dir,
+    BrokerOptions, BrokerServer, KafkaInstall, KafkaNode, SecureListener, answers, kafka_libs_dir,
 };
 
 /// A free loopback port. The OS may hand it out again before it is bound, so

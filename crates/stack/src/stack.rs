@@ -287,6 +287,7 @@ impl Stack {
                 BrokerServer::start(&BrokerOptions {
                     data_dir: options.durable.then(|| data.join("kafka")),
                     log: Some(logs.join("kafka.log")),
+                    secure: None,
                 })
                 .context("starting Apache Kafka")?,
             ),

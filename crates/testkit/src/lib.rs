@@ -22,9 +22,11 @@ use std::time::Duration;
 
 use anyhow::bail;
 use harvest_kit::{RedisConfig, Secret};
+pub use harvest_stack::servers::SecureListener;
 use harvest_stack::servers::{
     BrokerOptions, BrokerServer, RedisCluster, RedisOptions, RedisServer,
 };
+pub use harvest_stack::tls::LocalTls;
 
 /// `cluster` to give every test a Redis Cluster, `single` (the default) for
 /// one server.
@@ -148,9 +150,27 @@ impl Broker {
         })
     }
 
+    /// A private broker with a second client listener that speaks only
+    /// TLS and takes only SCRAM users ([`Broker::secure_bootstrap`]).
+    pub fn secure(listener: SecureListener) -> anyhow::Result<Self> {
+        let server = BrokerServer::start(&BrokerOptions {
+            secure: Some(listener),
+            ..BrokerOptions::default()
+        })?;
+        Ok(Broker {
+            bootstrap: server.bootstrap(),
+            private: Some(server),
+        })
+    }
+
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
         self.bootstrap.clone()
+    }
+
+    /// `host:port` of a [`Broker::secure`] broker's TLS and SCRAM listener.
+    pub fn secure_bootstrap(&self) -> Option<String> {
+        self.private.as_ref()?.secure_bootstrap()
     }
 
     /// Kills a private broker at once, as a crash would.

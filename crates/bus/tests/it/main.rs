@@ -22,6 +22,7 @@ use tracing_subscriber::layer::SubscriberExt;
 mod batches;
 mod contract;
 mod outages;
+mod secure;
 
 const WAIT: Duration = Duration::from_secs(30);
 

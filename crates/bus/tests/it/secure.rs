@@ -1,0 +1,149 @@
+//! The bus against a broker that, as production brokers do, takes clients
+//! only over TLS and only as SCRAM users: topics are made, events published
+//! and handled with both SCRAM mechanisms; a wrong password, an authority
+//! the client does not trust or a client without TLS get nowhere, and the
+//! error says why when the client library does.
+
+use harvest_domain::Secret;
+use harvest_testkit::{LocalTls, SecureListener};
+
+use super::*;
+
+const USER: &str = "harvest-orders";
+const PASSWORD: &str = "Orders0nlyKnowThis";
+
+/// How the services reach the secure listener, as their settings would say.
+fn secure_config(
+    bootstrap: &str,
+    mechanism: &str,
+    password: &str,
+    ca_file: &std::path::Path,
+) -> BusConfig {
+    let config = BusConfig {
+        brokers: bootstrap.to_owned(),
+        security_protocol: "sasl_ssl".to_owned(),
+        sasl_mechanism: mechanism.to_owned(),
+        sasl_username: USER.to_owned(),
+        sasl_password: Secret::new(password.to_owned()),
+        ssl_ca_file: Some(ca_file.to_path_buf()),
+        topic_prefix: format!("{}.", unique_name()),
+        partitions: 2,
+        session_timeout_ms: 6_000,
+        handler_backoff_ms: 10,
+        ..BusConfig::default()
+    };
+    config.validate().expect("valid settings");
+    config
+}
+
+#[tokio::test]
+async fn the_bus_works_over_tls_as_a_scram_user_and_nobody_else_gets_in() {
+    let dir = std::env::temp_dir().join(format!("harvest-secure-bus-{}", unique_name()));
+    let tls = LocalTls::make(&dir.join("broker")).expect("the broker's certificates");
+    let listener = SecureListener {
+        cert_file: tls.cert_file.clone(),
+        key_file: tls.key_file.clone(),
+        user: USER.to_owned(),
+        password: PASSWORD.to_owned(),
+    };
+    let broker = tokio::task::spawn_blocking(move || Broker::secure(listener))
+        .await
+        .expect("the broker's start ran")
+        .expect("a broker with a TLS and SCRAM listener starts");
+    let secure = broker
+        .secure_bootstrap()
+        .expect("the broker has a secure listener");
+    let regions = Regions::try_from(vec!["east".to_owned()]).expect("valid");
+    let region = Region::parse("east").expect("valid");
+
+    for mechanism in ["SCRAM-SHA-512", "SCRAM-SHA-256"] {
+        let config = secure_config(&secure, mechanism, PASSWORD, &tls.ca_file);
+        let topology = Topology::new(&config, regions.clone());
+        let created = harvest_bus::admin::ensure_topics(&config, &topology.all_topics())
+            .await
+            .unwrap_or_else(|error| panic!("{mechanism}: topics made over TLS: {error:#}"));
+        assert_eq!(
+            created.len(),
+            topology.all_topics().len(),
+            "{mechanism}: every topic is new"
+        );
+
+        let handler = Arc::new(Flaky::default());
+        let shutdown = CancellationToken::new();
+        let spec = ConsumerSpec {
+            service: "catalog",
+            region: region.clone(),
+            streams: vec![Stream::Orders],
+        };
+        let consuming = {
+            let config = config.clone();
+            let publisher =
+                Publisher::new(&config, topology.clone(), Stream::Catalog).expect("a publisher");
+            let handler = handler.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                consumer::run(&config, publisher, spec, handler, shutdown)
+                    .await
+                    .expect("the consumer runs over TLS");
+            })
+        };
+        let order_id = new_id("ord");
+        let event = new_envelope(
+            &deterministic_id("evt", &[order_id.as_str(), "delivered"]),
+            &order_id,
+            &region,
+            "orders",
+            Payload::OrderDelivered(OrderDelivered::default()),
+        );
+        Publisher::new(&config, topology.clone(), Stream::Orders)
+            .expect("a publisher")
+            .publish(event.clone())
+            .await
+            .unwrap_or_else(|error| panic!("{mechanism}: published over TLS: {error:#}"));
+        harvest_testkit::eventually(WAIT, || {
+            std::future::ready(handler.handled().contains(&event.event_id).then_some(()))
+        })
+        .await
+        .unwrap_or_else(|| panic!("{mechanism}: the event is handled"));
+        stop_in_time(&shutdown, consuming).await;
+    }
+
+    // Nobody else gets in: each asks for the topics.
+    let stranger = LocalTls::make(&dir.join("stranger")).expect("another authority");
+    let plaintext = BusConfig {
+        brokers: secure.clone(),
+        topic_prefix: format!("{}.", unique_name()),
+        ..BusConfig::default()
+    };
+    // Each is refused, and told why where the client library says why.
+    let refused = [
+        (
+            "a wrong password",
+            secure_config(&secure, "SCRAM-SHA-512", "NotTheP4ssword", &tls.ca_file),
+            Some("SASL authentication error"),
+        ),
+        (
+            "a broker certificate from an authority the client does not trust",
+            secure_config(&secure, "SCRAM-SHA-512", PASSWORD, &stranger.ca_file),
+            Some("certificate verify failed"),
+        ),
+        ("a client without TLS or a user", plaintext, None),
+    ];
+    for (who, config, why) in refused {
+        let topology = Topology::new(&config, regions.clone());
+        let error = harvest_bus::admin::ensure_topics(&config, &topology.all_topics())
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{who} made topics"));
+        let said = error.to_string();
+        assert!(
+            said.starts_with(&format!("could not reach the broker at {secure}")),
+            "{who}: {said}"
+        );
+        if let Some(why) = why {
+            assert!(said.contains(why), "{who}: {said} does not say {why:?}");
+        }
+    }
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
