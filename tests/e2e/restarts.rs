@@ -32,6 +32,7 @@ async fn every_order_ends_when_each_service_is_killed_and_restarted_mid_flow() {
             flaky_payment: 0.05,
             buyer_cancels: 0.05,
             max_in_flight: 500,
+            retry_unanswered: false,
         },
         couriers: CourierBehavior::default(),
         couriers_per_point: 2,

@@ -278,6 +278,11 @@ async fn run_courier(
     }
 }
 
+/// How long a courier waits at the door for a buyer who has no code yet:
+/// longer than a storefront goes on placing an unanswered order again
+/// ([`crate::storefront::retry_wait`]).
+const WAIT_FOR_CODE: Duration = Duration::from_secs(120);
+
 /// Picks a shipment up and delivers it (or fails to), as a courier would.
 async fn carry(
     delivery: DeliveryServiceClient<Channel>,
@@ -338,12 +343,26 @@ async fn carry(
         }
         return;
     }
+    // A buyer whose storefront is still placing the order again (its first
+    // call got no answer) has no code yet: the courier waits at the door and
+    // asks again, for a while.
+    let waiting = tokio::time::Instant::now();
+    let delivery_code = loop {
+        let code = doorstep.code(&shipment.order_id).await;
+        if !code.is_empty() || waiting.elapsed() >= WAIT_FOR_CODE {
+            break code;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    };
     let delivered = ConfirmDeliveryRequest {
         courier_id,
         shipment_id,
         recipient_name: "the buyer".to_owned(),
         proof_reference: String::new(),
-        delivery_code: doorstep.code(&shipment.order_id).await,
+        delivery_code,
         override_reason: String::new(),
     };
     if retry(

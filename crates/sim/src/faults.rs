@@ -169,6 +169,10 @@ pub async fn run(
         flaky_payment: 0.05,
         buyer_cancels: 0.05,
         max_in_flight: 20_000,
+        // A buyer whose call got no answer in a fault places it again with
+        // the same key: the orders placed meanwhile are acknowledged then,
+        // and checked like the rest.
+        retry_unanswered: true,
     };
     let traffic_stop = stop.child_token();
     let started = Instant::now();

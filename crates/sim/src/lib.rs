@@ -101,6 +101,11 @@ impl Summary {
         self.regions.values().map(|r| r.errors).sum()
     }
 
+    /// Orders acknowledged only on a later attempt with the same key.
+    pub fn placed_on_retry(&self) -> u64 {
+        self.regions.values().map(|r| r.placed_on_retry).sum()
+    }
+
     pub fn all_latencies(map: &BTreeMap<String, Samples>) -> Samples {
         let mut all = Samples::default();
         for samples in map.values() {
@@ -628,6 +633,7 @@ fn counts_from_calls(calls: &Calls) -> BTreeMap<String, RegionCounts> {
         let entry = counts.entry(region.clone()).or_default();
         entry.placed = region_calls.placed;
         entry.errors = region_calls.errors;
+        entry.placed_on_retry = region_calls.placed_on_retry;
     }
     counts
 }

@@ -102,6 +102,9 @@ pub struct RegionCounts {
     pub placed: u64,
     /// PlaceOrder calls that failed.
     pub errors: u64,
+    /// Of `placed`, the orders acknowledged only on a later attempt with
+    /// the same idempotency key.
+    pub placed_on_retry: u64,
     pub confirmed: u64,
     pub delivered: u64,
     pub cancelled: BTreeMap<i32, u64>,

@@ -49,6 +49,32 @@ pub struct Traffic {
     /// PlaceOrder calls in flight at most; arrivals beyond are counted as
     /// errors rather than delayed, so the load stays open.
     pub max_in_flight: usize,
+    /// Whether a PlaceOrder call that got no answer (unavailable, timed
+    /// out) is made again with the same request and idempotency key, as a
+    /// storefront does, up to [`RETRIES`] times ([`retry_wait`] apart) or
+    /// until the traffic stops. Each failed attempt counts as an error.
+    pub retry_unanswered: bool,
+}
+
+/// How many more times an unanswered PlaceOrder call is made.
+pub const RETRIES: usize = 12;
+
+/// The wait before retry `n` (from 0): 0.5, 1, 2 and 4 s, then 5 s.
+pub fn retry_wait(n: usize) -> Duration {
+    Duration::from_millis(500 << n.min(4)).min(Duration::from_secs(5))
+}
+
+/// Whether a failed call may have got no answer, rather than a refusal:
+/// the request may or may not have been carried out.
+fn unanswered(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::Aborted
+    )
 }
 
 impl Traffic {
@@ -72,6 +98,9 @@ impl Traffic {
 pub struct RegionCalls {
     pub placed: u64,
     pub errors: u64,
+    /// Of `placed`, the orders acknowledged only on a later attempt with
+    /// the same idempotency key.
+    pub placed_on_retry: u64,
     pub latency: Samples,
     /// Since the last [`Calls::take_window`].
     pub window: Samples,
@@ -175,14 +204,36 @@ pub async fn run(
                     continue;
                 };
                 let (mut orders, calls, region) = (orders.clone(), calls.clone(), region.clone());
-                let doorstep = doorstep.clone();
+                let (doorstep, stop) = (doorstep.clone(), stop.clone());
+                let retry = traffic.retry_unanswered;
                 tokio::spawn(async move {
                     let _permit = permit;
                     let buyer_id = request.buyer_id.clone();
                     let began = Instant::now();
-                    let placed = orders
-                        .place_order(act_as(Role::Buyer, &buyer_id, request))
-                        .await;
+                    let mut waits = (0..RETRIES).map(retry_wait);
+                    let mut retried = false;
+                    let placed = loop {
+                        let placed = orders
+                            .place_order(act_as(Role::Buyer, &buyer_id, request.clone()))
+                            .await;
+                        let wait = match &placed {
+                            Err(status) if retry && unanswered(status.code()) => waits.next(),
+                            _ => None,
+                        };
+                        let Some(wait) = wait else { break placed };
+                        if let Err(status) = &placed {
+                            record_error(
+                                &calls,
+                                &region,
+                                format!("{:?}: {}", status.code(), status.message()),
+                            );
+                        }
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                        retried = true;
+                    };
                     let elapsed = began.elapsed();
                     let order_id = match placed {
                         Ok(order) => {
@@ -202,6 +253,7 @@ pub async fn run(
                     if let Ok(mut calls) = calls.lock() {
                         let entry = calls.regions.entry(region.to_string()).or_default();
                         entry.placed += 1;
+                        entry.placed_on_retry += u64::from(retried);
                         entry.latency.record(elapsed);
                         entry.window.record(elapsed);
                         calls.placed_orders.push(order_id.clone());
@@ -297,10 +349,21 @@ mod tests {
             flaky_payment: 0.0,
             buyer_cancels: 0.0,
             max_in_flight: 10,
+            retry_unanswered: false,
         };
         assert_eq!(traffic.rate(&east, Duration::from_secs(10)), 4.0);
         assert_eq!(traffic.rate(&east, Duration::from_secs(25)), 40.0);
         assert_eq!(traffic.rate(&north, Duration::from_secs(25)), 4.0);
         assert_eq!(traffic.rate(&east, Duration::from_secs(30)), 4.0);
+    }
+
+    #[test]
+    fn an_unanswered_call_is_made_again_sooner_then_every_five_seconds() {
+        let waits: Vec<f64> = (0..RETRIES).map(|n| retry_wait(n).as_secs_f64()).collect();
+        assert_eq!(waits[..6], [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]);
+        assert!(waits.iter().all(|wait| *wait <= 5.0));
+        // Under a minute in all: within the two minutes a courier waits at
+        // the door for a code.
+        assert!(waits.iter().sum::<f64>() < 60.0);
     }
 }

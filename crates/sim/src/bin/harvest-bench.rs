@@ -167,6 +167,7 @@ fn traffic(
         flaky_payment: 0.0,
         buyer_cancels: 0.0,
         max_in_flight: 20_000,
+        retry_unanswered: false,
     }
 }
 

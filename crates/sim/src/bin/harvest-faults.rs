@@ -199,8 +199,12 @@ fn print_report(report: &FaultReport) {
     });
     println!();
     println!(
-        "orders acknowledged {}, refused or failed calls {}, delivered {}, cancelled {}",
-        counts.0, counts.1, counts.2, counts.3
+        "orders acknowledged {} ({} on a retry with the same key), refused or failed calls {}, delivered {}, cancelled {}",
+        counts.0,
+        summary.placed_on_retry(),
+        counts.1,
+        counts.2,
+        counts.3
     );
     println!(
         "lost (acknowledged, not ended) {}, oversold units {}, broken lots {}, double charges {}, money held after cancel {}",
@@ -281,6 +285,7 @@ fn write_results(cli: &Cli, report: &FaultReport) -> anyhow::Result<()> {
         })).collect::<Vec<_>>(),
         "orders": {
             "acknowledged": summary.placed(),
+            "acknowledged_on_retry": summary.placed_on_retry(),
             "failed_calls": summary.errors(),
             "delivered": summary.regions.values().map(|r| r.delivered).sum::<u64>(),
             "cancelled": summary.regions.values().map(|r| r.cancelled_total()).sum::<u64>(),

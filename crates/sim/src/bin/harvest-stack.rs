@@ -494,6 +494,7 @@ async fn demo(
             flaky_payment: 0.05,
             buyer_cancels: 0.03,
             max_in_flight: 2_000,
+            retry_unanswered: false,
         },
         couriers: CourierBehavior::default(),
         couriers_per_point: 4,
