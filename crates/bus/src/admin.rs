@@ -88,7 +88,8 @@ pub async fn ensure_topics(
         reason: None,
         source,
     };
-    let existing = existing_topics(config)?;
+    let metadata = MetadataReader::connect(config)?;
+    let existing = metadata.led_partitions()?;
     let missing: Vec<&TopicSpec> = topics
         .iter()
         .filter(|spec| !existing.contains_key(&spec.name))
@@ -136,7 +137,7 @@ pub async fn ensure_topics(
     // topic is listed with all its partitions led.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let led = led_partitions(admin.inner()).map_err(connect_error)?;
+        let led = metadata.led_partitions()?;
         let absent: Vec<String> = missing
             .iter()
             .filter(|spec| led.get(&spec.name).copied().unwrap_or(0) < spec.partitions)
@@ -152,26 +153,38 @@ pub async fn ensure_topics(
     }
 }
 
-/// The broker's topics, each with its led partitions. When they cannot be
-/// read, the error says why as the client library saw it: the admin client
-/// never hands its connection errors on, a producer's client does.
-fn existing_topics(
-    config: &BusConfig,
-) -> Result<std::collections::HashMap<String, i32>, AdminError> {
-    let connect_error = |source, reason| AdminError::Connect {
-        brokers: config.brokers.clone(),
-        reason,
-        source,
-    };
-    let probe: BaseProducer<LastFailure> = config
-        .client_config()
-        .create_with_context(LastFailure::default())
-        .map_err(|source| connect_error(source, None))?;
-    led_partitions(probe.client()).map_err(|source| {
-        // Serve what the library queued meanwhile: its errors among them.
-        probe.poll(Duration::from_millis(200));
-        connect_error(source, probe.context().get())
-    })
+/// Reads the broker's topics through a producer's client: when they cannot
+/// be read, the error says why as the client library saw it. The admin
+/// client never hands its connection errors on; a producer's client does.
+struct MetadataReader<'a> {
+    config: &'a BusConfig,
+    client: BaseProducer<LastFailure>,
+}
+
+impl<'a> MetadataReader<'a> {
+    fn connect(config: &'a BusConfig) -> Result<Self, AdminError> {
+        let client = config
+            .client_config()
+            .create_with_context(LastFailure::default())
+            .map_err(|source| AdminError::Connect {
+                brokers: config.brokers.clone(),
+                reason: None,
+                source,
+            })?;
+        Ok(MetadataReader { config, client })
+    }
+
+    fn led_partitions(&self) -> Result<std::collections::HashMap<String, i32>, AdminError> {
+        led_partitions(self.client.client()).map_err(|source| {
+            // Serve what the library queued meanwhile: its errors among them.
+            self.client.poll(Duration::from_millis(200));
+            AdminError::Connect {
+                brokers: self.config.brokers.clone(),
+                reason: self.client.context().get(),
+                source,
+            }
+        })
+    }
 }
 
 /// Each listed topic's partitions that have a leader, by topic name.

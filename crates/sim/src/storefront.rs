@@ -220,14 +220,10 @@ pub async fn run(
                             Err(status) if retry && unanswered(status.code()) => waits.next(),
                             _ => None,
                         };
-                        let Some(wait) = wait else { break placed };
-                        if let Err(status) = &placed {
-                            record_error(
-                                &calls,
-                                &region,
-                                format!("{:?}: {}", status.code(), status.message()),
-                            );
-                        }
+                        let (Some(wait), Err(status)) = (wait, &placed) else {
+                            break placed;
+                        };
+                        record_error(&calls, &region, failure(status));
                         tokio::select! {
                             () = stop.cancelled() => return,
                             () = tokio::time::sleep(wait) => {}
@@ -242,11 +238,7 @@ pub async fn run(
                             order.order_id
                         }
                         Err(status) => {
-                            record_error(
-                                &calls,
-                                &region,
-                                format!("{:?}: {}", status.code(), status.message()),
-                            );
+                            record_error(&calls, &region, failure(&status));
                             return;
                         }
                     };
@@ -280,6 +272,11 @@ pub async fn run(
         });
     }
     while regions.join_next().await.is_some() {}
+}
+
+/// A failed call as the run's first error shows it.
+fn failure(status: &tonic::Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
 }
 
 fn record_error(calls: &Mutex<Calls>, region: &Region, error: String) {

@@ -143,20 +143,20 @@ impl Broker {
     /// A broker of the test's own, stopped when dropped: for tests that stop
     /// or kill it. It costs a JVM start.
     pub fn private() -> anyhow::Result<Self> {
-        let server = BrokerServer::start(&BrokerOptions::default())?;
-        Ok(Broker {
-            bootstrap: server.bootstrap(),
-            private: Some(server),
-        })
+        Self::start_private(&BrokerOptions::default())
     }
 
     /// A private broker with a second client listener that speaks only
     /// TLS and takes only SCRAM users ([`Broker::secure_bootstrap`]).
     pub fn secure(listener: SecureListener) -> anyhow::Result<Self> {
-        let server = BrokerServer::start(&BrokerOptions {
+        Self::start_private(&BrokerOptions {
             secure: Some(listener),
             ..BrokerOptions::default()
-        })?;
+        })
+    }
+
+    fn start_private(options: &BrokerOptions) -> anyhow::Result<Self> {
+        let server = BrokerServer::start(options)?;
         Ok(Broker {
             bootstrap: server.bootstrap(),
             private: Some(server),

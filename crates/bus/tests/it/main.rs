@@ -27,7 +27,7 @@ mod secure;
 const WAIT: Duration = Duration::from_secs(30);
 
 struct Bus {
-    broker: Broker,
+    broker: Arc<Broker>,
     config: BusConfig,
     topology: Topology,
     region: Region,
@@ -52,6 +52,12 @@ impl Bus {
             handler_backoff_ms: 10,
             ..BusConfig::default()
         };
+        Self::over(Arc::new(broker), config).await
+    }
+
+    /// On `broker`, reached as `config` says, in region east; its topics
+    /// made.
+    async fn over(broker: Arc<Broker>, config: BusConfig) -> Bus {
         let regions = Regions::try_from(vec!["east".to_owned()]).expect("valid");
         let topology = Topology::new(&config, regions);
         harvest_bus::admin::ensure_topics(&config, &topology.all_topics())

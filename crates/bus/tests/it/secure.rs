@@ -49,12 +49,12 @@ async fn the_bus_works_over_tls_as_a_scram_user_and_nobody_else_gets_in() {
     let broker = tokio::task::spawn_blocking(move || Broker::secure(listener))
         .await
         .expect("the broker's start ran")
+        .map(Arc::new)
         .expect("a broker with a TLS and SCRAM listener starts");
     let secure = broker
         .secure_bootstrap()
         .expect("the broker has a secure listener");
     let regions = Regions::try_from(vec!["east".to_owned()]).expect("valid");
-    let region = Region::parse("east").expect("valid");
 
     for mechanism in ["SCRAM-SHA-512", "SCRAM-SHA-256"] {
         let config = secure_config(&secure, mechanism, PASSWORD, &tls.ca_file);
@@ -68,43 +68,11 @@ async fn the_bus_works_over_tls_as_a_scram_user_and_nobody_else_gets_in() {
             "{mechanism}: every topic is new"
         );
 
+        let bus = Bus::over(broker.clone(), config).await;
         let handler = Arc::new(Flaky::default());
         let shutdown = CancellationToken::new();
-        let spec = ConsumerSpec {
-            service: "catalog",
-            region: region.clone(),
-            streams: vec![Stream::Orders],
-        };
-        let consuming = {
-            let config = config.clone();
-            let publisher =
-                Publisher::new(&config, topology.clone(), Stream::Catalog).expect("a publisher");
-            let handler = handler.clone();
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                consumer::run(&config, publisher, spec, handler, shutdown)
-                    .await
-                    .expect("the consumer runs over TLS");
-            })
-        };
-        let order_id = new_id("ord");
-        let event = new_envelope(
-            &deterministic_id("evt", &[order_id.as_str(), "delivered"]),
-            &order_id,
-            &region,
-            "orders",
-            Payload::OrderDelivered(OrderDelivered::default()),
-        );
-        Publisher::new(&config, topology.clone(), Stream::Orders)
-            .expect("a publisher")
-            .publish(event.clone())
-            .await
-            .unwrap_or_else(|error| panic!("{mechanism}: published over TLS: {error:#}"));
-        harvest_testkit::eventually(WAIT, || {
-            std::future::ready(handler.handled().contains(&event.event_id).then_some(()))
-        })
-        .await
-        .unwrap_or_else(|| panic!("{mechanism}: the event is handled"));
+        let consuming = bus.consume(handler.clone(), shutdown.clone());
+        bus.deliver_to(&handler).await;
         stop_in_time(&shutdown, consuming).await;
     }
 
