@@ -108,7 +108,11 @@ async fn a_shipment_not_picked_up_in_time_goes_to_another_courier() {
         .expect_err("no longer the dawdler's");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("taken back"), "{refused:?}");
-    assert_eq!(delivery.load_of("dawdler").await, 0, "its unit is back");
+    assert_eq!(
+        delivery.load_comes_to("dawdler", 0).await,
+        0,
+        "its unit is back"
+    );
     assert_eq!(delivery.load_of("backup").await, 1);
     let dawdler = Id::parse("dawdler").expect("valid");
     assert!(
@@ -211,7 +215,7 @@ async fn a_shipment_taken_back_with_nobody_else_around_fails_after_a_new_window(
         window >= Duration::from_secs(2),
         "searched for {window:?} after the release"
     );
-    assert_eq!(delivery.load_of("only").await, 0);
+    assert_eq!(delivery.load_comes_to("only", 0).await, 0);
 }
 
 #[tokio::test]
@@ -277,7 +281,7 @@ async fn a_shipment_on_the_road_too_long_is_flagged_overdue_once_then_fails() {
 
     // Over: the courier's unit is back, nothing is left to sweep, and the
     // courier can no longer deliver it.
-    assert_eq!(delivery.load_of("wanderer").await, 0);
+    assert_eq!(delivery.load_comes_to("wanderer", 0).await, 0);
     let unscheduled = harvest_testkit::eventually(WAIT, || async {
         let pending = delivery.store.pending_count(&delivery.region).await.ok()?;
         (pending == 0).then_some(())
@@ -363,6 +367,10 @@ async fn a_release_cut_short_by_a_crash_is_announced_before_the_next_assignment(
             "CourierAssigned"
         ]
     );
-    assert_eq!(delivery.load_of("first").await, 0, "the unit is given back");
+    assert_eq!(
+        delivery.load_comes_to("first", 0).await,
+        0,
+        "the unit is given back"
+    );
     assert_eq!(delivery.load_of("second").await, 1);
 }

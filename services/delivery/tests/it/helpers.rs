@@ -196,6 +196,21 @@ impl TestDelivery {
             .into_inner()
     }
 
+    /// The courier's load once it has come to `expected`, or as it stands
+    /// after [`WAIT`]: a shipment's events go out before the capacity it no
+    /// longer needs is given back, so a unit returns just after the event
+    /// that ends its shipment.
+    pub async fn load_comes_to(&self, courier_id: &str, expected: i32) -> i32 {
+        let settled = harvest_testkit::eventually(WAIT, || async {
+            (self.load_of(courier_id).await == expected).then_some(expected)
+        })
+        .await;
+        match settled {
+            Some(load) => load,
+            None => self.load_of(courier_id).await,
+        }
+    }
+
     pub async fn load_of(&self, courier_id: &str) -> i32 {
         let id = Id::parse(courier_id).expect("valid");
         self.store

@@ -144,7 +144,7 @@ async fn cancellation_withdraws_what_is_not_picked_up_and_frees_the_courier() {
         .await;
     assert_eq!(withdrawn.shipment_id, bamboo_shipment);
     assert_eq!(withdrawn.courier_id, "bamboo-runner");
-    assert_eq!(delivery.load_of("bamboo-runner").await, 0);
+    assert_eq!(delivery.load_comes_to("bamboo-runner", 0).await, 0);
     assert_eq!(
         delivery.load_of("tea-runner").await,
         1,
@@ -398,5 +398,5 @@ async fn work_cut_short_by_a_crash_is_finished_from_redis() {
             matches!(payload, Payload::ShipmentWithdrawn(_)).then_some(())
         })
         .await;
-    assert_eq!(delivery.load_of("north-1").await, 1);
+    assert_eq!(delivery.load_comes_to("north-1", 1).await, 1);
 }
