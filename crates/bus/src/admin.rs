@@ -1,6 +1,7 @@
 //! Creating topics.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
@@ -89,7 +90,7 @@ pub async fn ensure_topics(
         source,
     };
     let metadata = MetadataReader::connect(config)?;
-    let existing = metadata.led_partitions()?;
+    let existing = metadata.led_partitions().await?;
     let missing: Vec<&TopicSpec> = topics
         .iter()
         .filter(|spec| !existing.contains_key(&spec.name))
@@ -137,7 +138,7 @@ pub async fn ensure_topics(
     // topic is listed with all its partitions led.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let led = metadata.led_partitions()?;
+        let led = metadata.led_partitions().await?;
         let absent: Vec<String> = missing
             .iter()
             .filter(|spec| led.get(&spec.name).copied().unwrap_or(0) < spec.partitions)
@@ -156,13 +157,15 @@ pub async fn ensure_topics(
 /// Reads the broker's topics through a producer's client: when they cannot
 /// be read, the error says why as the client library saw it. The admin
 /// client never hands its connection errors on; a producer's client does.
-struct MetadataReader<'a> {
-    config: &'a BusConfig,
-    client: BaseProducer<LastFailure>,
+/// A read blocks its thread for as long as the broker takes to answer (up
+/// to the metadata timeout), so it runs on tokio's blocking pool.
+struct MetadataReader {
+    brokers: String,
+    client: Arc<BaseProducer<LastFailure>>,
 }
 
-impl<'a> MetadataReader<'a> {
-    fn connect(config: &'a BusConfig) -> Result<Self, AdminError> {
+impl MetadataReader {
+    fn connect(config: &BusConfig) -> Result<Self, AdminError> {
         let client = config
             .client_config()
             .create_with_context(LastFailure::default())
@@ -171,18 +174,31 @@ impl<'a> MetadataReader<'a> {
                 reason: None,
                 source,
             })?;
-        Ok(MetadataReader { config, client })
+        Ok(MetadataReader {
+            brokers: config.brokers.clone(),
+            client: Arc::new(client),
+        })
     }
 
-    fn led_partitions(&self) -> Result<std::collections::HashMap<String, i32>, AdminError> {
-        led_partitions(self.client.client()).map_err(|source| {
-            // Serve what the library queued meanwhile: its errors among them.
-            self.client.poll(Duration::from_millis(200));
-            AdminError::Connect {
-                brokers: self.config.brokers.clone(),
-                reason: self.client.context().get(),
-                source,
-            }
+    async fn led_partitions(&self) -> Result<HashMap<String, i32>, AdminError> {
+        let client = Arc::clone(&self.client);
+        let read = tokio::task::spawn_blocking(move || {
+            led_partitions(client.client()).map_err(|source| {
+                // Serve what the library queued meanwhile: its errors among
+                // them.
+                client.poll(Duration::from_millis(200));
+                (client.context().get(), source)
+            })
+        })
+        .await;
+        let read = match read {
+            Ok(read) => read,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        read.map_err(|(reason, source)| AdminError::Connect {
+            brokers: self.brokers.clone(),
+            reason,
+            source,
         })
     }
 }
@@ -190,7 +206,7 @@ impl<'a> MetadataReader<'a> {
 /// Each listed topic's partitions that have a leader, by topic name.
 fn led_partitions<C: ClientContext>(
     client: &Client<C>,
-) -> Result<std::collections::HashMap<String, i32>, KafkaError> {
+) -> Result<HashMap<String, i32>, KafkaError> {
     let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
     Ok(metadata
         .topics()
@@ -205,4 +221,46 @@ fn led_partitions<C: ClientContext>(
             (topic.name().to_owned(), led as i32)
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A broker that cannot be reached keeps `ensure_topics` waiting for up
+    /// to the metadata timeout; the task waits, not the thread under it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn waiting_for_an_unreachable_broker_leaves_the_runtime_free() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address").port()
+        };
+        let config = BusConfig {
+            brokers: format!("127.0.0.1:{port}"),
+            ..BusConfig::default()
+        };
+        let spec = TopicSpec {
+            name: "harvest.unreachable".to_owned(),
+            partitions: 1,
+            replication_factor: 1,
+            retention_ms: 60_000,
+        };
+        let ensure = ensure_topics(&config, std::slice::from_ref(&spec));
+        tokio::pin!(ensure);
+        let mut ticks = 0;
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut ensure => break outcome,
+                _ = ticker.tick() => ticks += 1,
+            }
+        };
+        let error = outcome.expect_err("nothing listens there");
+        assert!(
+            matches!(error, AdminError::Connect { .. }),
+            "refused as unreachable: {error}"
+        );
+        // The metadata wait is 10 s: a blocked thread would have ticked once.
+        assert!(ticks >= 50, "the runtime ticked {ticks} times meanwhile");
+    }
 }
