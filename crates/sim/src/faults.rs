@@ -75,14 +75,20 @@ pub struct DeadLetters {
 }
 
 /// What Redis holds at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Footprint {
     /// `used_memory` of `INFO memory`.
     pub used_bytes: u64,
     pub keys: u64,
     /// Keys with a time to live: those that go once their retention passes.
     pub expiring_keys: u64,
+    /// The keys without a time to live, counted by [`key_shape`], as a scan
+    /// of every key found them.
+    pub lasting_by_shape: BTreeMap<String, u64>,
 }
+
+/// Keys asked about per scan step and per pipeline of `TTL`s.
+const SCAN_BATCH: usize = 1_000;
 
 impl Footprint {
     pub async fn read(redis_url: &str) -> anyhow::Result<Footprint> {
@@ -111,6 +117,7 @@ impl Footprint {
             used_bytes,
             keys: field(&keyspace, "keys"),
             expiring_keys: field(&keyspace, "expires"),
+            lasting_by_shape: lasting_keys_by_shape(&mut redis).await?,
         })
     }
 
@@ -118,6 +125,74 @@ impl Footprint {
     pub fn lasting_keys(&self) -> u64 {
         self.keys.saturating_sub(self.expiring_keys)
     }
+}
+
+/// Scans every key, and counts those without a time to live by shape.
+async fn lasting_keys_by_shape(
+    redis: &mut redis::aio::MultiplexedConnection,
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut shapes = BTreeMap::new();
+    let mut cursor = 0_u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_BATCH)
+            .query_async(redis)
+            .await
+            .context("scanning Redis's keys")?;
+        if !keys.is_empty() {
+            let mut ttls = redis::pipe();
+            for key in &keys {
+                ttls.cmd("TTL").arg(key);
+            }
+            let ttls: Vec<i64> = ttls.query_async(redis).await?;
+            // -1: no time to live; -2: gone since the scan saw it.
+            for (key, _) in keys.iter().zip(ttls).filter(|(_, ttl)| *ttl == -1) {
+                *shapes.entry(key_shape(key)).or_insert(0) += 1;
+            }
+        }
+        if next == 0 {
+            return Ok(shapes);
+        }
+        cursor = next;
+    }
+}
+
+/// A key with what names one thing left out: each hash tag's contents
+/// become `{}` and each other part with a digit in it `*`, so that
+/// `orders:{ord_01J…}:order` is `orders:{}:order` and a product's, a
+/// region's or an index's keys each keep a shape of their own kind.
+pub fn key_shape(key: &str) -> String {
+    let mut shape = String::with_capacity(key.len());
+    let mut rest = key;
+    while !rest.is_empty() {
+        if let Some(tagged) = rest.strip_prefix('{')
+            && let Some(end) = tagged.find('}')
+        {
+            shape.push_str("{}");
+            rest = &tagged[end + 1..];
+            continue;
+        }
+        let end = rest
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| *c == ':' || *c == '{')
+            .map_or(rest.len(), |(at, _)| at);
+        let (part, after) = rest.split_at(end);
+        let (colon, name) = match part.strip_prefix(':') {
+            Some(name) => (":", name),
+            None => ("", part),
+        };
+        shape.push_str(colon);
+        if name.chars().any(|c| c.is_ascii_digit()) {
+            shape.push('*');
+        } else {
+            shape.push_str(name);
+        }
+        rest = after;
+    }
+    shape
 }
 
 /// What a fault run found.
@@ -435,4 +510,26 @@ async fn count_dead_letters(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_shape;
+
+    #[test]
+    fn a_keys_shape_leaves_out_what_names_one_thing() {
+        for (key, shape) in [
+            ("orders:{ord_01JD8Q}:order", "orders:{}:order"),
+            ("run7:orders:{ord_01JD8Q}:order", "*:orders:{}:order"),
+            ("orders:placement:{buyer-3/key-9}", "orders:placement:{}"),
+            ("delivery:open:{east}", "delivery:open:{}"),
+            ("catalog:index:province", "catalog:index:province"),
+            ("orders:watch:ord_01JD8Q", "orders:watch:*"),
+            ("payments:{ord_1}:entries", "payments:{}:entries"),
+            ("plain", "plain"),
+            ("odd:{unclosed", "odd:{unclosed"),
+        ] {
+            assert_eq!(key_shape(key), shape, "{key}");
+        }
+    }
 }

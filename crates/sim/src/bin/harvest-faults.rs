@@ -228,7 +228,7 @@ fn print_report(report: &FaultReport) {
         report.dead_letters.of_bad_events,
         report.dead_letters.others.len()
     );
-    let (before, after) = (report.redis_before, report.redis_after);
+    let (before, after) = (&report.redis_before, &report.redis_after);
     let orders = counts.0.max(1) as f64;
     println!(
         "redis: {} bytes and {} keys ({} without expiry) before the orders, {} bytes and {} keys ({} without expiry) after: {:.0} bytes and {:.2} lasting keys per acknowledged order",
@@ -241,6 +241,20 @@ fn print_report(report: &FaultReport) {
         after.used_bytes.saturating_sub(before.used_bytes) as f64 / orders,
         after.lasting_keys().saturating_sub(before.lasting_keys()) as f64 / orders,
     );
+    println!("keys without expiry, by shape (before the orders -> after):");
+    let shapes: std::collections::BTreeSet<&String> = before
+        .lasting_by_shape
+        .keys()
+        .chain(after.lasting_by_shape.keys())
+        .collect();
+    for shape in shapes {
+        let count = |footprint: &Footprint| footprint.lasting_by_shape.get(shape).copied();
+        println!(
+            "  {shape}: {} -> {}",
+            count(before).unwrap_or(0),
+            count(after).unwrap_or(0)
+        );
+    }
     for other in report.dead_letters.others.iter().take(20) {
         println!("  {other}");
     }
@@ -268,6 +282,7 @@ fn footprint_json(footprint: &Footprint) -> serde_json::Value {
         "used_bytes": footprint.used_bytes,
         "keys": footprint.keys,
         "keys_without_expiry": footprint.lasting_keys(),
+        "keys_without_expiry_by_shape": footprint.lasting_by_shape,
     })
 }
 
