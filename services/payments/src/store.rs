@@ -464,7 +464,8 @@ impl PaymentStore {
         transition(order.as_str(), &reply, "opened")
     }
 
-    /// Marks an order that has no payment as cancelled, so none is made.
+    /// Marks an order that has no payment as cancelled, so none is made; the
+    /// mark is kept for the retention.
     #[tracing::instrument(skip_all, fields(order_id = %order))]
     pub async fn close_unpaid(&self, order: &Id) -> Result<Transition, StoreError> {
         let mut redis = self.redis.clone();
@@ -472,6 +473,7 @@ impl PaymentStore {
             .key(self.payment_key(order.as_str()))
             .arg("cancel")
             .arg(now_ms())
+            .arg(self.retention.as_millis() as i64)
             .invoke_async(&mut redis)
             .await?;
         transition(order.as_str(), &reply, "opened")

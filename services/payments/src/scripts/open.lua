@@ -6,6 +6,8 @@
 -- ARGV[1] 'authorize' | 'cancel'   ARGV[2] now (unix ms)
 -- authorize: ARGV[3] payment id   ARGV[4] buyer id   ARGV[5] region
 --            ARGV[6] payment method   ARGV[7] amount in fen
+-- cancel:    ARGV[3] keep the mark this long (ms): the retention, longer than
+--            the streams keep a late authorization's event
 --
 -- Returns {'opened', state} when it created the payment, otherwise
 -- {'existing', state} and nothing changes.
@@ -15,6 +17,7 @@ if state then
 end
 if ARGV[1] == 'cancel' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'created_ms', ARGV[2], 'updated_ms', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {'opened', 'cancelled'}
 end
 if not (tonumber(ARGV[7]) > 0) then

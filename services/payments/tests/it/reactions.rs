@@ -1,6 +1,7 @@
 //! Payments' reactions to the saga, driven through the broker.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::join_all;
 use harvest_bus::{Handler, IncomingEvent, Payload, Publisher, Stream};
@@ -10,7 +11,7 @@ use harvest_payments::provider::{
 };
 use harvest_payments::reactions::PaymentReactions;
 use harvest_payments::steps::{Payments, payment_id};
-use harvest_payments::store::NewPayment;
+use harvest_payments::store::{NewPayment, Stage};
 use harvest_proto::events::v1::SellerPayout;
 use harvest_proto::payments::v1::{LedgerEntryKind, PaymentState};
 use tonic::Code;
@@ -341,6 +342,30 @@ async fn an_order_cancelled_before_its_payment_is_never_charged() {
         .await
         .expect_err("no payment");
     assert_eq!(status.code(), Code::NotFound);
+}
+
+/// The mark that refuses a late authorization is kept for the retention,
+/// then goes like a settled payment.
+#[tokio::test]
+async fn the_mark_of_an_order_cancelled_before_its_payment_expires_after_the_retention() {
+    let payments = TestPayments::start_with(|config| config.redis.retention_secs = 1).await;
+    let order = new_id("ord");
+    let cancelled = payments.cancel(order.as_str()).await;
+    payments.wait_handled(&cancelled).await;
+    let marked = payments
+        .store
+        .payment(order.as_str())
+        .await
+        .expect("redis")
+        .expect("the order is marked cancelled");
+    assert_eq!(marked.stage, Stage::Cancelled);
+
+    let gone = harvest_testkit::eventually(Duration::from_secs(5), || async {
+        let payment = payments.store.payment(order.as_str()).await.ok()?;
+        payment.is_none().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the mark outlived the retention");
 }
 
 #[tokio::test]
