@@ -119,6 +119,10 @@ pub struct SecureListener {
     /// credentials, and its password (letters and digits).
     pub user: String,
     pub password: String,
+    /// When set, a third client listener (`SSL`), TLS only, that takes
+    /// only clients presenting a certificate this authority (PEM) signed:
+    /// mutual TLS, with no user.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// A KRaft node laid out on disk, formatted and ready to start: its settings,
@@ -131,6 +135,9 @@ pub struct KafkaNode {
     port: u16,
     controller_port: u16,
     secure: Option<(u16, SecureListener)>,
+    /// The mutual-TLS listener's port, when the secure listener asks for
+    /// one.
+    mutual_port: Option<u16>,
 }
 
 impl KafkaNode {
@@ -158,6 +165,10 @@ impl KafkaNode {
             controller_port: free_port()?,
             secure: match secure {
                 Some(listener) => Some((free_port()?, listener.clone())),
+                None => None,
+            },
+            mutual_port: match secure.and_then(|listener| listener.client_ca_file.as_ref()) {
+                Some(_) => Some(free_port()?),
                 None => None,
             },
         };
@@ -194,6 +205,11 @@ impl KafkaNode {
             .map(|(port, _)| format!("127.0.0.1:{port}"))
     }
 
+    /// `host:port` of the mutual-TLS listener, when the node has one.
+    pub fn mutual_tls_bootstrap(&self) -> Option<String> {
+        self.mutual_port.map(|port| format!("127.0.0.1:{port}"))
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -218,11 +234,14 @@ impl KafkaNode {
             "controller.quorum.bootstrap.servers",
             &format!("127.0.0.1:{controller}"),
         );
-        let secure = self
+        let mut secure = self
             .secure
             .as_ref()
             .map(|(port, _)| format!(",SASL_SSL://127.0.0.1:{port}"))
             .unwrap_or_default();
+        if let Some(port) = self.mutual_port {
+            let _ = write!(secure, ",SSL://127.0.0.1:{port}");
+        }
         set(
             "listeners",
             &format!("PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}{secure}"),
@@ -235,10 +254,29 @@ impl KafkaNode {
         );
         set("controller.listener.names", &"CONTROLLER");
         set("inter.broker.listener.name", &"PLAINTEXT");
-        set(
-            "listener.security.protocol.map",
-            &"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
-        );
+        let mut protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_owned();
+        if self.secure.is_some() {
+            protocols.push_str(",SASL_SSL:SASL_SSL");
+        }
+        if self.mutual_port.is_some() {
+            protocols.push_str(",SSL:SSL");
+        }
+        set("listener.security.protocol.map", &protocols);
+        if let Some((_, listener)) = &self.secure
+            && let (Some(_), Some(client_ca)) = (self.mutual_port, &listener.client_ca_file)
+        {
+            set("listener.name.ssl.ssl.keystore.type", &"PEM");
+            set(
+                "listener.name.ssl.ssl.keystore.location",
+                &self.keystore_file().display(),
+            );
+            set("listener.name.ssl.ssl.truststore.type", &"PEM");
+            set(
+                "listener.name.ssl.ssl.truststore.location",
+                &client_ca.display(),
+            );
+            set("listener.name.ssl.ssl.client.auth", &"required");
+        }
         if self.secure.is_some() {
             set("sasl.enabled.mechanisms", &"SCRAM-SHA-256,SCRAM-SHA-512");
             for mechanism in ["scram-sha-256", "scram-sha-512"] {
@@ -487,6 +525,11 @@ impl BrokerServer {
         self.node.secure_bootstrap()
     }
 
+    /// `host:port` of the mutual-TLS listener, when the broker has one.
+    pub fn mutual_tls_bootstrap(&self) -> Option<String> {
+        self.node.mutual_tls_bootstrap()
+    }
+
     pub fn log_file(&self) -> &Path {
         &self.log
     }
@@ -574,6 +617,7 @@ mod tests {
             port: 19092,
             controller_port: 19093,
             secure: None,
+            mutual_port: None,
         };
         let properties = node.properties();
         assert!(properties.contains("advertised.listeners=PLAINTEXT://127.0.0.1:19092\n"));

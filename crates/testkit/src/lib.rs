@@ -173,6 +173,12 @@ impl Broker {
         self.private.as_ref()?.secure_bootstrap()
     }
 
+    /// `host:port` of a [`Broker::secure`] broker's mutual-TLS listener,
+    /// when its [`SecureListener`] names an authority for clients.
+    pub fn mutual_tls_bootstrap(&self) -> Option<String> {
+        self.private.as_ref()?.mutual_tls_bootstrap()
+    }
+
     /// Kills a private broker at once, as a crash would.
     pub fn kill(&mut self) {
         if let Some(server) = self.private.take() {
