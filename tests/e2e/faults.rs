@@ -13,7 +13,8 @@ use harvest_stack::{Fsync, ServiceKind, Stack, StackOptions};
 use tokio_util::sync::CancellationToken;
 
 /// Nothing acknowledged is lost, nothing oversold or charged twice, no
-/// cancelled order holds money, and only the bad events are dead-lettered.
+/// cancelled order holds money, only the bad events are dead-lettered, and
+/// no key of an ended order stays in Redis for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_when_services_the_broker_and_redis_fail_under_load() {
     let state_dir =
@@ -115,6 +116,14 @@ async fn nothing_is_lost_when_services_the_broker_and_redis_fail_under_load() {
     assert_eq!(
         report.dead_letters.of_bad_events.get("catalog"),
         Some(&plan.bad_events)
+    );
+    // An order's keys last only while it is open (those placed by a call
+    // that got no answer stay open until their deadlines); once it has
+    // ended, each expires with it.
+    assert!(
+        report.redis_after.outliving_their_order.is_empty(),
+        "keys without expiry of orders that ended: {:?}",
+        report.redis_after.outliving_their_order
     );
     assert!(report.passed());
 }

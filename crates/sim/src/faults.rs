@@ -85,6 +85,44 @@ pub struct Footprint {
     /// The keys without a time to live, counted by [`key_shape`], as a scan
     /// of every key found them.
     pub lasting_by_shape: BTreeMap<String, u64>,
+    /// Of those, the keys of one order (or of one of its shipments) whose
+    /// order no longer lasts, by shape. An open order's keys last until it
+    /// ends; once it has ended, each of them must expire with it.
+    pub outliving_their_order: BTreeMap<String, u64>,
+}
+
+/// The shapes of the keys that may last: one per product, courier, region,
+/// seller, courier partner, service or index, however many orders there
+/// were. Any other key without a time to live is one that the orders grow.
+const BOUNDED_SHAPES: [&str; 16] = [
+    "catalog:{}:product",
+    "catalog:{}:lots",
+    "catalog:{}:lots-by-date",
+    "catalog:{}:settled",
+    "catalog:{}:reservations",
+    "catalog:{}:buyers",
+    "catalog:{}:buyers-by-time",
+    "orders:deadlines:{}",
+    "orders:outbox:{}",
+    "payments:payouts:{}",
+    "delivery:{}:courier",
+    "delivery:{}:open",
+    "delivery:couriers:{}",
+    "delivery:cold-couriers:{}",
+    "delivery:partner:{}:couriers",
+    "delivery:pending:{}",
+];
+
+/// Indexes, per service: a key each, whatever they are named by.
+const BOUNDED_PREFIXES: [&str; 3] = ["catalog:index:", "payments:index:", "audit:{}:"];
+
+/// Whether keys of `shape` are bounded by what the deployment has (its
+/// catalog, fleet and regions) rather than by its orders.
+pub fn bounded_shape(shape: &str) -> bool {
+    BOUNDED_SHAPES.contains(&shape)
+        || BOUNDED_PREFIXES
+            .iter()
+            .any(|prefix| shape.starts_with(prefix))
 }
 
 /// Keys asked about per scan step and per pipeline of `TTL`s.
@@ -113,11 +151,13 @@ impl Footprint {
             .find_map(|line| line.strip_prefix("used_memory:"))
             .and_then(|value| value.trim().parse().ok())
             .context("INFO memory has no used_memory")?;
+        let census = lasting_keys(&mut redis).await?;
         Ok(Footprint {
             used_bytes,
             keys: field(&keyspace, "keys"),
             expiring_keys: field(&keyspace, "expires"),
-            lasting_by_shape: lasting_keys_by_shape(&mut redis).await?,
+            lasting_by_shape: census.by_shape,
+            outliving_their_order: outliving_their_order(&mut redis, &census.per_order).await?,
         })
     }
 
@@ -125,13 +165,30 @@ impl Footprint {
     pub fn lasting_keys(&self) -> u64 {
         self.keys.saturating_sub(self.expiring_keys)
     }
+
+    /// The lasting keys of shapes that the orders grow (see
+    /// [`bounded_shape`]), by shape: those of open orders, and any that
+    /// outlive their order.
+    pub fn lasting_per_order(&self) -> BTreeMap<&str, u64> {
+        self.lasting_by_shape
+            .iter()
+            .filter(|(shape, _)| !bounded_shape(shape))
+            .map(|(shape, count)| (shape.as_str(), *count))
+            .collect()
+    }
+}
+
+/// What a scan found of the keys without a time to live.
+#[derive(Default)]
+struct Census {
+    by_shape: BTreeMap<String, u64>,
+    /// Each lasting key of a shape the orders grow, with its shape.
+    per_order: Vec<(String, String)>,
 }
 
 /// Scans every key, and counts those without a time to live by shape.
-async fn lasting_keys_by_shape(
-    redis: &mut redis::aio::MultiplexedConnection,
-) -> anyhow::Result<BTreeMap<String, u64>> {
-    let mut shapes = BTreeMap::new();
+async fn lasting_keys(redis: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<Census> {
+    let mut census = Census::default();
     let mut cursor = 0_u64;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -148,15 +205,72 @@ async fn lasting_keys_by_shape(
             }
             let ttls: Vec<i64> = ttls.query_async(redis).await?;
             // -1: no time to live; -2: gone since the scan saw it.
-            for (key, _) in keys.iter().zip(ttls).filter(|(_, ttl)| *ttl == -1) {
-                *shapes.entry(key_shape(key)).or_insert(0) += 1;
+            for (key, _) in keys.into_iter().zip(ttls).filter(|(_, ttl)| *ttl == -1) {
+                let shape = key_shape(&key);
+                *census.by_shape.entry(shape.clone()).or_insert(0) += 1;
+                if !bounded_shape(&shape) {
+                    census.per_order.push((shape, key));
+                }
             }
         }
         if next == 0 {
-            return Ok(shapes);
+            return Ok(census);
         }
         cursor = next;
     }
+}
+
+/// The first hash tag's contents of `key`.
+fn hash_tag(key: &str) -> Option<&str> {
+    let (_, tagged) = key.split_once('{')?;
+    Some(tagged.split_once('}')?.0)
+}
+
+/// Of `per_order` (lasting keys with their shapes), those whose order does
+/// not last itself, counted by shape. A key is an order's when its hash tag
+/// is an order id, or when it is a shipment's (its hash names its order);
+/// a key of neither kind belongs to no open order, so it is counted too.
+async fn outliving_their_order(
+    redis: &mut redis::aio::MultiplexedConnection,
+    per_order: &[(String, String)],
+) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut outliving = BTreeMap::new();
+    for batch in per_order.chunks(SCAN_BATCH) {
+        // Each key's order: its tag, or what its shipment's hash says.
+        let mut shipments = redis::pipe();
+        for (_, key) in batch {
+            let tag = hash_tag(key).unwrap_or_default();
+            shipments
+                .cmd("HGET")
+                .arg(format!("delivery:{{{tag}}}:shipment"))
+                .arg("order_id");
+        }
+        let shipment_orders: Vec<Option<String>> = shipments.query_async(redis).await?;
+        let orders: Vec<Option<String>> = batch
+            .iter()
+            .zip(shipment_orders)
+            .map(|((_, key), of_shipment)| {
+                let tag = hash_tag(key)?;
+                if tag.starts_with("ord_") {
+                    Some(tag.to_owned())
+                } else {
+                    of_shipment
+                }
+            })
+            .collect();
+        let mut ttls = redis::pipe();
+        for order in &orders {
+            let order = order.as_deref().unwrap_or_default();
+            ttls.cmd("TTL").arg(format!("orders:{{{order}}}:order"));
+        }
+        let ttls: Vec<i64> = ttls.query_async(redis).await?;
+        for ((shape, _), ttl) in batch.iter().zip(ttls) {
+            if ttl != -1 {
+                *outliving.entry(shape.clone()).or_insert(0) += 1;
+            }
+        }
+    }
+    Ok(outliving)
 }
 
 /// A key with what names one thing left out: each hash tag's contents
@@ -218,6 +332,7 @@ impl FaultReport {
         self.summary.findings.all_clear()
             && self.dead_letters.others.is_empty()
             && self.summary.placed() > 0
+            && self.redis_after.outliving_their_order.is_empty()
     }
 }
 
@@ -514,7 +629,7 @@ async fn count_dead_letters(
 
 #[cfg(test)]
 mod tests {
-    use super::key_shape;
+    use super::{bounded_shape, key_shape};
 
     #[test]
     fn a_keys_shape_leaves_out_what_names_one_thing() {
@@ -530,6 +645,30 @@ mod tests {
             ("odd:{unclosed", "odd:{unclosed"),
         ] {
             assert_eq!(key_shape(key), shape, "{key}");
+        }
+    }
+
+    #[test]
+    fn what_a_deployment_has_may_last_and_what_an_order_has_may_not() {
+        for key in [
+            "catalog:{apples}:product",
+            "catalog:index:province:Gansu",
+            "payments:index:captured",
+            "delivery:{rider-7}:courier",
+            "delivery:couriers:{east}",
+            "orders:deadlines:{east}",
+            "audit:{delivery}:ids",
+        ] {
+            assert!(bounded_shape(&key_shape(key)), "{key}");
+        }
+        for key in [
+            "payments:{ord_01J}:payment",
+            "orders:{ord_01J}:order",
+            "orders:buyer:{buyer-1}",
+            "delivery:{shp_01J}:shipment",
+            "catalog:{ord_01J}:outcome",
+        ] {
+            assert!(!bounded_shape(&key_shape(key)), "{key}");
         }
     }
 }

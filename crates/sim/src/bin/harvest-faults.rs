@@ -255,6 +255,13 @@ fn print_report(report: &FaultReport) {
             count(after).unwrap_or(0)
         );
     }
+    let open: u64 = after.lasting_per_order().values().sum();
+    let outliving: u64 = after.outliving_their_order.values().sum();
+    println!(
+        "keys of open orders without expiry yet: {}; keys outliving their order: {outliving} {:?}",
+        open - outliving,
+        after.outliving_their_order
+    );
     for other in report.dead_letters.others.iter().take(20) {
         println!("  {other}");
     }
@@ -283,6 +290,8 @@ fn footprint_json(footprint: &Footprint) -> serde_json::Value {
         "keys": footprint.keys,
         "keys_without_expiry": footprint.lasting_keys(),
         "keys_without_expiry_by_shape": footprint.lasting_by_shape,
+        "keys_without_expiry_per_order": footprint.lasting_per_order(),
+        "keys_outliving_their_order": footprint.outliving_their_order,
     })
 }
 
