@@ -830,10 +830,14 @@ impl PaymentStore {
     ) -> Result<Option<String>, StoreError> {
         let mut redis = self.redis.clone();
         let claim = self.refund_claim_key(key);
+        // Remembered for the retention, as long as a payment is kept after
+        // its last step.
         let claimed: Option<String> = redis::cmd("SET")
             .arg(&claim)
             .arg(fingerprint)
             .arg("NX")
+            .arg("PX")
+            .arg(self.retention.as_millis() as u64)
             .query_async(&mut redis)
             .await?;
         if claimed.is_some() {

@@ -358,6 +358,32 @@ async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
     assert_eq!(payments.payment(&captured.order_id).await, before);
 }
 
+/// A refund's idempotency key is remembered for the retention, then goes.
+#[tokio::test]
+async fn a_refunds_idempotency_key_is_kept_for_the_retention() {
+    let payments = TestPayments::start_with(|config| config.redis.retention_secs = 5).await;
+    let order = payments.paid_order(1_000, true).await;
+    payments
+        .client
+        .clone()
+        .refund(refund(&order.order_id, 400, "refund-kept"))
+        .await
+        .expect("refunded");
+    let claim = payments
+        .store
+        .refund_key_claim("refund-kept")
+        .await
+        .expect("redis");
+    assert!(claim.is_some(), "the key is claimed");
+
+    let forgotten = harvest_testkit::eventually(Duration::from_secs(10), || async {
+        let claim = payments.store.refund_key_claim("refund-kept").await.ok()?;
+        claim.is_none().then_some(())
+    })
+    .await;
+    assert!(forgotten.is_some(), "the key outlived the retention");
+}
+
 /// A payment that moves no more money but by refund (captured, voided,
 /// declined) is kept for the retention from its last step, then GetPayment
 /// answers NOT_FOUND and the lists forget it; an authorized payment stays.
