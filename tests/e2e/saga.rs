@@ -258,6 +258,10 @@ async fn every_way_an_order_ends() {
         assert_eq!(order.failed_shipments.len(), 1);
         assert_eq!(order.failed_shipments[0].shipment_id, failed.shipment_id);
         assert_eq!(order.failed_shipments[0].reason(), CancelReason::NoCourier);
+        // Named for the buyer as the catalog names the collection point.
+        let point = stranded.collection_point.as_ref().expect("point");
+        assert_eq!(order.failed_shipments[0].pickup_point_name, point.name);
+        assert!(!point.name.is_empty());
         let payment = system.wait_payment(id, PaymentState::Captured).await;
         assert_eq!(
             (payment.authorized_fen, payment.captured_fen),

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use harvest_bus::{Envelope, Payload, PublishError, Publisher, new_envelope};
 use harvest_domain::{Id, Region, deterministic_id};
-use harvest_proto::common::v1::CancelReason;
+use harvest_proto::common::v1::{CancelReason, PickupPoint};
 use harvest_proto::events::v1::{
     LineShortfall, OrderCancelled, OrderConfirmed, OrderDelivered, OrderShipmentFailed,
     OrderStateChanged, ReservedLine, ShipmentFailed, ShipmentFailureReason, ShortfallReason,
@@ -570,8 +570,8 @@ fn decider_event(record: &StoredOrder, input: &Input) -> Option<Event> {
     })
 }
 
-/// The order's shipments, one per pickup point: (shipment id, pickup point id).
-fn shipments(record: &StoredOrder) -> Vec<(String, String)> {
+/// The order's shipments, one per pickup point: (shipment id, pickup point).
+fn shipments(record: &StoredOrder) -> Vec<(String, &PickupPoint)> {
     let order_id = record
         .order
         .as_ref()
@@ -583,7 +583,7 @@ fn shipments(record: &StoredOrder) -> Vec<(String, String)> {
         .filter_map(|pickup| pickup.point.as_ref())
         .map(|point| {
             let shipment = harvest_domain::shipment_id(order_id, &point.pickup_point_id);
-            (shipment.to_string(), point.pickup_point_id.clone())
+            (shipment.to_string(), point)
         })
         .collect()
 }
@@ -639,10 +639,10 @@ fn failed_shipment(
     failed: &ShipmentFailed,
     now: SystemTime,
 ) -> FailedShipment {
-    let pickup_point_id = shipments(record)
+    let (pickup_point_id, pickup_point_name) = shipments(record)
         .into_iter()
         .find(|(shipment, _)| *shipment == failed.shipment_id)
-        .map(|(_, point)| point)
+        .map(|(_, point)| (point.pickup_point_id.clone(), point.name.clone()))
         .unwrap_or_default();
     let lines: Vec<PricedLine> = lines_at(record, &pickup_point_id)
         .map(priced_line)
@@ -663,6 +663,7 @@ fn failed_shipment(
         ),
         shipment_id: failed.shipment_id.clone(),
         pickup_point_id,
+        pickup_point_name,
         reason: if no_courier {
             CancelReason::NoCourier
         } else {

@@ -245,7 +245,7 @@ export function orderView(root: HTMLElement, orderId: string): View {
         h(
           "section",
           { class: "panel note" },
-          current.failedShipments.map((failed) => h("p", { testid: "failed-shipment" }, t("failed_shipment", { point: failed.pickupPointId, reason: reasonLabel(failed.reason) }))),
+          current.failedShipments.map((failed) => h("p", { testid: "failed-shipment" }, t("failed_shipment", { point: failed.pickupPointName || failed.pickupPointId, reason: reasonLabel(failed.reason) }))),
         ),
       h(
         "section",

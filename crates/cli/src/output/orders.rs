@@ -34,6 +34,7 @@ fn failed_shipment_json(failed: &FailedShipment) -> Value {
     json!({
         "shipment_id": failed.shipment_id,
         "pickup_point_id": failed.pickup_point_id,
+        "pickup_point_name": failed.pickup_point_name,
         "reason": short_name::<CancelReason>(failed.reason),
         "detail": failed.detail,
         "lines": failed.lines.iter().map(line_json).collect::<Vec<_>>(),
@@ -159,7 +160,14 @@ pub fn order_human(order: &Order) -> String {
     for shipment in &order.failed_shipments {
         failed.row(vec![
             shipment.shipment_id.clone(),
-            shipment.pickup_point_id.clone(),
+            if shipment.pickup_point_name.is_empty() {
+                shipment.pickup_point_id.clone()
+            } else {
+                format!(
+                    "{} ({})",
+                    shipment.pickup_point_name, shipment.pickup_point_id
+                )
+            },
             short_name::<CancelReason>(shipment.reason),
             money(shipment.lines_fen),
         ]);
@@ -366,6 +374,7 @@ mod tests {
         order.failed_shipments = vec![FailedShipment {
             shipment_id: "shp_2".to_owned(),
             pickup_point_id: "pp_qinling".to_owned(),
+            pickup_point_name: "Qinling hives".to_owned(),
             reason: CancelReason::NoCourier.into(),
             detail: "no courier could take it".to_owned(),
             lines: vec![order.lines[1].clone()],
@@ -379,14 +388,18 @@ mod tests {
         );
         assert!(
             text.contains(
-                "FAILED SHIPMENTS\nSHIPMENT  PICKUP POINT  REASON      NOT CHARGED\n\
-                 shp_2     pp_qinling    NO_COURIER       ¥88.00\n"
+                "FAILED SHIPMENTS\nSHIPMENT  PICKUP POINT                REASON      NOT CHARGED\n\
+                 shp_2     Qinling hives (pp_qinling)  NO_COURIER       ¥88.00\n"
             ),
             "{text}"
         );
         let json = order_json(&order);
         assert_eq!(json["charged_fen"], 20_400);
         assert_eq!(json["failed_shipments"][0]["reason"], "NO_COURIER");
+        assert_eq!(
+            json["failed_shipments"][0]["pickup_point_name"],
+            "Qinling hives"
+        );
         assert_eq!(json["failed_shipments"][0]["lines_fen"], 8_800);
         assert_eq!(order_json(&cancelled_order())["charged_fen"], Value::Null);
     }

@@ -199,6 +199,7 @@ async fn a_failed_shipment_among_several_is_settled_on_its_own() {
     let failure = &order.failed_shipments[0];
     assert_eq!(failure.shipment_id, honey);
     assert_eq!(failure.pickup_point_id, "pp-prd_honey");
+    assert_eq!(failure.pickup_point_name, "collection point of prd_honey");
     assert_eq!(failure.reason(), CancelReason::NoCourier);
     assert_eq!(failure.lines_fen, 2_000);
     assert_eq!(failure.lines.len(), 1);
