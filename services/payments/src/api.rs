@@ -249,10 +249,22 @@ impl<P: PaymentProvider> PaymentsApi<P> {
             }
         }
         let requested = (amount != Fen::ZERO).then_some(amount);
-        let outcome = self
+        let outcome = match self
             .payments
             .refund(&order, &RefundKey::Request(key.clone()), requested, &reason)
-            .await?;
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                let error = PaymentsError::from(error);
+                if matches!(error, PaymentsError::FailedPrecondition(_)) {
+                    // Declined or refused: no refund is pending under the key
+                    // (a declined one is dropped), so it stays free.
+                    store.release_refund_key(key.as_str(), &fingerprint).await?;
+                }
+                return Err(error);
+            }
+        };
         let refused = match &outcome {
             RefundOutcome::Refunded(record) => {
                 tracing::info!(order_id = %order, amount_fen = record.amount, "refund requested");

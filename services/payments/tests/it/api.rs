@@ -1,9 +1,20 @@
 //! The payments gRPC API: what it accepts, and what it refuses without
 //! changing anything.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use harvest_bus::Payload;
+use harvest_bus::topology::Topology;
+use harvest_bus::{Payload, Publisher, Stream};
+use harvest_kit::audit::AuditLog;
+use harvest_payments::api::PaymentsApi;
+use harvest_payments::provider::{
+    Decision, Operation, PaymentProvider, ProviderError, ProviderRequest,
+};
+use harvest_payments::sandbox::SandboxProvider;
+use harvest_payments::steps::Payments;
+use harvest_payments::store::PaymentStore;
+use harvest_proto::payments::v1::payments_service_server::PaymentsService;
 use harvest_proto::payments::v1::{
     GetPaymentRequest, LedgerEntryKind, ListPaymentsRequest, Payment, PaymentState, RefundRequest,
 };
@@ -356,6 +367,82 @@ async fn a_request_over_the_size_limit_is_refused_and_changes_nothing() {
         "the limit is 16384 bytes (16 KiB)",
     );
     assert_eq!(payments.payment(&captured.order_id).await, before);
+}
+
+/// The sandbox, but every refund is declined, as a real provider may.
+struct DecliningRefunds(SandboxProvider);
+
+impl PaymentProvider for DecliningRefunds {
+    async fn execute(&self, request: &ProviderRequest) -> Result<Decision, ProviderError> {
+        if request.operation == Operation::Refund {
+            return Ok(Decision::Declined {
+                reason: "refunds are closed today".to_owned(),
+            });
+        }
+        self.0.execute(request).await
+    }
+}
+
+/// A refund the provider declines refunds nothing, and its idempotency key
+/// is not kept: another request may use it.
+#[tokio::test]
+async fn a_declined_refund_leaves_its_key_free() {
+    let payments = TestPayments::start().await;
+    let order = payments.paid_order(1_000, true).await;
+    let config = &payments.config;
+    let redis = harvest_kit::store::connect(&config.redis)
+        .await
+        .expect("redis connects");
+    let topology = Topology::new(&config.bus, config.regions.all.clone());
+    let publisher = Publisher::new(&config.bus, topology, Stream::Payments).expect("publisher");
+    let steps = Payments::new(
+        PaymentStore::new(redis.clone(), &config.redis.key_prefix),
+        publisher,
+        Arc::new(DecliningRefunds(payments.sandbox.clone())),
+        config.provider.clone(),
+    );
+    let audit_log = AuditLog::new(
+        redis,
+        &config.redis.key_prefix,
+        "payments",
+        config.redis.retention(),
+    );
+    let api = PaymentsApi::new(Arc::new(steps), audit_log);
+
+    let declined = PaymentsService::refund(
+        &api,
+        tonic::Request::new(refund(&order.order_id, 400, "refund-declined")),
+    )
+    .await
+    .expect_err("declined");
+    assert_eq!(declined.code(), Code::FailedPrecondition, "{declined:?}");
+    assert!(
+        declined.message().contains("refunds are closed today"),
+        "{declined:?}"
+    );
+    assert_eq!(
+        payments
+            .store
+            .refund_key_claim("refund-declined")
+            .await
+            .expect("redis"),
+        None,
+        "the key is not kept"
+    );
+    let payment = payments.payment(&order.order_id).await;
+    assert_eq!(payment.state(), PaymentState::Captured);
+    assert_eq!(payment.refunded_fen, 0);
+
+    // The key serves another request, here through the service itself.
+    let refunded = payments
+        .client
+        .clone()
+        .refund(refund(&order.order_id, 300, "refund-declined"))
+        .await
+        .expect("the key is free")
+        .into_inner();
+    assert_eq!(refunded.refunded_fen, 300);
+    audit(&refunded);
 }
 
 /// A refund's idempotency key is remembered for the retention, then goes.
