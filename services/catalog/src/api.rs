@@ -1,5 +1,7 @@
 //! The catalog's gRPC API.
 
+use std::time::SystemTime;
+
 use harvest_kit::audit::{AuditLog, Change};
 use harvest_kit::auth::{self, Identity, Role, Rule, caller};
 use harvest_proto::catalog::v1::catalog_service_server::CatalogService;
@@ -13,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::CatalogError;
 use crate::model;
-use crate::store::{CatalogStore, ListFilter, LotState, ReceiveResult};
+use crate::store::{CatalogStore, CreateClaim, ListFilter, LotState, ReceiveResult, unix_millis};
 use harvest_domain::Date;
 
 /// Who may call each method of the API, by role: one rule a method. A rule
@@ -137,7 +139,24 @@ impl CatalogApi {
                 .claim_create_request(&request_id, &product_id)
                 .await?
             {
-                return self.earlier_creation(&earlier, &product).await;
+                let found = self.earlier_creation(&earlier, &product).await?;
+                if let Some(found) = found {
+                    return Ok(found);
+                }
+                // The earlier call never stored its product, and its lease
+                // has run out: this call creates it instead.
+                if !self
+                    .store
+                    .take_over_create_request(&request_id, &earlier, &product_id)
+                    .await?
+                {
+                    return Err(still_being_created(&earlier));
+                }
+                tracing::info!(
+                    request_id = %request_id,
+                    earlier_product_id = %earlier.product_id,
+                    "a create request whose first call stored nothing is taken over"
+                );
             }
         }
         self.store.insert_product(&product).await?;
@@ -145,27 +164,30 @@ impl CatalogApi {
         Ok(product)
     }
 
-    /// The product an earlier call with the same request id created.
+    /// The product an earlier call with the same request id created; `None`
+    /// when that call never stored it and its lease has run out.
     async fn earlier_creation(
         &self,
-        earlier_id: &str,
+        earlier: &CreateClaim,
         wanted: &Product,
-    ) -> Result<Product, CatalogError> {
+    ) -> Result<Option<Product>, CatalogError> {
+        let earlier_id = &earlier.product_id;
         // The earlier call may still be writing it.
         for _ in 0..50 {
-            if let Some(earlier) = self.store.product(earlier_id).await? {
-                if model::same_listing(&earlier, wanted) {
-                    return Ok(earlier);
+            if let Some(found) = self.store.product(earlier_id).await? {
+                if model::same_listing(&found, wanted) {
+                    return Ok(Some(found));
                 }
                 return Err(CatalogError::AlreadyExists(format!(
                     "request_id was already used to create product {earlier_id} with different details"
                 )));
             }
+            if earlier.lapsed(unix_millis(SystemTime::now())) {
+                return Ok(None);
+            }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        Err(CatalogError::FailedPrecondition(format!(
-            "request_id is taken by product {earlier_id}, which is still being created; retry"
-        )))
+        Err(still_being_created(earlier))
     }
 
     async fn list_products(
@@ -485,4 +507,12 @@ mod access_rules {
         harvest_kit::auth::check_rules("harvest.catalog.v1.CatalogService", super::RULES)
             .expect("one rule a method");
     }
+}
+
+/// The answer to a retry while the first call may still store its product.
+fn still_being_created(earlier: &CreateClaim) -> CatalogError {
+    CatalogError::FailedPrecondition(format!(
+        "request_id is taken by product {}, which is still being created; retry",
+        earlier.product_id
+    ))
 }

@@ -264,6 +264,61 @@ impl Default for BuyerLimit {
 /// stock outcome and settled reservations.
 const REMEMBER_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// How long a create request's claim on its request id waits for its product
+/// to be stored: after that, a retry whose product is still missing (the
+/// first call failed or died before storing it) takes the request id over.
+pub const CREATE_LEASE: Duration = Duration::from_secs(30);
+
+/// Moves a create request's claim from one call to another, if it still
+/// holds `ARGV[1]`: sets `ARGV[2]`, keeping its time to live. 1 when moved.
+const TAKE_OVER_CREATE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+";
+
+/// The claim on a create request id: the product the call creates, and
+/// when it claimed the id (unix ms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateClaim {
+    pub product_id: String,
+    pub claimed_at_ms: i64,
+    /// As stored, to take it over.
+    raw: String,
+}
+
+impl CreateClaim {
+    fn new(product: &Id, now_ms: i64) -> CreateClaim {
+        let raw = format!("{product}|{now_ms}");
+        CreateClaim {
+            product_id: product.to_string(),
+            claimed_at_ms: now_ms,
+            raw,
+        }
+    }
+
+    /// A stored claim; one without a time (made before claims had one)
+    /// counts as made long ago.
+    fn parse(raw: String) -> CreateClaim {
+        let (product_id, claimed_at_ms) = match raw.split_once('|') {
+            Some((product, at)) => (product.to_owned(), at.parse().unwrap_or(0)),
+            None => (raw.clone(), 0),
+        };
+        CreateClaim {
+            product_id,
+            claimed_at_ms,
+            raw,
+        }
+    }
+
+    /// Whether its lease has run out at `now_ms`.
+    pub fn lapsed(&self, now_ms: i64) -> bool {
+        now_ms - self.claimed_at_ms > CREATE_LEASE.as_millis() as i64
+    }
+}
+
 fn reserve_script() -> &'static Script {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| {
@@ -376,18 +431,19 @@ impl CatalogStore {
         self.index_key("all")
     }
 
-    /// Remembers that `request` creates `product`. Returns the product id an
-    /// earlier call with the same request id claimed, if any.
+    /// Remembers that `request` creates `product`. Returns the claim of an
+    /// earlier call with the same request id, if any.
     pub async fn claim_create_request(
         &self,
         request: &Id,
         product: &Id,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<CreateClaim>, StoreError> {
         let mut redis = self.redis.clone();
         let key = self.create_request_key(request.as_str());
+        let claim = CreateClaim::new(product, unix_millis(SystemTime::now()));
         let claimed: Option<String> = redis::cmd("SET")
             .arg(&key)
-            .arg(product.as_str())
+            .arg(&claim.raw)
             .arg("NX")
             .arg("EX")
             .arg(REMEMBER_FOR.as_secs())
@@ -396,7 +452,29 @@ impl CatalogStore {
         if claimed.is_some() {
             return Ok(None);
         }
-        Ok(redis.get(&key).await?)
+        let earlier: Option<String> = redis.get(&key).await?;
+        Ok(earlier.map(CreateClaim::parse))
+    }
+
+    /// Takes `request` over from the `earlier` claim, for `product`, if that
+    /// claim still holds it. True when taken.
+    pub async fn take_over_create_request(
+        &self,
+        request: &Id,
+        earlier: &CreateClaim,
+        product: &Id,
+    ) -> Result<bool, StoreError> {
+        static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+        let claim = CreateClaim::new(product, unix_millis(SystemTime::now()));
+        let mut redis = self.redis.clone();
+        let taken: i64 = SCRIPT
+            .get_or_init(|| Script::new(TAKE_OVER_CREATE))
+            .key(self.create_request_key(request.as_str()))
+            .arg(&earlier.raw)
+            .arg(&claim.raw)
+            .invoke_async(&mut redis)
+            .await?;
+        Ok(taken == 1)
     }
 
     /// Stores a new product and adds it to the listing indexes.

@@ -151,17 +151,76 @@ async fn a_retried_create_with_a_request_id_returns_the_first_product() {
         Code::AlreadyExists,
         "request_id",
     );
-    let listed = client
-        .list_products(ListProductsRequest::default())
-        .await
-        .expect("listed")
-        .into_inner()
-        .products;
+    let listed = catalog.listed().await;
     assert_eq!(
         listed.len(),
         1,
         "one product, however often it was asked for"
     );
+}
+
+/// A first call that claimed its request id and died before storing its
+/// product holds the id for the lease only: a retry within it is told to
+/// retry, one after it creates the product, once.
+#[tokio::test]
+async fn a_request_id_whose_first_call_stored_nothing_is_taken_over_after_the_lease() {
+    let catalog = TestCatalog::start().await;
+    let mut client = catalog.client.clone();
+    let request_id = harvest_domain::Id::parse("create-lost-1").expect("valid");
+    let lost = harvest_domain::Id::parse("prd_lost").expect("valid");
+    let claimed = catalog
+        .store
+        .claim_create_request(&request_id, &lost)
+        .await
+        .expect("redis");
+    assert_eq!(claimed, None, "the dead call's claim");
+    let mut request = product_request("Yunnan coffee", 5_600);
+    request.request_id = request_id.to_string();
+
+    assert_status(
+        client.create_product(request.clone()).await,
+        Code::FailedPrecondition,
+        "still being created; retry",
+    );
+
+    // The lease runs out (its claim made longer ago than that).
+    let mut redis = harvest_kit::store::connect(&catalog.config.redis)
+        .await
+        .expect("redis connects");
+    let key = format!(
+        "{}catalog:create:{{{request_id}}}",
+        catalog.config.redis.key_prefix
+    );
+    let long_ago = harvest_catalog::store::unix_millis(std::time::SystemTime::now())
+        - harvest_catalog::store::CREATE_LEASE.as_millis() as i64
+        - 1_000;
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(format!("{lost}|{long_ago}"))
+        .arg("KEEPTTL")
+        .query_async(&mut redis)
+        .await
+        .expect("redis");
+
+    let created = client
+        .create_product(request.clone())
+        .await
+        .expect("taken over")
+        .into_inner();
+    assert_ne!(created.product_id, lost.as_str());
+    let again = client
+        .create_product(request)
+        .await
+        .expect("retried")
+        .into_inner();
+    assert_eq!(again.product_id, created.product_id);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .expect("redis");
+    assert!(ttl > 29 * 24 * 3600, "remembered for 30 days: {ttl} s");
+    assert_eq!(catalog.listed().await.len(), 1, "created once");
 }
 
 #[tokio::test]

@@ -197,6 +197,17 @@ impl TestCatalog {
             .expect("consistent");
     }
 
+    /// The first page of every product, as ListProducts lists them.
+    pub async fn listed(&self) -> Vec<Product> {
+        self.client
+            .clone()
+            .list_products(harvest_proto::catalog::v1::ListProductsRequest::default())
+            .await
+            .expect("listed")
+            .into_inner()
+            .products
+    }
+
     pub async fn stock(&self, product: &Product) -> harvest_proto::catalog::v1::Stock {
         self.client
             .clone()
