@@ -483,6 +483,14 @@ impl CatalogService for CatalogApi {
     }
 }
 
+/// The answer to a retry while the first call may still store its product.
+fn still_being_created(earlier: &CreateClaim) -> CatalogError {
+    CatalogError::FailedPrecondition(format!(
+        "request_id is taken by product {}, which is still being created; retry",
+        earlier.product_id
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,12 +515,4 @@ mod access_rules {
         harvest_kit::auth::check_rules("harvest.catalog.v1.CatalogService", super::RULES)
             .expect("one rule a method");
     }
-}
-
-/// The answer to a retry while the first call may still store its product.
-fn still_being_created(earlier: &CreateClaim) -> CatalogError {
-    CatalogError::FailedPrecondition(format!(
-        "request_id is taken by product {}, which is still being created; retry",
-        earlier.product_id
-    ))
 }
