@@ -264,6 +264,26 @@ impl TestPayments {
     }
 
     /// What the sandbox provider remembers of a step of an order.
+    /// How long Redis keeps `key` (given without the key prefix), in ms: -1
+    /// for a key without a time to live, -2 for none.
+    pub async fn pttl(&self, key: &str) -> i64 {
+        let mut redis = harvest_kit::store::connect(&self.config.redis)
+            .await
+            .expect("redis connects");
+        redis::cmd("PTTL")
+            .arg(format!("{}{key}", self.config.redis.key_prefix))
+            .query_async(&mut redis)
+            .await
+            .expect("redis")
+    }
+
+    /// Whether `ttl_ms` (from [`TestPayments::pttl`]) is the retention,
+    /// less the moments since it was set.
+    pub fn is_the_retention(&self, ttl_ms: i64) -> bool {
+        let retention = self.config.redis.retention().as_millis() as i64;
+        ttl_ms > retention - 60_000 && ttl_ms <= retention
+    }
+
     pub async fn provider_record(&self, order_id: &str, step: &str) -> Option<SandboxRecord> {
         self.sandbox
             .record(&format!("{order_id}:{step}"))
