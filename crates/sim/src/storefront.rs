@@ -216,11 +216,13 @@ pub async fn run(
                         let placed = orders
                             .place_order(act_as(Role::Buyer, &buyer_id, request.clone()))
                             .await;
-                        let wait = match &placed {
-                            Err(status) if retry && unanswered(status.code()) => waits.next(),
-                            _ => None,
+                        let Err(status) = &placed else {
+                            break placed;
                         };
-                        let (Some(wait), Err(status)) = (wait, &placed) else {
+                        if !(retry && unanswered(status.code())) {
+                            break placed;
+                        }
+                        let Some(wait) = waits.next() else {
                             break placed;
                         };
                         record_error(&calls, &region, failure(status));

@@ -147,7 +147,9 @@ impl Broker {
     }
 
     /// A private broker with a second client listener that speaks only
-    /// TLS and takes only SCRAM users ([`Broker::secure_bootstrap`]).
+    /// TLS and takes only SCRAM users ([`Broker::secure_bootstrap`]), and a
+    /// third for mutual TLS when `listener` names an authority for clients
+    /// ([`Broker::mutual_tls_bootstrap`]).
     pub fn secure(listener: SecureListener) -> anyhow::Result<Self> {
         Self::start_private(&BrokerOptions {
             secure: Some(listener),

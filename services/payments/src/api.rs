@@ -249,60 +249,57 @@ impl<P: PaymentProvider> PaymentsApi<P> {
             }
         }
         let requested = (amount != Fen::ZERO).then_some(amount);
-        let outcome = match self
+        let refunded = match self
             .payments
             .refund(&order, &RefundKey::Request(key.clone()), requested, &reason)
             .await
+            .map_err(PaymentsError::from)
         {
-            Ok(outcome) => outcome,
+            Ok(RefundOutcome::Refunded(record)) => Ok(record),
+            Ok(RefundOutcome::NotCaptured(stage)) => Err(PaymentsError::FailedPrecondition(
+                not_captured(&order, stage),
+            )),
+            Ok(RefundOutcome::NothingLeft { captured }) => {
+                Err(PaymentsError::FailedPrecondition(format!(
+                    "nothing is left to refund for order {order}: all {captured} fen captured were refunded"
+                )))
+            }
+            Ok(RefundOutcome::Exceeds {
+                requested,
+                captured,
+                refunded,
+            }) => Err(PaymentsError::FailedPrecondition(exceeds(
+                &order, requested, captured, refunded,
+            ))),
+            Err(error) => Err(error),
+        };
+        let record = match refunded {
+            Ok(record) => record,
             Err(error) => {
-                let error = PaymentsError::from(error);
-                if matches!(error, PaymentsError::FailedPrecondition(_)) {
-                    // Declined or refused: no refund is pending under the key
-                    // (a declined one is dropped), so it stays free.
+                // Refused or declined: no refund is pending under the key (a
+                // declined one is dropped), so the key this call claimed is
+                // free again.
+                if !claimed_before && matches!(error, PaymentsError::FailedPrecondition(_)) {
                     store.release_refund_key(key.as_str(), &fingerprint).await?;
                 }
                 return Err(error);
             }
         };
-        let refused = match &outcome {
-            RefundOutcome::Refunded(record) => {
-                tracing::info!(order_id = %order, amount_fen = record.amount, "refund requested");
-                None
-            }
-            RefundOutcome::NotCaptured(stage) => Some(not_captured(&order, *stage)),
-            RefundOutcome::NothingLeft { captured } => Some(format!(
-                "nothing is left to refund for order {order}: all {captured} fen captured were refunded"
-            )),
-            RefundOutcome::Exceeds {
-                requested,
-                captured,
-                refunded,
-            } => Some(exceeds(&order, *requested, *captured, *refunded)),
-        };
-        if let Some(message) = refused {
-            if !claimed_before {
-                store.release_refund_key(key.as_str(), &fingerprint).await?;
-            }
-            return Err(PaymentsError::FailedPrecondition(message));
-        }
+        tracing::info!(order_id = %order, amount_fen = record.amount, "refund requested");
         let payment = self.existing(&order).await?;
-        if let RefundOutcome::Refunded(record) = &outcome {
-            // Once per idempotency key: a retry of a refund whose record
-            // could not be written writes it, one whose record is there adds
-            // none.
-            let change = Change {
-                action: AuditAction::PaymentRefunded,
-                subject: order.as_str(),
-                detail: format!(
-                    "refunded {} fen of {} fen captured ({} fen refunded in all)",
-                    record.amount, payment.captured, record.total_after
-                ),
-                reason: &record.reason,
-                cause: &[order.as_str(), key.as_str()],
-            };
-            self.audit.record(caller, change).await;
-        }
+        // Once per idempotency key: a retry of a refund whose record could not
+        // be written writes it, one whose record is there adds none.
+        let change = Change {
+            action: AuditAction::PaymentRefunded,
+            subject: order.as_str(),
+            detail: format!(
+                "refunded {} fen of {} fen captured ({} fen refunded in all)",
+                record.amount, payment.captured, record.total_after
+            ),
+            reason: &record.reason,
+            cause: &[order.as_str(), key.as_str()],
+        };
+        self.audit.record(caller, change).await;
         self.with_entries(payment).await
     }
 
